@@ -1,0 +1,114 @@
+"""What a user asks for: the hosted trainer's parameters plus the Kubernetes placement knobs.
+
+The first five fields are the hosted API's request (same names in camelCase, same defaults and
+ranges); a spec holding only `data` trains exactly what the hosted API trains for a request
+holding only `data`. Every other field is optional and its default keeps that behaviour.
+"""
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from fluxlora_api.base import ApiModel
+
+DEFAULT_TRIGGER_WORD = "p3r5on"
+DEFAULT_BASE_MODEL = "black-forest-labs/FLUX.1-dev"
+
+DATA_URL_PATTERN = r"^(https?|s3)://\S+$"
+OUTPUT_PATTERN = r"^(s3://[^/\s]+(/\S*)?|/\S*)$"
+BASE_MODEL_PATTERN = r"^(/\S*|[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+Optimizer = Literal["adamw", "adamw8bit", "prodigy"]
+SamplePrompt = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration for the trainer pod (core/v1 Toleration)."""
+
+    key: str | None = Field(None, max_length=316)
+    """Taint key the toleration applies to; empty with operator Exists matches every taint."""
+    operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal (the Kubernetes default is Equal)."""
+    value: str | None = Field(None, max_length=63)
+    """Taint value to match when operator is Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
+    toleration_seconds: int | None = Field(None, ge=0)
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+class TrainingParameters(ApiModel):
+    """The training recipe: what the trainer needs, shared by the spec and the trainer config."""
+
+    data: str = Field(pattern=DATA_URL_PATTERN, max_length=4096)
+    """URL of a .zip of images (jpg, png, webp, bmp), each with an optional caption in a .txt
+    file of the same name. Schemes: https, http, s3 (s3://bucket/key). Use at least 4 images;
+    more is better."""
+    trigger_word: str | None = Field(DEFAULT_TRIGGER_WORD, max_length=200)
+    """Word that stands for the subject or style. Images without a caption are captioned with it;
+    images with a caption use their caption unchanged (a "[trigger]" placeholder in a caption is
+    replaced by it). null or "" means no trigger word at all."""
+    steps: int = Field(1000, ge=500, le=4000)
+    """Number of optimisation steps to train the LoRA for."""
+    learning_rate: float = Field(0.0004, ge=0, le=1)
+    """Learning rate of the LoRA weights (constant after a short warmup)."""
+    lora_rank: int = Field(16, ge=1, le=64)
+    """Rank of the LoRA matrices: higher learns more detail and gives a larger file."""
+    lora_alpha: float | None = Field(None, gt=0, le=1024)
+    """LoRA scaling alpha; unset means equal to loraRank (a scale of 1)."""
+    resolution: int = Field(1024, ge=256, le=2048, multiple_of=64)
+    """Training resolution in pixels of the longer side; images are bucketed by aspect ratio."""
+    batch_size: int = Field(1, ge=1, le=32)
+    """Images per optimisation step."""
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    """Random seed for a reproducible run; unset means the trainer picks one and records it."""
+    caption_dropout: float = Field(0.05, ge=0, le=1)
+    """Probability of training a step with an empty caption (helps the LoRA follow prompts)."""
+    optimizer: Optimizer = "adamw"
+    """Optimizer: adamw, adamw8bit (bitsandbytes, CUDA only) or prodigy (learning-rate free)."""
+    base_model: str = Field(DEFAULT_BASE_MODEL, pattern=BASE_MODEL_PATTERN, max_length=1024)
+    """Base model: a Hugging Face repo id in diffusers layout or an absolute path to one inside the
+    trainer pod (for example a mounted model cache)."""
+    checkpoint_every_steps: int = Field(250, ge=0, le=4000)
+    """Save a resumable checkpoint every this many steps, so a preempted or evicted pod resumes
+    instead of starting over; 0 disables checkpoints."""
+    sample_prompts: list[SamplePrompt] | None = Field(None, max_length=8)
+    """Prompts rendered with the trained LoRA after training and uploaded as sample images."""
+
+    @property
+    def effective_trigger_word(self) -> str | None:
+        """The trigger word in force: None when unset or blank (null and "" both mean none)."""
+        word = (self.trigger_word or "").strip()
+        return word or None
+
+    @property
+    def effective_lora_alpha(self) -> float:
+        return self.lora_alpha if self.lora_alpha is not None else float(self.lora_rank)
+
+
+class LoRATrainingJobSpec(TrainingParameters):
+    """Desired training run. Immutable once created: create a new resource to change anything."""
+
+    output: str | None = Field(None, pattern=OUTPUT_PATTERN, max_length=1024)
+    """Destination prefix for the outputs (s3://bucket/prefix or an absolute path on a mounted
+    volume), overriding the operator's default. Files land under
+    <output>/<namespace>/<name>-<uid>/."""
+    gpus: int = Field(1, ge=1, le=8)
+    """Number of GPUs requested for the trainer pod."""
+    node_selector: dict[str, LabelValue] | None = Field(None, max_length=64)
+    """Node labels the trainer pod must match, merged over the operator's defaults."""
+    tolerations: list[Toleration] | None = Field(None, max_length=32)
+    """Tolerations for the trainer pod, added to the operator's defaults."""
+    priority_class_name: str | None = Field(None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
+    """PriorityClass of the trainer pod, overriding the operator's default."""
+    queue_name: str | None = Field(None, pattern=DNS_LABEL_PATTERN, max_length=63)
+    """Kueue LocalQueue to submit the Job to. The Job is created suspended and Kueue starts it;
+    the phase stays created while it waits. Overrides the operator's default queue."""
+    backoff_limit: int = Field(2, ge=0, le=20)
+    """How many failed trainer pods are retried. Preemption and eviction never count; bad input
+    (an unusable dataset) is never retried."""
+    active_deadline_seconds: int | None = Field(None, ge=60)
+    """Wall-clock limit for the whole Job, retries included; the resource fails when it passes."""

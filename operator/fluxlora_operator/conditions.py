@@ -1,0 +1,41 @@
+"""metav1.Condition bookkeeping: one condition per type, lastTransitionTime kept while the
+status stays the same (Kubernetes API conventions)."""
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ConditionChange:
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+    # Posted as a Warning event (not Normal) when the condition changes to this.
+    warning: bool = False
+
+
+def find_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], change: ConditionChange, now: str, generation: int | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The conditions with `change` applied in place, and whether it changed anything."""
+    existing = find_condition(conditions, change.type)
+    same_status = existing is not None and existing.get("status") == change.status
+    updated = {
+        "type": change.type,
+        "status": change.status,
+        "reason": change.reason,
+        "message": change.message,
+        "lastTransitionTime": existing["lastTransitionTime"] if same_status else now,
+    }
+    if generation is not None:
+        updated["observedGeneration"] = generation
+    if existing == updated:
+        return conditions, False
+    if existing is None:
+        return [*conditions, updated], True
+    return [updated if c is existing else c for c in conditions], True

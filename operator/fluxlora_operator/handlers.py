@@ -1,0 +1,120 @@
+"""The kopf handlers: a few lines each, calling the Reconciler.
+
+- a new or resumed LoRATrainingJob gets its status, identity and Job;
+- any change to a trainer Job or pod re-mirrors the owning resource at once;
+- a slow timer re-mirrors unfinished resources (time-based failures, missed events);
+- every resource event updates the phase gauge.
+"""
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from fluxlora_api import resource
+from fluxlora_api.status import Phase
+from fluxlora_operator import naming
+from fluxlora_operator.metrics import Metrics
+from fluxlora_operator.reconciler import Reconciler, RetryLater
+from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.status_update import Event
+
+RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
+JOBS = ("batch", "v1", "jobs")
+PODS = ("", "v1", "pods")
+MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
+
+
+def post_kopf_event(body: dict[str, Any], event: Event) -> None:
+    kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+
+
+def _counted(name: str, metrics: Metrics) -> Callable:
+    """Counts a handler's failures; kopf logs them and retries (or waits for the next event)."""
+
+    def decorate(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            except RetryLater as error:
+                raise kopf.TemporaryError(str(error), delay=error.delay) from None
+            except Exception:
+                metrics.handler_errors.labels(name).inc()
+                raise
+
+        return wrapper
+
+    return decorate
+
+
+def _unfinished(status: dict[str, Any], **_: Any) -> bool:
+    phase = (status or {}).get("phase")
+    return phase not in (Phase.COMPLETED.value, Phase.FAILED.value)
+
+
+def register(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: OperatorSettings
+) -> None:
+    """Register the operator's handlers on `registry`."""
+    metrics = reconciler.metrics
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Keep kopf's bookkeeping in annotations: status is ours and schema-checked.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=resource.GROUP
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=resource.GROUP, key="last-handled-configuration"
+        )
+        # Watch only our own Jobs and pods, filtered by the API server.
+        settings.watching.label_selectors[JOBS] = naming.MANAGED_SELECTOR
+        settings.watching.label_selectors[PODS] = naming.MANAGED_SELECTOR
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        # Only our explicit events reach users; kopf's per-handler chatter stays in the log.
+        settings.posting.level = logging.WARNING
+
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @_counted("start", metrics)
+    def start_training(namespace: str, name: str, **_: Any) -> None:
+        reconciler.start(namespace, name)
+
+    @kopf.on.event(*JOBS, labels=MANAGED, registry=registry)
+    @_counted("job_event", metrics)
+    def job_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+        owner = labels.get(naming.LABEL_TRAINING_JOB)
+        if owner:
+            reconciler.mirror(namespace, owner)
+
+    @kopf.on.event(*PODS, labels=MANAGED, registry=registry)
+    @_counted("pod_event", metrics)
+    def pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+        owner = labels.get(naming.LABEL_TRAINING_JOB)
+        if owner:
+            reconciler.mirror(namespace, owner)
+
+    @kopf.timer(
+        *RESOURCE,
+        interval=settings.resync_seconds,
+        initial_delay=settings.resync_seconds,
+        when=_unfinished,
+        registry=registry,
+    )
+    @_counted("resync", metrics)
+    def resync(namespace: str, name: str, **_: Any) -> None:
+        reconciler.mirror(namespace, name)
+
+    @kopf.on.event(*RESOURCE, registry=registry)
+    def track_phase(
+        type: str, namespace: str, name: str, uid: str, status: dict[str, Any], **_: Any
+    ) -> None:
+        if type == "DELETED":
+            metrics.observe_phase(uid, None)
+            reconciler.forget(namespace, name)
+        else:
+            metrics.observe_phase(uid, (status or {}).get("phase"))

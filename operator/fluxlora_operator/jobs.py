@@ -1,0 +1,192 @@
+"""Builds the batch/v1 Job that runs the trainer for one LoRATrainingJob (a pure function)."""
+
+from typing import Any
+
+from fluxlora_api import contract
+from fluxlora_api.contract import ExitCode, TrainingConfig
+from fluxlora_api.spec import LoRATrainingJobSpec
+from fluxlora_operator import naming
+from fluxlora_operator.effective import (
+    MODEL_CACHE_MOUNT_PATH,
+    OUTPUT_MOUNT_PATH,
+    effective_output,
+    effective_placement,
+    effective_queue,
+)
+from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.training_job import TrainingJobRef
+
+WORK_MOUNT_PATH = "/work"
+TRAINER_COMMAND = ["fluxlora-trainer", "train"]
+
+RESTRICTED_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def build_training_config(
+    ref: TrainingJobRef, spec: LoRATrainingJobSpec, settings: OperatorSettings
+) -> TrainingConfig:
+    """The trainer's config: the spec's training parameters plus where the outputs go."""
+    parameters = spec.model_dump(include=set(TrainingConfig.model_fields) - {"output", "job_id"})
+    return TrainingConfig(
+        **parameters, output=effective_output(spec, settings, ref), job_id=ref.uid
+    )
+
+
+def build_pod_failure_policy() -> dict[str, Any]:
+    return {
+        "rules": [
+            # Preemption, eviction, node drain: retry, and do not count it as a failure.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            # The dataset or config is unusable: retrying cannot help.
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": naming.TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": [int(ExitCode.BAD_INPUT)],
+                },
+            },
+        ]
+    }
+
+
+def _env(ref: TrainingJobRef, config: TrainingConfig, settings: OperatorSettings) -> list[dict]:
+    hf_home = (
+        MODEL_CACHE_MOUNT_PATH if settings.model_cache_pvc else f"{WORK_MOUNT_PATH}/huggingface"
+    )
+    env: list[dict[str, Any]] = [
+        {"name": contract.CONFIG_ENV, "value": config.model_dump_json(by_alias=True)},
+        {"name": contract.RESOURCE_NAMESPACE_ENV, "value": ref.namespace},
+        {"name": contract.RESOURCE_NAME_ENV, "value": ref.name},
+        {"name": "HOME", "value": WORK_MOUNT_PATH},
+        {"name": "HF_HOME", "value": hf_home},
+    ]
+    if settings.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
+    if settings.hf_token_secret:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": settings.hf_token_secret, "key": "token"}},
+            }
+        )
+    return env
+
+
+def _volumes(settings: OperatorSettings) -> tuple[list[dict], list[dict]]:
+    work: dict[str, Any] = {}
+    if settings.work_volume_size:
+        work["sizeLimit"] = settings.work_volume_size
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
+        {"name": "work", "emptyDir": work},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "work", "mountPath": WORK_MOUNT_PATH},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if settings.output_pvc:
+        volumes.append(
+            {"name": "output", "persistentVolumeClaim": {"claimName": settings.output_pvc}}
+        )
+        mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT_PATH})
+    if settings.model_cache_pvc:
+        volumes.append(
+            {"name": "models", "persistentVolumeClaim": {"claimName": settings.model_cache_pvc}}
+        )
+        mounts.append({"name": "models", "mountPath": MODEL_CACHE_MOUNT_PATH})
+    return volumes, mounts
+
+
+def build_job(
+    ref: TrainingJobRef, spec: LoRATrainingJobSpec, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The trainer Job: one pod, retried on failure, never on bad input, not on disruption."""
+    config = build_training_config(ref, spec, settings)
+    placement = effective_placement(spec, settings)
+    queue = effective_queue(spec, settings)
+    labels = naming.child_labels(ref.name)
+    volumes, mounts = _volumes(settings)
+
+    envs_from = [{"secretRef": {"name": settings.output_secret}}] if settings.output_secret else []
+    container: dict[str, Any] = {
+        "name": naming.TRAINER_CONTAINER,
+        "image": settings.trainer_image,
+        "imagePullPolicy": settings.trainer_image_pull_policy,
+        "command": TRAINER_COMMAND,
+        "env": _env(ref, config, settings),
+        "envFrom": envs_from,
+        "resources": {
+            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+            "limits": {"memory": settings.memory_limit, settings.gpu_resource: str(spec.gpus)},
+        },
+        "volumeMounts": mounts,
+        "securityContext": RESTRICTED_CONTAINER_SECURITY,
+        "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if not envs_from:
+        del container["envFrom"]
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": naming.identity_name(ref.name),
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = placement.node_selector
+    if placement.tolerations:
+        pod_spec["tolerations"] = placement.tolerations
+    if placement.priority_class_name:
+        pod_spec["priorityClassName"] = placement.priority_class_name
+    if placement.runtime_class_name:
+        pod_spec["runtimeClassName"] = placement.runtime_class_name
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
+
+    job_labels = dict(labels)
+    if queue:
+        job_labels[naming.KUEUE_QUEUE_LABEL] = queue
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "completions": 1,
+        "parallelism": 1,
+        "podFailurePolicy": build_pod_failure_policy(),
+        # Kueue admits a suspended Job by un-suspending it; the operator never does.
+        "suspend": bool(queue),
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if settings.job_ttl_seconds is not None:
+        job_spec["ttlSecondsAfterFinished"] = settings.job_ttl_seconds
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": naming.job_name(ref.name),
+            "namespace": ref.namespace,
+            "labels": job_labels,
+            "ownerReferences": [ref.owner_reference()],
+        },
+        "spec": job_spec,
+    }

@@ -1,0 +1,169 @@
+"""A small dict-in, dict-out client for the few API calls the operator makes.
+
+The official client loads the credentials (kubeconfig, in-cluster token, exec plugins) and
+carries the requests; objects stay plain dicts, as kopf hands them to handlers and as the pure
+builders produce them.
+"""
+
+import contextlib
+import json
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import kubernetes
+
+from fluxlora_api import resource
+from fluxlora_operator.training_job import TrainingJobRef
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_SECONDS = 30
+# Set by the Job controller on every pod it creates.
+JOB_CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+# Where each kind of child object lives: (API path prefix, plural).
+COLLECTIONS = {
+    "Job": ("/apis/batch/v1", "jobs"),
+    "Pod": ("/api/v1", "pods"),
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    resource.KIND: (f"/apis/{resource.API_VERSION}", resource.PLURAL),
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class ForeignObjectError(Exception):
+    """An object with the name we need exists but belongs to something else."""
+
+
+def path(kind: str, namespace: str, name: str | None = None, subresource: str = "") -> str:
+    prefix, plural = COLLECTIONS[kind]
+    url = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
+    if name is not None:
+        url += f"/{quote(name)}"
+    if subresource:
+        url += f"/{subresource}"
+    return url
+
+
+def load_api_client() -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a pod, the kubeconfig otherwise."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+class Kube:
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self._client = api_client
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        serialized = self._client.param_serialize(
+            method=method,
+            resource_path=url,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+            response.read()
+        except kubernetes.client.ApiException as error:
+            raise _api_error(error.status or 0, error.reason or "", error.body) from None
+        if response.status >= 400:
+            raise _api_error(response.status, response.reason or "", response.data)
+        return json.loads(response.data) if response.data else {}
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", path(kind, namespace, name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        listing = self.request(
+            "GET", path(kind, namespace), query={"labelSelector": label_selector}
+        )
+        return listing.get("items") or []
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Deletes in the background (dependents too); a missing object is fine."""
+        try:
+            self.request(
+                "DELETE",
+                path(kind, namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self.request(
+            "PATCH",
+            path(resource.KIND, namespace, name, "status"),
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def create_or_adopt(
+        self, obj: dict[str, Any], owner: TrainingJobRef
+    ) -> tuple[dict[str, Any], bool]:
+        """Creates `obj`, or returns the existing one when `owner` already owns it (a restart
+        mid-way). Returns (object, created)."""
+        meta = obj["metadata"]
+        try:
+            return self.request("POST", path(obj["kind"], meta["namespace"]), body=obj), True
+        except ApiError as error:
+            if error.status != 409:
+                raise
+        existing = self.get(obj["kind"], meta["namespace"], meta["name"])
+        if existing is None:
+            raise ApiError(409, "Conflict", f"{obj['kind']} {meta['name']} is being deleted")
+        if not owner.owns(existing):
+            raise ForeignObjectError(
+                f"{obj['kind']} {meta['namespace']}/{meta['name']} already exists and does not "
+                f"belong to LoRATrainingJob {owner.name}: delete it or use another name"
+            )
+        return existing, False
+
+    def job_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pods of exactly this Job (not of an earlier Job that had the same name)."""
+        meta = job["metadata"]
+        selector = f"{JOB_CONTROLLER_UID_LABEL}={meta['uid']}"
+        pods = self.list("Pod", meta["namespace"], selector)
+        return [
+            pod
+            for pod in pods
+            if any(
+                o.get("uid") == meta["uid"] for o in pod["metadata"].get("ownerReferences") or []
+            )
+        ]
+
+
+def _api_error(status: int, reason: str, data: Any) -> ApiError:
+    message = data.decode() if isinstance(data, bytes) else str(data or "")
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(message).get("message", message)
+    return ApiError(status, reason, message)

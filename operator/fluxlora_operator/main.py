@@ -1,0 +1,40 @@
+"""`fluxlora-operator`: parse the settings, then run the kopf operator."""
+
+import logging
+from collections.abc import Sequence
+
+import kopf
+
+from fluxlora_operator.handlers import post_kopf_event, register
+from fluxlora_operator.kube import Kube, load_api_client
+from fluxlora_operator.metrics import Metrics
+from fluxlora_operator.reconciler import Reconciler
+from fluxlora_operator.settings import load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = load_settings(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    metrics = Metrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    reconciler = Reconciler(Kube(load_api_client()), settings, metrics, post_kopf_event)
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler, settings)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    kopf.run(
+        registry=registry,
+        clusterwide=settings.all_namespaces,
+        namespaces=settings.namespaces,
+        standalone=settings.peering is None,
+        peering_name=settings.peering,
+        liveness_endpoint=liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,274 @@
+"""Reads a trainer Job and its pods into an Observation: the phase, conditions and results they
+show. Pure: the handlers fetch the objects, this decides what they mean."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fluxlora_api.contract import ExitCode, TrainingResult, parse_termination_message
+from fluxlora_api.status import Phase
+from fluxlora_operator import naming
+from fluxlora_operator.clock import parse_time
+from fluxlora_operator.conditions import ConditionChange
+
+# Waiting reasons after which a pod never starts without outside help.
+START_FAILURES = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+# These fail at once: waiting longer cannot fix them.
+IMMEDIATE_START_FAILURES = {"InvalidImageName", "ErrImageNeverPull"}
+IMAGE_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+ERROR_TAIL_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class Observation:
+    phase: Phase
+    conditions: tuple[ConditionChange, ...] = ()
+    error: str = ""
+    result: TrainingResult | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    attempts: int = 0
+    # The pod can never start (bad image, missing Secret): Kubernetes would retry it forever,
+    # holding a GPU, so the operator deletes the Job once it has recorded the failure.
+    delete_job: bool = False
+
+
+def _true_condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for condition in obj.get("status", {}).get("conditions") or []:
+        if condition.get("type") == type_ and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == naming.TRAINER_CONTAINER:
+            return status
+    return {}
+
+
+def _newest_first(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        pods,
+        key=lambda pod: (
+            pod["metadata"].get("creationTimestamp") or "",
+            pod["metadata"].get("name", ""),
+        ),
+        reverse=True,
+    )
+
+
+def _first_start(pods: list[dict[str, Any]]) -> str | None:
+    starts = []
+    for pod in pods:
+        state = _trainer_status(pod).get("state", {})
+        started = (state.get("running") or state.get("terminated") or {}).get("startedAt")
+        if started:
+            starts.append(started)
+    return min(starts, key=parse_time) if starts else None
+
+
+def pod_error(pod: dict[str, Any]) -> str:
+    """Why one trainer pod failed, in the trainer's words where it left any."""
+    terminated = _trainer_status(pod).get("state", {}).get("terminated") or {}
+    message = (terminated.get("message") or "").strip()
+    result = parse_termination_message(message)
+    if result is not None and result.error:
+        return result.error
+    if terminated.get("reason") == "OOMKilled":
+        return (
+            "the trainer ran out of memory (OOMKilled); lower resolution or batchSize, or raise "
+            "the operator's memory limit"
+        )
+    if message and result is None:
+        # FallbackToLogsOnError: the tail of the log stands in for a message.
+        return message[-ERROR_TAIL_CHARS:]
+    if terminated:
+        code, why = terminated.get("exitCode"), terminated.get("reason", "Error")
+        return f"the trainer exited with code {code} ({why})"
+    disruption = _true_condition(pod, "DisruptionTarget")
+    if disruption:
+        return disruption.get("message") or "the trainer pod was disrupted"
+    return pod.get("status", {}).get("message") or "the trainer pod failed"
+
+
+def _exit_code(pod: dict[str, Any]) -> int | None:
+    return (_trainer_status(pod).get("state", {}).get("terminated") or {}).get("exitCode")
+
+
+def _failure(job: dict[str, Any], condition: dict[str, Any], pods: list[dict[str, Any]]):
+    """(reason, error) for a failed Job."""
+    reason = condition.get("reason") or "JobFailed"
+    failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
+    bad_input = [pod for pod in failed if _exit_code(pod) == ExitCode.BAD_INPUT]
+    last_error = pod_error(failed[0]) if failed else ""
+    if reason == "PodFailurePolicy" and bad_input:
+        return "BadInput", pod_error(bad_input[0])
+    if reason == "DeadlineExceeded":
+        deadline = job.get("spec", {}).get("activeDeadlineSeconds")
+        return reason, f"training did not finish within activeDeadlineSeconds ({deadline} s)"
+    if reason == "BackoffLimitExceeded":
+        count = job.get("status", {}).get("failed") or len(failed)
+        return reason, f"the trainer failed {count} time(s); last error: {last_error or 'unknown'}"
+    return reason, last_error or condition.get("message") or "the trainer Job failed"
+
+
+def _completion(job: dict[str, Any], condition: dict[str, Any], pods: list[dict[str, Any]]):
+    succeeded = [pod for pod in pods if pod.get("status", {}).get("phase") == "Succeeded"]
+    terminated = (
+        _trainer_status(succeeded[0]).get("state", {}).get("terminated") or {} if succeeded else {}
+    )
+    result = parse_termination_message(terminated.get("message")) or TrainingResult()
+    if (
+        result.timings.inference == 0
+        and terminated.get("startedAt")
+        and terminated.get("finishedAt")
+    ):
+        elapsed = parse_time(terminated["finishedAt"]) - parse_time(terminated["startedAt"])
+        result.timings.inference = int(elapsed.total_seconds() * 1000)
+    message = f"training finished with {len(result.outputs)} output(s)"
+    if not result.outputs:
+        message = "training finished but the trainer reported no outputs"
+    return result, message
+
+
+def observe(
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: datetime,
+    start_grace_seconds: float,
+) -> Observation:
+    """What the Job and its pods say about the training run."""
+    pods = _newest_first(pods)
+    common = {"start_time": _first_start(pods), "attempts": len(pods)}
+    queued = naming.KUEUE_QUEUE_LABEL in (job.get("metadata", {}).get("labels") or {})
+
+    complete = _true_condition(job, "Complete")
+    if complete:
+        result, message = _completion(job, complete, pods)
+        return Observation(
+            Phase.COMPLETED,
+            (
+                ConditionChange("Running", "False", "Finished", "the trainer exited"),
+                ConditionChange("Completed", "True", "TrainingSucceeded", message),
+            ),
+            result=result,
+            completion_time=complete.get("lastTransitionTime"),
+            **common,
+        )
+
+    failed = _true_condition(job, "Failed")
+    if failed:
+        reason, error = _failure(job, failed, pods)
+        return Observation(
+            Phase.FAILED,
+            (
+                ConditionChange("Running", "False", "Finished", "the trainer exited"),
+                ConditionChange("Failed", "True", reason, error, warning=True),
+            ),
+            error=error,
+            completion_time=failed.get("lastTransitionTime"),
+            **common,
+        )
+
+    if job.get("spec", {}).get("suspend"):
+        queue = (job["metadata"].get("labels") or {}).get(naming.KUEUE_QUEUE_LABEL)
+        where = f"Kueue queue {queue}" if queue else "the Job to be un-suspended"
+        return Observation(
+            Phase.CREATED,
+            (ConditionChange("Queued", "True", "WaitingForAdmission", f"waiting for {where}"),),
+            **common,
+        )
+    admitted = (
+        (ConditionChange("Queued", "False", "Admitted", "admitted by Kueue"),) if queued else ()
+    )
+
+    if not pods:
+        return Observation(Phase.CREATED, admitted, **common)
+    return _observe_pod(pods[0], now, start_grace_seconds, admitted, common)
+
+
+def _observe_pod(
+    pod: dict[str, Any],
+    now: datetime,
+    start_grace_seconds: float,
+    admitted: tuple[ConditionChange, ...],
+    common: dict[str, Any],
+) -> Observation:
+    name = pod["metadata"]["name"]
+    node = pod.get("spec", {}).get("nodeName")
+    state = _trainer_status(pod).get("state", {})
+    ever_started = common["start_time"] is not None
+    scheduled = ConditionChange("Scheduled", "True", "Scheduled", f"pod {name} on node {node}")
+
+    if state.get("running"):
+        running = ConditionChange("Running", "True", "TrainerRunning", f"pod {name} on node {node}")
+        return Observation(Phase.PROCESSING, (*admitted, scheduled, running), **common)
+
+    waiting = state.get("waiting") or {}
+    if waiting.get("reason") in START_FAILURES:
+        reason = waiting["reason"]
+        detail = f"trainer pod {name} cannot start: {reason}: {waiting.get('message', '')}".strip()
+        age = (now - parse_time(pod["metadata"]["creationTimestamp"])).total_seconds()
+        if reason in IMMEDIATE_START_FAILURES or age >= start_grace_seconds:
+            failure = "ImagePullFailed" if reason in IMAGE_FAILURES else "ContainerStartFailed"
+            return Observation(
+                Phase.FAILED,
+                (
+                    *admitted,
+                    scheduled,
+                    ConditionChange("Failed", "True", failure, detail, warning=True),
+                ),
+                error=detail,
+                delete_job=True,
+                **common,
+            )
+        starting = ConditionChange("Running", "False", reason, detail, warning=True)
+        return Observation(Phase.CREATED, (*admitted, scheduled, starting), **common)
+
+    pod_phase = pod.get("status", {}).get("phase")
+    if pod_phase == "Failed":
+        phase = Phase.PROCESSING if ever_started else Phase.CREATED
+        if _true_condition(pod, "DisruptionTarget"):
+            retry = ConditionChange(
+                "Running",
+                "False",
+                "Disrupted",
+                f"trainer pod {name} was preempted or evicted ({pod_error(pod)}); the Job "
+                "starts a new pod without counting a failure",
+                warning=True,
+            )
+        else:
+            retry = ConditionChange(
+                "Running",
+                "False",
+                "Retrying",
+                f"trainer pod {name} failed ({pod_error(pod)}); the Job retries it",
+                warning=True,
+            )
+        return Observation(phase, (*admitted, retry), **common)
+
+    unschedulable = next(
+        (
+            c
+            for c in pod.get("status", {}).get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("status") == "False"
+        ),
+        None,
+    )
+    if unschedulable:
+        message = unschedulable.get("message") or "no node can run the trainer pod"
+        reason = unschedulable.get("reason") or "Unschedulable"
+        waiting_for_node = ConditionChange("Scheduled", "False", reason, message, warning=True)
+        return Observation(Phase.CREATED, (*admitted, waiting_for_node), **common)
+
+    if node:
+        return Observation(Phase.CREATED, (*admitted, scheduled), **common)
+    return Observation(Phase.CREATED, admitted, **common)

@@ -1,0 +1,228 @@
+"""Reconciles one LoRATrainingJob: starts its trainer Job and mirrors the Job into the status.
+
+Every step re-reads the resource and is idempotent, so a restart at any point converges: a
+child that exists is adopted, never made twice. Kopf stays out of this module (the handlers wrap
+it), so it runs the same against any API server.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fluxlora_api import resource
+from fluxlora_api.status import Phase
+from fluxlora_operator import naming
+from fluxlora_operator.clock import format_time, hosted_created_at, utcnow
+from fluxlora_operator.conditions import ConditionChange
+from fluxlora_operator.identity import build_identity
+from fluxlora_operator.jobs import build_job
+from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube
+from fluxlora_operator.metrics import Metrics
+from fluxlora_operator.observe import observe
+from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.status_update import (
+    Event,
+    apply_conditions,
+    current_phase,
+    plan_status_update,
+)
+from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef, parse_spec
+
+logger = logging.getLogger(__name__)
+
+EventPoster = Callable[[dict[str, Any], Event], None]
+
+
+class RetryLater(Exception):
+    """Nothing is wrong with the resource, but the cluster is not ready for it yet."""
+
+    def __init__(self, message: str, delay: float = 30.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        metrics: Metrics,
+        post_event: EventPoster,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.metrics = metrics
+        self.post_event = post_event
+        self._locks: dict[tuple[str, str], threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.RLock:
+        # Job, pod and timer events of one resource arrive on different threads; each
+        # read-decide-write cycle must see the previous one's result.
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.RLock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+
+    # --- starting -----------------------------------------------------------------------------
+
+    def start(self, namespace: str, name: str) -> None:
+        """Give a new (or resumed) resource its status, identity and Job."""
+        with self._lock(namespace, name):
+            body = self.kube.get(resource.KIND, namespace, name)
+            if body is None or _is_terminal(body):
+                return
+            ref = TrainingJobRef.of(body)
+            try:
+                spec = parse_spec(body.get("spec") or {})
+                job = build_job(ref, spec, self.settings)
+            except InvalidSpec as error:
+                self._fail(body, "InvalidSpec", str(error))
+                return
+
+            status = body.get("status") or {}
+            if current_phase(status) is None:
+                self._write(
+                    body,
+                    {
+                        "phase": Phase.CREATED.value,
+                        "id": ref.uid,
+                        "model": spec.base_model,
+                        "createdAt": hosted_created_at(body["metadata"]["creationTimestamp"]),
+                        "outputs": [],
+                        "hasNsfwContents": [],
+                        "error": "",
+                        "timings": {"inference": 0},
+                        "observedGeneration": body["metadata"].get("generation"),
+                    },
+                    [],
+                )
+
+            try:
+                for child in build_identity(ref):
+                    self.kube.create_or_adopt(child, ref)
+                _, created = self.kube.create_or_adopt(job, ref)
+            except ForeignObjectError as error:
+                self._condition(
+                    body,
+                    ConditionChange(
+                        "JobCreated", "False", "NameConflict", str(error), warning=True
+                    ),
+                )
+                raise RetryLater(str(error), delay=60) from None
+            except ApiError as error:
+                if error.status in (400, 422):
+                    self._fail(
+                        body,
+                        "JobRejected",
+                        f"the API server rejected the trainer Job: {error.message}",
+                    )
+                    return
+                raise
+
+            job_name = job["metadata"]["name"]
+            if created:
+                self.metrics.jobs_created.inc()
+            reason, verb = ("JobCreated", "created") if created else ("JobAdopted", "adopted")
+            body = self.kube.get(resource.KIND, namespace, name) or body
+            self._condition(
+                body,
+                ConditionChange("JobCreated", "True", reason, f"trainer Job {job_name} {verb}"),
+                extra={"jobName": job_name},
+            )
+        self.mirror(namespace, name)
+
+    # --- mirroring ----------------------------------------------------------------------------
+
+    def mirror(self, namespace: str, name: str) -> None:
+        """Read the Job and its pods and write what they mean into the status."""
+        with self._lock(namespace, name):
+            body = self.kube.get(resource.KIND, namespace, name)
+            if body is None:
+                return
+            status = body.get("status") or {}
+            phase = current_phase(status)
+            if phase is None or phase.terminal:
+                return  # not started yet (start() mirrors when done), or final
+            ref = TrainingJobRef.of(body)
+            job = self.kube.get("Job", namespace, naming.job_name(name))
+            if job is None:
+                logger.info("trainer Job of %s/%s is gone; creating it again", namespace, name)
+                needs_start = True
+            elif not ref.owns(job):
+                return  # a predecessor's Job still being deleted; start() reports the conflict
+            else:
+                needs_start = False
+                now = utcnow()
+                update = plan_status_update(
+                    status,
+                    observe(
+                        job, self.kube.job_pods(job), now, self.settings.image_pull_grace_seconds
+                    ),
+                    format_time(now),
+                    body["metadata"].get("generation"),
+                )
+                if update.patch:
+                    self._write(body, update.patch, list(update.events))
+                if update.delete_job:
+                    self.kube.delete("Job", namespace, job["metadata"]["name"])
+        if needs_start:
+            self.start(namespace, name)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _write(self, body: dict[str, Any], patch: dict[str, Any], events: list[Event]) -> None:
+        meta = body["metadata"]
+        before = current_phase(body.get("status") or {})
+        self.kube.patch_status(meta["namespace"], meta["name"], patch)
+        after = patch.get("phase")
+        if after and (before is None or after != before.value):
+            self.metrics.transitions.labels(after).inc()
+        for event in events:
+            try:
+                self.post_event(body, event)
+            except Exception:  # an Event is a courtesy; losing one must not stop the mirror
+                logger.exception("could not post event %s", event.reason)
+
+    def _condition(
+        self, body: dict[str, Any], change: ConditionChange, extra: dict[str, Any] | None = None
+    ) -> None:
+        status = body.get("status") or {}
+        now = format_time(utcnow())
+        conditions, events = apply_conditions(
+            status, (change,), now, body["metadata"].get("generation")
+        )
+        patch = dict(extra or {})
+        if conditions is not None:
+            patch["conditions"] = conditions
+        if any(status.get(key) != value for key, value in patch.items()):
+            self._write(body, patch, events)
+
+    def _fail(self, body: dict[str, Any], reason: str, message: str) -> None:
+        """End the resource as failed before any Job ran (the spec or settings cannot work)."""
+        status = body.get("status") or {}
+        now = format_time(utcnow())
+        change = ConditionChange("Failed", "True", reason, message, warning=True)
+        conditions, events = apply_conditions(
+            status, (change,), now, body["metadata"].get("generation")
+        )
+        patch = {
+            "phase": Phase.FAILED.value,
+            "id": body["metadata"]["uid"],
+            "error": message,
+            "outputs": [],
+            "hasNsfwContents": [],
+            "completionTime": now,
+            "conditions": conditions or status.get("conditions") or [],
+        }
+        if not status.get("createdAt"):
+            patch["createdAt"] = hosted_created_at(body["metadata"]["creationTimestamp"])
+        self._write(body, patch, events)
+
+
+def _is_terminal(body: dict[str, Any]) -> bool:
+    phase = current_phase(body.get("status") or {})
+    return phase is not None and phase.terminal

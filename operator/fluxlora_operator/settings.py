@@ -1,0 +1,142 @@
+"""Operator configuration: every setting is a flag (--trainer-image) and an environment variable
+(FLUXLORA_TRAINER_IMAGE); a flag wins over the environment, which wins over the default."""
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fluxlora_api.spec import Toleration
+
+ENV_PREFIX = "FLUXLORA_"
+OPERATOR_VERSION = "0.1.0"
+
+
+class OperatorSettings(BaseModel):
+    """Settings of one operator process."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch (comma-separated); empty watches all namespaces."""
+    trainer_image: str = f"flux-lora-trainer:{OPERATOR_VERSION}"
+    """Container image of the trainer."""
+    trainer_image_pull_policy: str = "IfNotPresent"
+    """imagePullPolicy of the trainer container."""
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    """Secrets (in the training namespace) used to pull the trainer image."""
+    gpu_resource: str = "nvidia.com/gpu"
+    """Extended resource name of a GPU; the trainer requests spec.gpus of it."""
+    cpu_request: str = "4"
+    """CPU request of the trainer container."""
+    memory_request: str = "32Gi"
+    """Memory request of the trainer container."""
+    memory_limit: str = "96Gi"
+    """Memory limit of the trainer container."""
+    shm_size: str = "16Gi"
+    """Size of the in-memory /dev/shm volume (data-loader workers share tensors through it)."""
+    work_volume_size: str | None = None
+    """sizeLimit of the /work scratch volume (downloaded dataset, caches); unset is unlimited."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Default node selector of trainer pods (JSON object or k=v,k=v); the spec's keys win."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Default tolerations of trainer pods (JSON list); the spec's are added."""
+    priority_class_name: str | None = None
+    """Default PriorityClass of trainer pods; spec.priorityClassName wins."""
+    runtime_class_name: str | None = None
+    """RuntimeClass of trainer pods (for example nvidia)."""
+    queue_name: str | None = None
+    """Default Kueue LocalQueue; spec.queueName wins. Unset: Jobs start at once."""
+    default_output: str | None = None
+    """Default output prefix (s3://bucket/prefix or a path on output-pvc); spec.output wins."""
+    output_secret: str | None = None
+    """Secret in the training namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)
+    become the trainer's environment, for S3 output and s3:// data."""
+    s3_endpoint: str | None = None
+    """S3 endpoint URL for MinIO and other S3-compatible stores (AWS_ENDPOINT_URL)."""
+    output_pvc: str | None = None
+    """PersistentVolumeClaim mounted at /output in trainer pods, for file-system output."""
+    model_cache_pvc: str | None = None
+    """PersistentVolumeClaim with the Hugging Face cache, mounted at /models (HF_HOME)."""
+    hf_token_secret: str | None = None
+    """Secret with key `token`: the Hugging Face token for gated base models (HF_TOKEN)."""
+    run_as_user: int = 1000
+    """UID (and GID, fsGroup) of the trainer container; never root."""
+    job_ttl_seconds: int | None = None
+    """ttlSecondsAfterFinished of trainer Jobs; unset keeps them (their pods hold the logs)."""
+    image_pull_grace_seconds: int = 300
+    """How long a trainer pod may fail to pull its image or start before the resource fails."""
+    resync_seconds: float = 30.0
+    """How often unfinished resources are re-checked even without events."""
+    metrics_port: int = 8080
+    """Port of the Prometheus /metrics endpoint; 0 disables it."""
+    health_port: int = 8081
+    """Port of the /healthz liveness endpoint; 0 disables it."""
+    peering: str | None = None
+    """kopf peering object name, for a standby replica; unset runs standalone."""
+    log_level: str = "INFO"
+    """Log level: DEBUG, INFO, WARNING or ERROR."""
+
+    @property
+    def all_namespaces(self) -> bool:
+        return not self.namespaces
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _parse(annotation: Any, raw: str) -> Any:
+    """Turn one flag or environment string into what the field's type expects."""
+    origin = get_origin(annotation)
+    if origin is list:
+        text = raw.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        if get_args(annotation) == (str,):
+            return [item.strip() for item in text.split(",") if item.strip()]
+        raise ValueError(f"expected a JSON list, got {raw!r}")
+    if origin is dict:
+        text = raw.strip()
+        if text.startswith("{"):
+            return json.loads(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"expected a JSON object or k=v,k=v, got {raw!r}")
+        return {key.strip(): value.strip() for key, value in pairs}
+    return raw if raw != "" or annotation is str else None
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> OperatorSettings:
+    """Settings from flags over environment over defaults; errors name the flag or variable."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="fluxlora-operator",
+        description="Run the LoRATrainingJob operator. Every flag is also an environment "
+        f"variable: {ENV_PREFIX}<FLAG_IN_UPPER_SNAKE_CASE>.",
+    )
+    for name, field in OperatorSettings.model_fields.items():
+        parser.add_argument(_flag(name), dest=name, metavar="VALUE", help=field.description)
+    args = vars(parser.parse_args(argv))
+
+    values: dict[str, Any] = {}
+    for name, field in OperatorSettings.model_fields.items():
+        env_name = ENV_PREFIX + name.upper()
+        raw, source = args[name], _flag(name)
+        if raw is None and env_name in environ:
+            raw, source = environ[env_name], env_name
+        if raw is None:
+            continue
+        try:
+            values[name] = _parse(field.annotation, raw)
+        except ValueError as error:
+            raise SystemExit(f"fluxlora-operator: {source}: {error}") from None
+    try:
+        return OperatorSettings(**values)
+    except ValueError as error:
+        raise SystemExit(f"fluxlora-operator: invalid settings: {error}") from None

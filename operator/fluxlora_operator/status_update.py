@@ -1,0 +1,87 @@
+"""Turns an Observation into the status patch and the Events that record it (pure).
+
+Terminal phases are sticky and processing never falls back to created: a preempted run that
+waits for a new GPU is still processing, as in the hosted API."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fluxlora_api.status import Phase
+from fluxlora_operator.conditions import ConditionChange, set_condition
+from fluxlora_operator.observe import Observation
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    patch: dict[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+    delete_job: bool = False
+
+
+def current_phase(status: dict[str, Any]) -> Phase | None:
+    phase = (status or {}).get("phase")
+    return Phase(phase) if phase in set(Phase) else None
+
+
+def apply_conditions(
+    status: dict[str, Any], changes: tuple[ConditionChange, ...], now: str, generation: int | None
+) -> tuple[list[dict[str, Any]] | None, list[Event]]:
+    """The new conditions list (None when unchanged) and an Event per changed condition."""
+    original = list(status.get("conditions") or [])
+    conditions, events = original, []
+    for change in changes:
+        conditions, changed = set_condition(conditions, change, now, generation)
+        if changed:
+            kind = "Warning" if change.warning else "Normal"
+            events.append(Event(kind, change.reason, change.message or change.type))
+    return (conditions if conditions != original else None), events
+
+
+def plan_status_update(
+    status: dict[str, Any], observation: Observation, now: str, generation: int | None
+) -> StatusUpdate:
+    status = status or {}
+    current = current_phase(status)
+    if current is not None and current.terminal:
+        return StatusUpdate()
+
+    phase = observation.phase
+    if phase == Phase.CREATED and current == Phase.PROCESSING:
+        phase = Phase.PROCESSING
+
+    patch: dict[str, Any] = {}
+    if phase != current:
+        patch["phase"] = phase.value
+    conditions, events = apply_conditions(status, observation.conditions, now, generation)
+    if conditions is not None:
+        patch["conditions"] = conditions
+    if observation.start_time and not status.get("startTime"):
+        patch["startTime"] = observation.start_time
+    if observation.attempts > (status.get("attempts") or 0):
+        patch["attempts"] = observation.attempts
+    if generation is not None and status.get("observedGeneration") != generation:
+        patch["observedGeneration"] = generation
+
+    if phase == Phase.COMPLETED:
+        result = observation.result
+        outputs = list(result.outputs) if result else []
+        nsfw = (result.has_nsfw_contents if result else None) or [False] * len(outputs)
+        patch.update(
+            outputs=outputs,
+            hasNsfwContents=nsfw,
+            timings={"inference": result.timings.inference if result else 0},
+            error="",
+        )
+    if phase == Phase.FAILED:
+        patch.update(error=observation.error, outputs=[], hasNsfwContents=[])
+    if phase.terminal:
+        patch["completionTime"] = observation.completion_time or now
+
+    return StatusUpdate(patch=patch, events=tuple(events), delete_job=observation.delete_job)

@@ -101,7 +101,7 @@ class Kube:
                 return None
             raise
 
-    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         listing = self.request(
             "GET", path(kind, namespace), query={"labelSelector": label_selector}
         )
@@ -152,7 +152,7 @@ class Kube:
         """The pods of exactly this Job (not of an earlier Job that had the same name)."""
         meta = job["metadata"]
         selector = f"{JOB_CONTROLLER_UID_LABEL}={meta['uid']}"
-        pods = self.list("Pod", meta["namespace"], selector)
+        pods = self.list_objects("Pod", meta["namespace"], selector)
         return [
             pod
             for pod in pods

@@ -1,0 +1,232 @@
+"""The trainer Job, built from a spec and the operator's settings (a pure function)."""
+
+import json
+
+import pytest
+
+from fluxlora_api.contract import CONFIG_ENV, ExitCode, TrainingConfig
+from fluxlora_api.spec import LoRATrainingJobSpec
+from fluxlora_operator.identity import build_identity
+from fluxlora_operator.jobs import build_job
+from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef
+
+REF = TrainingJobRef(namespace="team-a", name="portrait", uid="uid-123")
+DATA = "s3://datasets/portrait.zip"
+SETTINGS = OperatorSettings(default_output="s3://loras", trainer_image="registry/trainer:1")
+
+
+def make(settings: OperatorSettings = SETTINGS, **spec) -> dict:
+    return build_job(REF, LoRATrainingJobSpec(data=DATA, **spec), settings)
+
+
+def pod_spec(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]
+
+
+def container(job: dict) -> dict:
+    return pod_spec(job)["containers"][0]
+
+
+def env(job: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(job)["env"]}
+
+
+def config(job: dict) -> TrainingConfig:
+    return TrainingConfig.model_validate_json(env(job)[CONFIG_ENV])
+
+
+def test_the_job_has_a_deterministic_name_labels_and_an_owner():
+    job = make()
+    meta = job["metadata"]
+    assert meta["name"] == "portrait-train"
+    assert meta["labels"]["fluxlora.dev/training-job"] == "portrait"
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "flux-lora-operator"
+    assert job["spec"]["template"]["metadata"]["labels"] == {
+        k: v for k, v in meta["labels"].items() if not k.startswith("kueue")
+    }
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (
+        "LoRATrainingJob",
+        "uid-123",
+        True,
+    )
+    assert make() == job  # same input, same Job: a restart never builds another one
+
+
+def test_retries_ignore_disruptions_and_never_retry_bad_input():
+    job = make(backoffLimit=4)
+    assert job["spec"]["backoffLimit"] == 4
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    ignore, fail = job["spec"]["podFailurePolicy"]["rules"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert fail["action"] == "FailJob"
+    assert fail["onExitCodes"]["values"] == [ExitCode.BAD_INPUT]
+    assert fail["onExitCodes"]["containerName"] == container(job)["name"]
+
+
+def test_the_deadline_is_set_only_when_asked():
+    assert "activeDeadlineSeconds" not in make()["spec"]
+    assert make(activeDeadlineSeconds=7200)["spec"]["activeDeadlineSeconds"] == 7200
+
+
+@pytest.mark.parametrize(
+    ("gpus", "resource_name"), [(1, "nvidia.com/gpu"), (4, "nvidia.com/gpu"), (2, "amd.com/gpu")]
+)
+def test_the_gpu_resource_is_requested_gpus_times(gpus, resource_name):
+    settings = SETTINGS.model_copy(update={"gpu_resource": resource_name})
+    limits = container(make(settings, gpus=gpus))["resources"]["limits"]
+    assert limits[resource_name] == str(gpus)
+
+
+def test_the_pod_runs_under_the_restricted_pod_security_profile():
+    job = make()
+    pod_security = pod_spec(job)["securityContext"]
+    security = container(job)["securityContext"]
+    assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] != 0
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["runAsNonRoot"] is True
+    assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_shared_memory_and_work_volumes_are_mounted():
+    job = make()
+    mounts = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    assert "emptyDir" in volumes[mounts["/work"]]
+    assert env(job)["HOME"] == "/work"
+
+
+def test_the_trainer_gets_its_config_and_its_resource():
+    job = make(triggerWord=None, steps=1500, loraRank=8)
+    cfg = config(job)
+    assert cfg.data == DATA
+    assert cfg.trigger_word is None  # explicit null survives: no trigger word
+    assert (cfg.steps, cfg.lora_rank, cfg.job_id) == (1500, 8, "uid-123")
+    assert cfg.output == "s3://loras/team-a/portrait-uid-123"
+    assert env(job)["FLUXLORA_RESOURCE_NAMESPACE"] == "team-a"
+    assert env(job)["FLUXLORA_RESOURCE_NAME"] == "portrait"
+    assert container(job)["image"] == "registry/trainer:1"
+    assert pod_spec(job)["serviceAccountName"] == build_identity(REF)[0]["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("spec_output", "settings_update", "expected"),
+    [
+        (
+            None,
+            {"default_output": "s3://loras/prefix/"},
+            "s3://loras/prefix/team-a/portrait-uid-123",
+        ),
+        ("s3://mine", {"default_output": "s3://loras"}, "s3://mine/team-a/portrait-uid-123"),
+        (None, {"default_output": None, "output_pvc": "loras"}, "/output/team-a/portrait-uid-123"),
+        ("/mnt/x", {"default_output": None}, "/mnt/x/team-a/portrait-uid-123"),
+    ],
+)
+def test_the_output_goes_under_a_per_resource_prefix(spec_output, settings_update, expected):
+    settings = SETTINGS.model_copy(update=settings_update)
+    assert config(make(settings, output=spec_output)).output == expected
+
+
+def test_no_output_destination_is_an_error_naming_spec_output():
+    settings = SETTINGS.model_copy(update={"default_output": None})
+    with pytest.raises(InvalidSpec, match=r"^spec\.output: no output destination"):
+        make(settings)
+
+
+@pytest.mark.parametrize(
+    ("defaults", "spec", "expected"),
+    [
+        ({}, {}, None),
+        ({"pool": "gpu"}, {}, {"pool": "gpu"}),
+        ({"pool": "gpu", "zone": "a"}, {"zone": "b"}, {"pool": "gpu", "zone": "b"}),
+        ({}, {"gpu": "h100"}, {"gpu": "h100"}),
+    ],
+)
+def test_node_selectors_merge_with_the_spec_winning(defaults, spec, expected):
+    settings = SETTINGS.model_copy(update={"node_selector": defaults})
+    assert pod_spec(make(settings, nodeSelector=spec or None)).get("nodeSelector") == expected
+
+
+def test_tolerations_add_up_without_duplicates():
+    gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    spot = {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoExecute"}
+    settings = OperatorSettings.model_validate({**SETTINGS.model_dump(), "tolerations": [gpu]})
+    tolerations = pod_spec(make(settings, tolerations=[gpu, spot]))["tolerations"]
+    assert tolerations == [gpu, spot]
+
+
+@pytest.mark.parametrize(
+    ("default", "spec", "expected"),
+    [(None, None, None), ("low", None, "low"), ("low", "high", "high"), (None, "high", "high")],
+)
+def test_priority_class_comes_from_the_spec_or_the_default(default, spec, expected):
+    settings = SETTINGS.model_copy(update={"priority_class_name": default})
+    assert pod_spec(make(settings, priorityClassName=spec)).get("priorityClassName") == expected
+
+
+@pytest.mark.parametrize(
+    ("default", "spec", "expected"),
+    [(None, None, None), ("team", None, "team"), ("team", "urgent", "urgent")],
+)
+def test_a_kueue_queue_makes_a_suspended_labelled_job(default, spec, expected):
+    settings = SETTINGS.model_copy(update={"queue_name": default})
+    job = make(settings, queueName=spec)
+    assert job["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") == expected
+    assert job["spec"]["suspend"] is (expected is not None)
+
+
+def test_credentials_and_caches_come_from_the_operator_settings():
+    settings = SETTINGS.model_copy(
+        update={
+            "output_secret": "s3-creds",
+            "s3_endpoint": "http://minio:9000",
+            "hf_token_secret": "hf",
+            "model_cache_pvc": "hf-cache",
+            "runtime_class_name": "nvidia",
+            "image_pull_secrets": ["regcred"],
+        }
+    )
+    job = make(settings)
+    assert container(job)["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert env(job)["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert env(job)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert env(job)["HF_HOME"] == "/models"
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod_spec(job)["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["hf-cache"]
+    assert pod_spec(job)["runtimeClassName"] == "nvidia"
+    assert pod_spec(job)["imagePullSecrets"] == [{"name": "regcred"}]
+    # No secret value is ever inlined into the Job.
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(job)
+
+
+def test_the_trainer_identity_can_only_touch_its_own_resource():
+    account, role, binding = build_identity(REF)
+    assert account["kind"] == "ServiceAccount"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["fluxlora.dev"],
+            "resources": ["loratrainingjobs"],
+            "resourceNames": ["portrait"],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": ["fluxlora.dev"],
+            "resources": ["loratrainingjobs/status"],
+            "resourceNames": ["portrait"],
+            "verbs": ["patch"],
+        },
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "team-a"}
+    ]
+    for obj in (account, role, binding):
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-123"

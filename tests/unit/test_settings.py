@@ -1,0 +1,58 @@
+"""Operator settings: flags over environment over defaults, errors that name the setting."""
+
+import pytest
+
+from fluxlora_operator.settings import OperatorSettings, load_settings
+
+
+def test_defaults_watch_all_namespaces_with_the_nvidia_gpu_resource():
+    settings = load_settings([], {})
+    assert settings == OperatorSettings()
+    assert settings.all_namespaces
+    assert settings.gpu_resource == "nvidia.com/gpu"
+
+
+def test_a_flag_wins_over_the_environment():
+    settings = load_settings(
+        ["--trainer-image", "from-flag:1"],
+        {"FLUXLORA_TRAINER_IMAGE": "from-env:1", "FLUXLORA_GPU_RESOURCE": "amd.com/gpu"},
+    )
+    assert settings.trainer_image == "from-flag:1"
+    assert settings.gpu_resource == "amd.com/gpu"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "field", "expected"),
+    [
+        ("--namespaces", "a, b", "namespaces", ["a", "b"]),
+        ("--namespaces", '["a"]', "namespaces", ["a"]),
+        ("--node-selector", "pool=gpu,zone=a", "node_selector", {"pool": "gpu", "zone": "a"}),
+        ("--node-selector", '{"pool": "gpu"}', "node_selector", {"pool": "gpu"}),
+        ("--metrics-port", "9100", "metrics_port", 9100),
+        ("--queue-name", "", "queue_name", None),
+        ("--resync-seconds", "2.5", "resync_seconds", 2.5),
+    ],
+)
+def test_values_are_parsed_by_type(flag, value, field, expected):
+    assert getattr(load_settings([flag, value], {}), field) == expected
+
+
+def test_tolerations_are_json():
+    settings = load_settings(
+        [], {"FLUXLORA_TOLERATIONS": '[{"key": "nvidia.com/gpu", "operator": "Exists"}]'}
+    )
+    assert settings.tolerations[0].key == "nvidia.com/gpu"
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "named"),
+    [
+        (["--node-selector", "pool"], {}, "--node-selector"),
+        ([], {"FLUXLORA_NODE_SELECTOR": "pool"}, "FLUXLORA_NODE_SELECTOR"),
+        (["--metrics-port", "eighty"], {}, "metrics_port"),
+    ],
+)
+def test_a_bad_value_stops_the_operator_naming_the_setting(argv, environ, named):
+    with pytest.raises(SystemExit) as stop:
+        load_settings(argv, environ)
+    assert named in str(stop.value)

@@ -1,0 +1,111 @@
+"""The spec is the hosted API's request: same defaults, same ranges, errors that name the field."""
+
+import pytest
+from pydantic import ValidationError
+
+from fluxlora_api.spec import LoRATrainingJobSpec
+from fluxlora_operator.training_job import InvalidSpec, parse_spec
+
+DATA = "https://example.com/photos.zip"
+
+
+def test_a_spec_with_only_data_trains_like_the_hosted_api_defaults():
+    spec = LoRATrainingJobSpec(data=DATA)
+    assert (spec.trigger_word, spec.steps, spec.learning_rate, spec.lora_rank) == (
+        "p3r5on",
+        1000,
+        0.0004,
+        16,
+    )
+    assert spec.effective_trigger_word == "p3r5on"
+    assert spec.effective_lora_alpha == 16
+    assert spec.base_model == "black-forest-labs/FLUX.1-dev"
+    assert spec.gpus == 1
+
+
+def test_the_hosted_request_body_validates_with_its_snake_case_names():
+    body = {
+        "data": DATA,
+        "trigger_word": "zxq",
+        "steps": 1500,
+        "learning_rate": 0.0001,
+        "lora_rank": 32,
+    }
+    spec = LoRATrainingJobSpec.model_validate(body)
+    assert (spec.trigger_word, spec.steps, spec.learning_rate, spec.lora_rank) == (
+        "zxq",
+        1500,
+        0.0001,
+        32,
+    )
+
+
+@pytest.mark.parametrize("word", [None, "", "   "])
+def test_null_or_blank_trigger_word_means_no_trigger_word(word):
+    assert LoRATrainingJobSpec(data=DATA, trigger_word=word).effective_trigger_word is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steps", 499),
+        ("steps", 4001),
+        ("steps", 1000.5),
+        ("learningRate", -0.0001),
+        ("learningRate", 1.5),
+        ("loraRank", 0),
+        ("loraRank", 65),
+        ("loraAlpha", 0),
+        ("resolution", 1000),  # not a multiple of 64
+        ("batchSize", 0),
+        ("captionDropout", 1.1),
+        ("optimizer", "sgd"),
+        ("gpus", 0),
+        ("gpus", 9),
+        ("backoffLimit", -1),
+        ("activeDeadlineSeconds", 10),
+        ("queueName", "Not_A_Label"),
+        ("output", "gs://bucket/prefix"),
+        ("baseModel", "not a repo id"),
+        ("seed", -1),
+        ("samplePrompts", ["p"] * 9),
+    ],
+)
+def test_out_of_range_fields_are_rejected_naming_the_field(field, value):
+    with pytest.raises(InvalidSpec) as error:
+        parse_spec({"data": DATA, field: value})
+    assert str(error.value).startswith(f"spec.{field}")
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["ftp://example.com/a.zip", "example.com/a.zip", "https://", "s3://bucket/with space.zip"],
+)
+def test_data_must_be_an_https_http_or_s3_url(data):
+    with pytest.raises(InvalidSpec, match=r"^spec\.data"):
+        parse_spec({"data": data})
+
+
+def test_missing_data_is_rejected():
+    with pytest.raises(InvalidSpec, match=r"spec\.data: Field required"):
+        parse_spec({"steps": 1000})
+
+
+def test_unknown_fields_are_rejected():
+    with pytest.raises(ValidationError, match="stepz"):
+        LoRATrainingJobSpec.model_validate({"data": DATA, "stepz": 10})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steps", 500),
+        ("steps", 4000),
+        ("learningRate", 0),
+        ("learningRate", 1),
+        ("loraRank", 1),
+        ("loraRank", 64),
+    ],
+)
+def test_the_hosted_range_ends_are_accepted(field, value):
+    assert parse_spec({"data": DATA, field: value})

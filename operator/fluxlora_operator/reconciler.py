@@ -14,7 +14,7 @@ from fluxlora_api import resource
 from fluxlora_api.status import Phase
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, hosted_created_at, utcnow
-from fluxlora_operator.conditions import ConditionChange
+from fluxlora_operator.conditions import ConditionChange, find_condition
 from fluxlora_operator.identity import build_identity
 from fluxlora_operator.jobs import build_job
 from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube
@@ -126,13 +126,18 @@ class Reconciler:
             job_name = job["metadata"]["name"]
             if created:
                 self.metrics.jobs_created.inc()
-            reason, verb = ("JobCreated", "created") if created else ("JobAdopted", "adopted")
             body = self.kube.get(resource.KIND, namespace, name) or body
-            self._condition(
-                body,
-                ConditionChange("JobCreated", "True", reason, f"trainer Job {job_name} {verb}"),
-                extra={"jobName": job_name},
+            recorded = find_condition(
+                (body.get("status") or {}).get("conditions") or [], "JobCreated"
             )
+            if created or recorded is None or recorded.get("status") != "True":
+                # A Job found on resume that the status does not know yet was ours: adopt it.
+                reason, verb = ("JobCreated", "created") if created else ("JobAdopted", "adopted")
+                self._condition(
+                    body,
+                    ConditionChange("JobCreated", "True", reason, f"trainer Job {job_name} {verb}"),
+                    extra={"jobName": job_name},
+                )
         self.mirror(namespace, name)
 
     # --- mirroring ----------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""KMock's Kubernetes emulator plus the API-server behaviour the operator relies on: uids,
+creation timestamps and generations on create, and label selectors on lists and watches.
+
+It stands in for the real API server until the control-plane tests run these scenarios against
+one; it checks no schema, so schema behaviour is tested in tests/unit/test_crd.py.
+"""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import kmock
+
+from fluxlora_api import resource
+
+RESOURCES: dict[str, dict[str, Any]] = {
+    "batch/v1/jobs": {"kind": "Job", "singular": "job", "subresources": ["status"]},
+    "v1/pods": {"kind": "Pod", "singular": "pod", "subresources": ["status"]},
+    "v1/serviceaccounts": {"kind": "ServiceAccount", "singular": "serviceaccount"},
+    "v1/events": {"kind": "Event", "singular": "event"},
+    "rbac.authorization.k8s.io/v1/roles": {"kind": "Role", "singular": "role"},
+    "rbac.authorization.k8s.io/v1/rolebindings": {"kind": "RoleBinding", "singular": "rolebinding"},
+    f"{resource.API_VERSION}/{resource.PLURAL}": {
+        "kind": resource.KIND,
+        "singular": resource.SINGULAR,
+        "shortnames": list(resource.SHORT_NAMES),
+        "categories": list(resource.CATEGORIES),
+        "subresources": ["status"],
+    },
+}
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+def matches(obj: dict[str, Any], selector: str | None) -> bool:
+    """Equality-based label selectors (k=v,k2=v2), the only kind the operator sends."""
+    if not selector:
+        return True
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in selector.split(","):
+        key, _, value = term.partition("=")
+        if labels.get(key.strip()) != value.strip():
+            return False
+    return True
+
+
+class ApiServerEmulator(kmock.KubernetesEmulator):
+    def declare_resources(self) -> None:
+        for key, info in RESOURCES.items():
+            self.resources[key] = {
+                "namespaced": True,
+                "verbs": VERBS,
+                "shortnames": [],
+                "categories": [],
+                "subresources": [],
+                **info,
+            }
+
+    async def _handle(self, request: kmock.Request):  # type: ignore[override]
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            meta.setdefault("generation", 1)
+            if request.namespace:
+                meta.setdefault("namespace", request.namespace)
+        return await super()._handle(request)
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        listing = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        listing["items"] = [item for item in listing["items"] if matches(item, selector)]
+        return listing
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        selector = request.params.get("labelSelector")
+        async for event in super()._serve_watch(request):
+            if isinstance(event, dict) and not matches(event.get("object") or {}, selector):
+                continue
+            yield event

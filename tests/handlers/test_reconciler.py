@@ -1,0 +1,293 @@
+"""The operator's reconciler against a Kubernetes API: what a user sees on the resource while the
+cluster's controllers (played here over HTTP) run the trainer Job."""
+
+import pytest
+
+from fluxlora_api import resource
+from fluxlora_api.contract import ExitCode
+from fluxlora_operator import naming
+from fluxlora_operator.reconciler import RetryLater
+from tests.handlers.conftest import NAMESPACE, SETTINGS, Cluster, make_cluster
+from tests.objects import job_condition, result_message, running, terminated, training_job
+from tests.objects import pod as pod_object
+
+JOB = naming.job_name("portrait")
+
+
+async def submit(cluster: Cluster, name: str = "portrait", **spec) -> dict:
+    body = training_job(name=name, namespace=NAMESPACE, **spec)
+    del body["metadata"]["uid"]  # the API server assigns it
+    return await cluster.apply(body)
+
+
+async def start_pod(
+    cluster: Cluster, state: dict, phase: str = "Running", name: str = "portrait-train-1", **extra
+) -> dict:
+    """What the Job controller and the kubelet do: a pod for the Job, then its state."""
+    job = await cluster.get("Job", JOB)
+    body = pod_object(
+        name=name,
+        job_uid=job["metadata"]["uid"],
+        phase=phase,
+        state=state,
+        namespace=NAMESPACE,
+        **extra,
+    )
+    return await cluster.apply(body)
+
+
+async def test_a_new_resource_gets_its_status_identity_and_exactly_one_job(cluster):
+    created = await submit(cluster)
+    await cluster.start("portrait")
+
+    status = await cluster.status("portrait")
+    assert status["phase"] == "created"
+    assert status["id"] == created["metadata"]["uid"]
+    assert status["model"] == "black-forest-labs/FLUX.1-dev"
+    assert status["createdAt"].endswith("Z") and "." in status["createdAt"]
+    assert status["jobName"] == JOB
+    assert {(c["type"], c["status"], c["reason"]) for c in status["conditions"]} == {
+        ("JobCreated", "True", "JobCreated")
+    }
+
+    (job,) = await cluster.jobs()
+    assert job["metadata"]["name"] == JOB
+    assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    identity = naming.identity_name("portrait")
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        assert await cluster.get(kind, identity), f"{kind} missing"
+    assert [e.reason for _, e in cluster.events] == ["JobCreated"]
+
+
+async def test_starting_again_after_a_restart_never_makes_a_second_job(cluster):
+    await submit(cluster)
+    await cluster.start("portrait")
+    await cluster.start("portrait")  # the operator restarted: kopf resumes every resource
+    assert len(await cluster.jobs()) == 1
+    assert [e.reason for _, e in cluster.events] == ["JobCreated"]
+
+
+async def test_a_job_left_by_a_crash_before_the_status_was_written_is_adopted(cluster, apiserver):
+    await submit(cluster)
+    await cluster.start("portrait")
+    # Forget what the crashed operator wrote: only its Job survives.
+    await cluster.call(
+        cluster.kube.patch_status, NAMESPACE, "portrait", {"conditions": [], "jobName": None}
+    )
+
+    await cluster.start("portrait")
+    status = await cluster.status("portrait")
+    assert len(await cluster.jobs()) == 1
+    assert [(c["type"], c["reason"]) for c in status["conditions"]] == [
+        ("JobCreated", "JobAdopted")
+    ]
+
+
+async def test_a_job_of_the_same_name_owned_by_someone_else_is_reported_not_taken(cluster):
+    await cluster.apply(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": JOB, "namespace": NAMESPACE},
+            "spec": {},
+        }
+    )
+    await submit(cluster)
+    with pytest.raises(RetryLater, match="already exists and does not belong"):
+        await cluster.start("portrait")
+    status = await cluster.status("portrait")
+    conflict = status["conditions"][0]
+    assert (conflict["type"], conflict["status"], conflict["reason"]) == (
+        "JobCreated",
+        "False",
+        "NameConflict",
+    )
+    assert "ownerReferences" not in (await cluster.get("Job", JOB))["metadata"]
+
+
+async def test_the_whole_life_created_processing_completed(cluster):
+    await submit(cluster)
+    await cluster.start("portrait")
+    await start_pod(cluster, running("2026-11-24T10:01:00Z"))
+    await cluster.mirror("portrait")
+    status = await cluster.status("portrait")
+    assert status["phase"] == "processing"
+    assert status["startTime"] == "2026-11-24T10:01:00Z"
+    assert status["attempts"] == 1
+
+    outputs = [
+        "s3://loras/team-a/portrait/lora.safetensors",
+        "s3://loras/team-a/portrait/lora_comfyui.safetensors",
+    ]
+    message = result_message(outputs=outputs, timings={"inference": 1_234_000})
+    await cluster.patch(
+        "Pod",
+        "portrait-train-1",
+        {
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [
+                    {"name": "trainer", **{"state": terminated(0, message, "Completed")}}
+                ],
+            }
+        },
+    )
+    await cluster.patch(
+        "Job", JOB, {"status": {"succeeded": 1, "conditions": [job_condition("Complete")]}}
+    )
+    await cluster.mirror("portrait")
+
+    status = await cluster.status("portrait")
+    assert status["phase"] == "completed"
+    assert status["outputs"] == outputs
+    assert status["hasNsfwContents"] == [False, False]
+    assert status["timings"] == {"inference": 1_234_000}
+    assert status["error"] == ""
+    assert status["completionTime"]
+    reasons = [e.reason for _, e in cluster.events]
+    assert reasons == ["JobCreated", "Scheduled", "TrainerRunning", "Finished", "TrainingSucceeded"]
+
+
+async def test_a_completed_resource_never_gets_a_new_job(cluster):
+    await submit(cluster)
+    await cluster.start("portrait")
+    await start_pod(
+        cluster, terminated(0, result_message(outputs=["s3://o/l"]), "Completed"), phase="Succeeded"
+    )
+    await cluster.patch("Job", JOB, {"status": {"conditions": [job_condition("Complete")]}})
+    await cluster.mirror("portrait")
+    assert (await cluster.status("portrait"))["phase"] == "completed"
+
+    await cluster.delete("Job", JOB)  # TTL or a person cleaning up
+    await cluster.mirror("portrait")
+    await cluster.start("portrait")  # and an operator restart
+    assert await cluster.jobs() == []
+    assert (await cluster.status("portrait"))["outputs"] == ["s3://o/l"]
+
+
+async def test_a_job_deleted_while_training_is_created_again(cluster):
+    await submit(cluster)
+    await cluster.start("portrait")
+    await start_pod(cluster, running())
+    await cluster.mirror("portrait")
+    await cluster.delete("Job", JOB)
+
+    await cluster.mirror("portrait")
+    (job,) = await cluster.jobs()
+    assert job["metadata"]["name"] == JOB
+    assert (await cluster.status("portrait"))["phase"] == "processing"
+
+
+async def test_bad_input_fails_with_the_trainers_message(cluster):
+    await submit(cluster)
+    await cluster.start("portrait")
+    message = result_message(error="portrait.zip: not a zip file (it starts with '<html>')")
+    await start_pod(cluster, terminated(ExitCode.BAD_INPUT, message), phase="Failed")
+    await cluster.patch(
+        "Job",
+        JOB,
+        {"status": {"failed": 1, "conditions": [job_condition("Failed", "PodFailurePolicy")]}},
+    )
+    await cluster.mirror("portrait")
+
+    status = await cluster.status("portrait")
+    assert status["phase"] == "failed"
+    assert status["error"] == "portrait.zip: not a zip file (it starts with '<html>')"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BadInput"
+    assert ("portrait", "Warning") in [(n, e.type) for n, e in cluster.events]
+
+
+async def test_an_image_that_cannot_be_pulled_fails_the_resource_and_frees_the_gpu(apiserver):
+    cluster = make_cluster(apiserver, SETTINGS.model_copy(update={"image_pull_grace_seconds": 0}))
+    await submit(cluster)
+    await cluster.start("portrait")
+    waiting = {
+        "waiting": {
+            "reason": "ImagePullBackOff",
+            "message": 'Back-off pulling image "trainer:test"',
+        }
+    }
+    await start_pod(cluster, waiting, phase="Pending", created="2026-01-01T00:00:00Z")
+    await cluster.mirror("portrait")
+
+    status = await cluster.status("portrait")
+    assert status["phase"] == "failed"
+    assert "ImagePullBackOff" in status["error"] and "trainer:test" in status["error"]
+    assert await cluster.jobs() == []
+
+
+async def test_no_free_gpu_keeps_created_with_a_condition_that_says_why(cluster):
+    await submit(cluster)
+    await cluster.start("portrait")
+    why = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": why,
+    }
+    await start_pod(cluster, None, phase="Pending", node=None, conditions=[unschedulable])
+    await cluster.mirror("portrait")
+
+    status = await cluster.status("portrait")
+    assert status["phase"] == "created"
+    scheduled = next(c for c in status["conditions"] if c["type"] == "Scheduled")
+    assert (scheduled["status"], scheduled["message"]) == ("False", why)
+
+
+async def test_a_kueue_job_waits_suspended_and_the_operator_never_starts_it(cluster):
+    await submit(cluster, queueName="gpu-queue")
+    await cluster.start("portrait")
+    await cluster.mirror("portrait")
+
+    job = await cluster.get("Job", JOB)
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    status = await cluster.status("portrait")
+    assert status["phase"] == "created"
+    queued = next(c for c in status["conditions"] if c["type"] == "Queued")
+    assert (queued["status"], queued["reason"]) == ("True", "WaitingForAdmission")
+
+    await cluster.patch("Job", JOB, {"spec": {"suspend": False}})  # Kueue admits it
+    await start_pod(cluster, running())
+    await cluster.mirror("portrait")
+    status = await cluster.status("portrait")
+    assert status["phase"] == "processing"
+    assert next(c for c in status["conditions"] if c["type"] == "Queued")["status"] == "False"
+
+
+async def test_a_resource_without_an_output_destination_fails_without_a_job(apiserver):
+    cluster = make_cluster(apiserver, SETTINGS.model_copy(update={"default_output": None}))
+    await submit(cluster)
+    await cluster.start("portrait")
+    status = await cluster.status("portrait")
+    assert status["phase"] == "failed"
+    assert status["error"].startswith("spec.output: no output destination")
+    assert await cluster.jobs() == []
+
+
+async def test_a_spec_that_slipped_past_the_schema_fails_naming_the_field(cluster):
+    await submit(cluster, steps=10)  # an API server without our CRD's schema would store this
+    await cluster.start("portrait")
+    status = await cluster.status("portrait")
+    assert status["phase"] == "failed"
+    assert status["error"].startswith("spec.steps:")
+    assert await cluster.jobs() == []
+
+
+async def test_one_bad_resource_does_not_stop_the_others(cluster):
+    await submit(cluster, name="broken", loraRank=1000)
+    await submit(cluster, name="fine")
+    await cluster.start("broken")
+    await cluster.start("fine")
+    assert (await cluster.status("broken"))["phase"] == "failed"
+    assert [j["metadata"]["name"] for j in await cluster.jobs()] == [naming.job_name("fine")]
+
+
+async def test_a_deleted_resource_is_left_alone(cluster):
+    await submit(cluster)
+    await cluster.call(cluster.kube.delete, resource.KIND, NAMESPACE, "portrait")
+    await cluster.start("portrait")
+    await cluster.mirror("portrait")
+    assert await cluster.jobs() == []

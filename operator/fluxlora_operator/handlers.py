@@ -2,10 +2,11 @@
 
 - a new or resumed LoRATrainingJob gets its status, identity and Job;
 - any change to a trainer Job or pod re-mirrors the owning resource at once;
-- a slow timer re-mirrors unfinished resources (time-based failures, missed events);
+- a slow loop re-mirrors unfinished resources (time-based failures, missed events);
 - every resource event updates the phase gauge.
 """
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -14,7 +15,6 @@ from typing import Any
 import kopf
 
 from fluxlora_api import resource
-from fluxlora_api.status import Phase
 from fluxlora_operator import naming
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler, RetryLater
@@ -48,11 +48,6 @@ def _counted(name: str, metrics: Metrics) -> Callable:
         return wrapper
 
     return decorate
-
-
-def _unfinished(status: dict[str, Any], **_: Any) -> bool:
-    phase = (status or {}).get("phase")
-    return phase not in (Phase.COMPLETED.value, Phase.FAILED.value)
 
 
 def register(
@@ -98,23 +93,30 @@ def register(
         if owner:
             reconciler.mirror(namespace, owner)
 
-    @kopf.timer(
-        *RESOURCE,
-        interval=settings.resync_seconds,
-        initial_delay=settings.resync_seconds,
-        when=_unfinished,
-        registry=registry,
-    )
-    @_counted("resync", metrics)
-    def resync(namespace: str, name: str, **_: Any) -> None:
-        reconciler.mirror(namespace, name)
+    @kopf.on.startup(registry=registry)
+    async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+        memo["resync"] = asyncio.create_task(_resync_forever(reconciler, settings))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+        task = memo.get("resync")
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     @kopf.on.event(*RESOURCE, registry=registry)
     def track_phase(
         type: str, namespace: str, name: str, uid: str, status: dict[str, Any], **_: Any
     ) -> None:
-        if type == "DELETED":
-            metrics.observe_phase(uid, None)
-            reconciler.forget(namespace, name)
-        else:
-            metrics.observe_phase(uid, (status or {}).get("phase"))
+        phase = None if type == "DELETED" else (status or {}).get("phase")
+        metrics.observe_phase(uid, phase)
+        reconciler.track(namespace, name, phase, deleted=type == "DELETED")
+
+
+async def _resync_forever(reconciler: Reconciler, settings: OperatorSettings) -> None:
+    """Re-mirror unfinished resources now and then: time-based failures (an image that never
+    pulls) and events missed while disconnected. A kopf timer would do it too, but would put a
+    finalizer on every resource, making deletion wait for a running operator."""
+    while True:
+        await asyncio.sleep(settings.resync_seconds)
+        await asyncio.to_thread(reconciler.resync)

@@ -56,6 +56,7 @@ class Reconciler:
         self.post_event = post_event
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
+        self._unfinished: set[tuple[str, str]] = set()
 
     def _lock(self, namespace: str, name: str) -> threading.RLock:
         # Job, pod and timer events of one resource arrive on different threads; each
@@ -63,9 +64,27 @@ class Reconciler:
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.RLock())
 
-    def forget(self, namespace: str, name: str) -> None:
+    def track(self, namespace: str, name: str, phase: str | None, deleted: bool = False) -> None:
+        """Remember which resources are unfinished, for resync()."""
+        key = (namespace, name)
         with self._locks_guard:
-            self._locks.pop((namespace, name), None)
+            if deleted or phase in (Phase.COMPLETED.value, Phase.FAILED.value):
+                self._unfinished.discard(key)
+            else:
+                self._unfinished.add(key)
+            if deleted:
+                self._locks.pop(key, None)
+
+    def resync(self) -> None:
+        """Mirror every unfinished resource; one failing never stops the others."""
+        with self._locks_guard:
+            keys = sorted(self._unfinished)
+        for namespace, name in keys:
+            try:
+                self.mirror(namespace, name)
+            except Exception:
+                self.metrics.handler_errors.labels("resync").inc()
+                logger.exception("resync of %s/%s failed; retrying next round", namespace, name)
 
     # --- starting -----------------------------------------------------------------------------
 

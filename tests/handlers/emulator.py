@@ -1,15 +1,18 @@
-"""KMock's Kubernetes emulator plus the API-server behaviour the operator relies on: uids,
-creation timestamps and generations on create, and label selectors on lists and watches.
+"""KMock's Kubernetes emulator plus the API-server behaviour the operator and kopf rely on:
+uids, generated names, creation timestamps, generations and resource versions; label selectors on
+lists and watches; 422 for a failed JSON-patch test.
 
 It stands in for the real API server until the control-plane tests run these scenarios against
 one; it checks no schema, so schema behaviour is tested in tests/unit/test_crd.py.
 """
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import jsonpatch
 import kmock
 
 from fluxlora_api import resource
@@ -29,6 +32,14 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "subresources": ["status"],
     },
 }
+# Cluster-scoped resources kopf's discovery waits for (it starts no watch before it sees them).
+CLUSTER_RESOURCES: dict[str, dict[str, Any]] = {
+    "v1/namespaces": {"kind": "Namespace", "singular": "namespace"},
+    "apiextensions.k8s.io/v1/customresourcedefinitions": {
+        "kind": "CustomResourceDefinition",
+        "singular": "customresourcedefinition",
+    },
+}
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
@@ -45,10 +56,12 @@ def matches(obj: dict[str, Any], selector: str | None) -> bool:
 
 
 class ApiServerEmulator(kmock.KubernetesEmulator):
+    _revision = itertools.count(1)
+
     def declare_resources(self) -> None:
-        for key, info in RESOURCES.items():
+        for key, info in [*RESOURCES.items(), *CLUSTER_RESOURCES.items()]:
             self.resources[key] = {
-                "namespaced": True,
+                "namespaced": key in RESOURCES,
                 "verbs": VERBS,
                 "shortnames": [],
                 "categories": [],
@@ -59,12 +72,28 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request):  # type: ignore[override]
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
             meta.setdefault("generation", 1)
             if request.namespace:
                 meta.setdefault("namespace", request.namespace)
-        return await super()._handle(request)
+            meta["resourceVersion"] = str(next(self._revision))
+        elif request.action == kmock.action.UPDATE:
+            # Every write makes a new resourceVersion (kopf's JSON patches test it).
+            revision = str(next(self._revision))
+            if isinstance(request.data, dict):
+                request.data.setdefault("metadata", {})["resourceVersion"] = revision
+            elif isinstance(request.data, list):
+                request.data.append(
+                    {"op": "add", "path": "/metadata/resourceVersion", "value": revision}
+                )
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchTestFailed as error:
+            # The API server's answer to a failed "test" op: kopf retries on a fresher body.
+            raise kmock.KubernetesError(422, "Invalid", str(error), {}) from None
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         listing = await super()._serve_list(request)

@@ -1,0 +1,140 @@
+"""The kopf operator itself (handlers, watches, label selectors, events) against a Kubernetes API:
+the resource moves through its phases only because the operator reacts to watch events."""
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import kopf
+import pytest
+
+from fluxlora_operator import naming
+from fluxlora_operator.handlers import post_kopf_event, register
+from fluxlora_operator.metrics import Metrics
+from fluxlora_operator.reconciler import Reconciler
+from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
+from tests.objects import job_condition, result_message, running, terminated, training_job
+from tests.objects import pod as pod_object
+
+pytestmark = pytest.mark.timeout(60)
+JOB = naming.job_name("portrait")
+
+
+async def eventually(check, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {check.__doc__}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def operator(apiserver):
+    """The operator, running as `fluxlora-operator` runs it, logged in to the test API."""
+    cluster = make_cluster(apiserver, SETTINGS)
+    metrics = Metrics()
+    cluster.reconciler = Reconciler(cluster.kube, SETTINGS, metrics, post_kopf_event)
+    registry = kopf.OperatorRegistry()
+    register(registry, cluster.reconciler, SETTINGS)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=str(apiserver.url).rstrip("/"))
+
+    @kopf.on.startup(registry=registry)
+    def no_crd_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.scanning.disabled = True  # the test API serves no CRD objects
+
+    # Embedded as kopf documents it: its own thread and event loop, stopped by a flag.
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=asyncio.run,
+        args=(
+            kopf.operator(
+                registry=registry,
+                clusterwide=True,
+                standalone=True,
+                stop_flag=stop,
+                ready_flag=ready,
+            ),
+        ),
+        daemon=True,
+    )
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
+    yield cluster, metrics
+    stop.set()
+    await asyncio.to_thread(thread.join, 20)
+    assert not thread.is_alive(), "the operator did not stop"
+
+
+async def test_the_operator_runs_a_resource_from_created_to_completed(operator, apiserver):
+    cluster, metrics = operator
+    body = training_job(namespace=NAMESPACE)
+    del body["metadata"]["uid"]
+    await cluster.apply(body)
+
+    async def job_created():
+        """the operator created the trainer Job"""
+        return await cluster.get("Job", JOB)
+
+    job = await eventually(job_created)
+    assert (await cluster.status("portrait"))["phase"] == "created"
+
+    # The Job controller starts a pod and the kubelet runs it: the pod watch reacts.
+    pod = pod_object(
+        name="portrait-train-1",
+        job_uid=job["metadata"]["uid"],
+        phase="Running",
+        state=running(),
+        namespace=NAMESPACE,
+    )
+    await cluster.apply(pod)
+
+    async def processing():
+        """the resource is processing"""
+        return (await cluster.status("portrait")).get("phase") == "processing"
+
+    await eventually(processing)
+
+    # The trainer finishes and the Job controller marks the Job complete: the Job watch reacts.
+    message = result_message(outputs=["s3://loras/lora.safetensors"], timings={"inference": 5})
+    finished = {"name": "trainer", "state": terminated(0, message, "Completed")}
+    await cluster.patch(
+        "Pod",
+        "portrait-train-1",
+        {"status": {"phase": "Succeeded", "containerStatuses": [finished]}},
+    )
+    await cluster.patch("Job", JOB, {"status": {"conditions": [job_condition("Complete")]}})
+
+    async def completed():
+        """the resource is completed"""
+        return (await cluster.status("portrait")).get("phase") == "completed"
+
+    await eventually(completed)
+    assert (await cluster.status("portrait"))["outputs"] == ["s3://loras/lora.safetensors"]
+
+    async def events_posted():
+        """the operator posted Events for the transitions"""
+        listing = await cluster.call(
+            cluster.kube.request, "GET", f"/api/v1/namespaces/{NAMESPACE}/events"
+        )
+        return {item.get("reason") for item in listing.get("items", [])} >= {
+            "JobCreated",
+            "TrainerRunning",
+            "TrainingSucceeded",
+        }
+
+    await eventually(events_posted)
+
+    async def counted():
+        """the phase gauge counts the completed resource"""
+        return metrics.resources.labels("completed")._value.get() == 1
+
+    await eventually(counted)
+    # kopf kept its bookkeeping out of the status, which the CRD schema would prune.
+    assert "kopf" not in await cluster.status("portrait")

@@ -165,6 +165,7 @@ def render_crd() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the LoRATrainingJob CRD.")
     parser.add_argument("directories", nargs="*", type=Path, help="write CRD_FILE into each")
+    parser.add_argument("--reference", type=Path, help="also write the markdown field reference")
     args = parser.parse_args(argv)
     text = render_crd()
     if not args.directories:
@@ -172,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     for directory in args.directories:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CRD_FILE).write_text(text)
+    if args.reference:
+        from fluxlora_api.reference import render_reference  # it renders from build_crd()
+
+        args.reference.write_text(render_reference())
     return 0
 
 

@@ -9,6 +9,7 @@ import yaml
 
 from fluxlora_api import resource
 from fluxlora_api.crd import CRD_FILE, build_crd, render_crd
+from fluxlora_api.reference import REFERENCE_FILE, render_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,3 +144,15 @@ def test_the_schema_rejects_what_the_models_reject(spec, field):
 
 def test_the_generated_file_is_valid_yaml_with_one_document():
     assert list(yaml.safe_load_all(render_crd())) == [build_crd()]
+
+
+def test_the_helm_chart_ships_the_same_crd():
+    chart_crd = ROOT / "charts" / "flux-lora-operator" / "crds" / CRD_FILE
+    assert chart_crd.read_text() == (ROOT / "crds" / CRD_FILE).read_text(), "run `make crds`"
+
+
+def test_the_committed_api_reference_is_what_the_models_generate():
+    committed = (ROOT / "docs" / REFERENCE_FILE).read_text()
+    assert committed == render_reference(), "run `make crds` and commit the result"
+    for field in schema()["properties"]["spec"]["properties"]:
+        assert f"| `{field}` |" in committed

@@ -51,9 +51,9 @@ def _counted(name: str, metrics: Metrics) -> Callable:
 
 
 def register(
-    registry: kopf.OperatorRegistry, reconciler: Reconciler, settings: OperatorSettings
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_settings: OperatorSettings
 ) -> None:
-    """Register the operator's handlers on `registry`."""
+    """Register the operator's handlers on `registry`. (kopf passes its own `settings`.)"""
     metrics = reconciler.metrics
 
     @kopf.on.startup(registry=registry)
@@ -95,7 +95,7 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:
-        memo["resync"] = asyncio.create_task(_resync_forever(reconciler, settings))
+        memo["resync"] = asyncio.create_task(_resync_forever(reconciler, operator_settings))
 
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(memo: kopf.Memo, **_: Any) -> None:

@@ -59,7 +59,7 @@ class Reconciler:
         self._unfinished: set[tuple[str, str]] = set()
 
     def _lock(self, namespace: str, name: str) -> threading.RLock:
-        # Job, pod and timer events of one resource arrive on different threads; each
+        # Job, pod and resync events of one resource arrive on different threads; each
         # read-decide-write cycle must see the previous one's result.
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.RLock())
@@ -157,12 +157,13 @@ class Reconciler:
                     ConditionChange("JobCreated", "True", reason, f"trainer Job {job_name} {verb}"),
                     extra={"jobName": job_name},
                 )
-        self.mirror(namespace, name)
+        self.mirror(namespace, name, may_start=False)
 
     # --- mirroring ----------------------------------------------------------------------------
 
-    def mirror(self, namespace: str, name: str) -> None:
-        """Read the Job and its pods and write what they mean into the status."""
+    def mirror(self, namespace: str, name: str, may_start: bool = True) -> None:
+        """Read the Job and its pods and write what they mean into the status; start the Job
+        again if it vanished before the run ended (unless called from start() itself)."""
         with self._lock(namespace, name):
             body = self.kube.get(resource.KIND, namespace, name)
             if body is None:
@@ -193,7 +194,7 @@ class Reconciler:
                     self._write(body, update.patch, list(update.events))
                 if update.delete_job:
                     self.kube.delete("Job", namespace, job["metadata"]["name"])
-        if needs_start:
+        if needs_start and may_start:
             self.start(namespace, name)
 
     # --- writing ------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ class OperatorSettings(BaseModel):
     run_as_user: int = 1000
     """UID (and GID, fsGroup) of the trainer container; never root."""
     job_ttl_seconds: int | None = None
-    """ttlSecondsAfterFinished of trainer Jobs; unset keeps them (their pods hold the logs)."""
+    """ttlSecondsAfterFinished of trainer Jobs; unset keeps them (their pods hold the logs). Keep
+    it well above any operator downtime: a Job deleted before the operator saw it end runs again."""
     image_pull_grace_seconds: int = 300
     """How long a trainer pod may fail to pull its image or start before the resource fails."""
     resync_seconds: float = 30.0

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+import kmock
 import kopf
 import pytest
 
@@ -136,5 +137,20 @@ async def test_the_operator_runs_a_resource_from_created_to_completed(operator, 
         return metrics.resources.labels("completed")._value.get() == 1
 
     await eventually(counted)
-    # kopf kept its bookkeeping out of the status, which the CRD schema would prune.
+    # kopf kept its bookkeeping out of the status, which the CRD schema would prune,
+    # and added no finalizer: deleting the resource never waits for the operator.
     assert "kopf" not in await cluster.status("portrait")
+    assert not (await cluster.get("LoRATrainingJob", "portrait"))["metadata"].get("finalizers")
+
+
+async def test_the_operator_watches_only_its_own_jobs_and_pods(operator, apiserver):
+    async def watching():
+        """the operator watches jobs and pods"""
+        return {"jobs", "pods"} <= {
+            request.resource.plural for request in apiserver[kmock.action.WATCH]
+        }
+
+    await eventually(watching)
+    for request in apiserver[kmock.action.WATCH]:
+        if request.resource.plural in ("jobs", "pods"):
+            assert request.params.get("labelSelector") == naming.MANAGED_SELECTOR

@@ -291,3 +291,16 @@ async def test_a_deleted_resource_is_left_alone(cluster):
     await cluster.start("portrait")
     await cluster.mirror("portrait")
     assert await cluster.jobs() == []
+
+
+async def test_the_resync_fails_a_pod_that_never_pulls_without_any_new_event(apiserver):
+    cluster = make_cluster(apiserver, SETTINGS.model_copy(update={"image_pull_grace_seconds": 60}))
+    await submit(cluster)
+    await cluster.start("portrait")
+    waiting = {"waiting": {"reason": "ErrImagePull", "message": "manifest unknown"}}
+    await start_pod(cluster, waiting, phase="Pending", created="2026-01-01T00:00:00Z")
+    cluster.reconciler.track(NAMESPACE, "portrait", "created")
+    cluster.reconciler.track(NAMESPACE, "gone", "created")  # deleted meanwhile: skipped quietly
+
+    await cluster.call(cluster.reconciler.resync)
+    assert (await cluster.status("portrait"))["phase"] == "failed"

@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
 
@@ -9,7 +10,7 @@ from fluxlora_operator.handlers import post_kopf_event, register
 from fluxlora_operator.kube import Kube, load_api_client
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
-from fluxlora_operator.settings import load_settings
+from fluxlora_operator.settings import OperatorSettings, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,16 +25,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     reconciler = Reconciler(Kube(load_api_client()), settings, metrics, post_kopf_event)
     registry = kopf.OperatorRegistry()
     register(registry, reconciler, settings)
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    kopf.run(
-        registry=registry,
-        clusterwide=settings.all_namespaces,
-        namespaces=settings.namespaces,
-        standalone=settings.peering is None,
-        peering_name=settings.peering,
-        liveness_endpoint=liveness,
-    )
+    kopf.run(registry=registry, **operator_options(settings))
     return 0
+
+
+def operator_options(settings: OperatorSettings) -> dict[str, Any]:
+    """kopf's run options for these settings: watched namespaces, peering, liveness."""
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    return {
+        "clusterwide": settings.all_namespaces,
+        "namespaces": settings.namespaces,
+        "standalone": settings.peering is None,
+        "peering_name": settings.peering,
+        "liveness_endpoint": liveness,
+    }
 
 
 if __name__ == "__main__":

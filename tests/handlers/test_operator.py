@@ -2,6 +2,7 @@
 the resource moves through its phases only because the operator reacts to watch events."""
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -12,8 +13,10 @@ import pytest
 
 from fluxlora_operator import naming
 from fluxlora_operator.handlers import post_kopf_event, register
+from fluxlora_operator.main import operator_options
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
+from fluxlora_operator.settings import OperatorSettings
 from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
 from tests.objects import job_condition, result_message, running, terminated, training_job
 from tests.objects import pod as pod_object
@@ -33,14 +36,15 @@ async def eventually(check, timeout: float = 15.0) -> Any:
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def operator(apiserver):
-    """The operator, running as `fluxlora-operator` runs it, logged in to the test API."""
-    cluster = make_cluster(apiserver, SETTINGS)
+@contextlib.asynccontextmanager
+async def running_operator(apiserver, settings: OperatorSettings):
+    """The operator, run with the options `fluxlora-operator` derives from `settings`, logged in
+    to the test API. Embedded as kopf documents it: its own thread and loop, stopped by a flag."""
+    cluster = make_cluster(apiserver, settings)
     metrics = Metrics()
-    cluster.reconciler = Reconciler(cluster.kube, SETTINGS, metrics, post_kopf_event)
+    cluster.reconciler = Reconciler(cluster.kube, settings, metrics, post_kopf_event)
     registry = kopf.OperatorRegistry()
-    register(registry, cluster.reconciler, SETTINGS)
+    register(registry, cluster.reconciler, settings)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -48,36 +52,37 @@ async def operator(apiserver):
 
     @kopf.on.startup(registry=registry)
     def no_crd_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.scanning.disabled = True  # the test API serves no CRD objects
+        settings.scanning.disabled = True  # the test API serves no CRD or Namespace objects
 
-    # Embedded as kopf documents it: its own thread and event loop, stopped by a flag.
     stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(
-        target=asyncio.run,
-        args=(
-            kopf.operator(
-                registry=registry,
-                clusterwide=True,
-                standalone=True,
-                stop_flag=stop,
-                ready_flag=ready,
-            ),
-        ),
-        daemon=True,
-    )
+    options = operator_options(settings.model_copy(update={"health_port": 0}))
+    operator = kopf.operator(registry=registry, stop_flag=stop, ready_flag=ready, **options)
+    thread = threading.Thread(target=asyncio.run, args=(operator,), daemon=True)
     thread.start()
     assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
-    yield cluster, metrics
-    stop.set()
-    await asyncio.to_thread(thread.join, 20)
+    try:
+        yield cluster, metrics
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 20)
     assert not thread.is_alive(), "the operator did not stop"
+
+
+@pytest.fixture
+async def operator(apiserver):
+    async with running_operator(apiserver, SETTINGS) as running:
+        yield running
+
+
+async def submit(cluster, namespace: str = NAMESPACE, name: str = "portrait") -> None:
+    body = training_job(name=name, namespace=namespace)
+    del body["metadata"]["uid"]
+    await cluster.apply(body)
 
 
 async def test_the_operator_runs_a_resource_from_created_to_completed(operator, apiserver):
     cluster, metrics = operator
-    body = training_job(namespace=NAMESPACE)
-    del body["metadata"]["uid"]
-    await cluster.apply(body)
+    await submit(cluster)
 
     async def job_created():
         """the operator created the trainer Job"""
@@ -154,3 +159,19 @@ async def test_the_operator_watches_only_its_own_jobs_and_pods(operator, apiserv
     for request in apiserver[kmock.action.WATCH]:
         if request.resource.plural in ("jobs", "pods"):
             assert request.params.get("labelSelector") == naming.MANAGED_SELECTOR
+
+
+async def test_an_operator_for_some_namespaces_leaves_the_others_alone(apiserver):
+    settings = SETTINGS.model_copy(update={"namespaces": [NAMESPACE]})
+    async with running_operator(apiserver, settings) as (cluster, _):
+        await submit(cluster, namespace="team-b", name="elsewhere")
+        await submit(cluster)
+
+        async def job_created():
+            """the operator created the trainer Job in its own namespace"""
+            return await cluster.get("Job", JOB)
+
+        await eventually(job_created)
+        elsewhere = await cluster.call(cluster.kube.get, "LoRATrainingJob", "team-b", "elsewhere")
+        assert "status" not in elsewhere
+        assert await cluster.call(cluster.kube.get, "Job", "team-b", "elsewhere-train") is None

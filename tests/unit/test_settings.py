@@ -1,5 +1,10 @@
 """Operator settings: flags over environment over defaults, errors that name the setting."""
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from fluxlora_operator.settings import OperatorSettings, load_settings
@@ -56,3 +61,14 @@ def test_a_bad_value_stops_the_operator_naming_the_setting(argv, environ, named)
     with pytest.raises(SystemExit) as stop:
         load_settings(argv, environ)
     assert named in str(stop.value)
+
+
+def test_the_installed_command_documents_every_setting():
+    command = shutil.which("fluxlora-operator") or str(
+        Path(sys.executable).parent / "fluxlora-operator"
+    )
+    result = subprocess.run(
+        [command, "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    for name in OperatorSettings.model_fields:
+        assert "--" + name.replace("_", "-") in result.stdout

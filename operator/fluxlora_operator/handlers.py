@@ -80,15 +80,9 @@ def register(
         reconciler.start(namespace, name)
 
     @kopf.on.event(*JOBS, labels=MANAGED, registry=registry)
-    @_counted("job_event", metrics)
-    def job_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
-        owner = labels.get(naming.LABEL_TRAINING_JOB)
-        if owner:
-            reconciler.mirror(namespace, owner)
-
     @kopf.on.event(*PODS, labels=MANAGED, registry=registry)
-    @_counted("pod_event", metrics)
-    def pod_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    @_counted("child_event", metrics)
+    def child_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
         owner = labels.get(naming.LABEL_TRAINING_JOB)
         if owner:
             reconciler.mirror(namespace, owner)

@@ -24,6 +24,7 @@ START_FAILURES = {
 IMMEDIATE_START_FAILURES = {"InvalidImageName", "ErrImageNeverPull"}
 IMAGE_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 ERROR_TAIL_CHARS = 1500
+TRAINER_EXITED = ConditionChange("Running", "False", "Finished", "the trainer exited")
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def observe(
         return Observation(
             Phase.COMPLETED,
             (
-                ConditionChange("Running", "False", "Finished", "the trainer exited"),
+                TRAINER_EXITED,
                 ConditionChange("Completed", "True", "TrainingSucceeded", message),
             ),
             result=result,
@@ -170,7 +171,7 @@ def observe(
         return Observation(
             Phase.FAILED,
             (
-                ConditionChange("Running", "False", "Finished", "the trainer exited"),
+                TRAINER_EXITED,
                 ConditionChange("Failed", "True", reason, error, warning=True),
             ),
             error=error,

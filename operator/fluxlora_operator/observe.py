@@ -104,8 +104,10 @@ def _exit_code(pod: dict[str, Any]) -> int | None:
     return (_trainer_status(pod).get("state", {}).get("terminated") or {}).get("exitCode")
 
 
-def _failure(job: dict[str, Any], condition: dict[str, Any], pods: list[dict[str, Any]]):
-    """(reason, error) for a failed Job."""
+def _failure(
+    job: dict[str, Any], condition: dict[str, Any], pods: list[dict[str, Any]]
+) -> tuple[str, str]:
+    """(reason, error) for a failed Job: the trainer's own words where it left any."""
     reason = condition.get("reason") or "JobFailed"
     failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
     bad_input = [pod for pod in failed if _exit_code(pod) == ExitCode.BAD_INPUT]
@@ -121,7 +123,8 @@ def _failure(job: dict[str, Any], condition: dict[str, Any], pods: list[dict[str
     return reason, last_error or condition.get("message") or "the trainer Job failed"
 
 
-def _completion(job: dict[str, Any], condition: dict[str, Any], pods: list[dict[str, Any]]):
+def _completion(pods: list[dict[str, Any]]) -> tuple[TrainingResult, str]:
+    """The trainer's result from the pod that succeeded, and a message for the condition."""
     succeeded = [pod for pod in pods if pod.get("status", {}).get("phase") == "Succeeded"]
     terminated = (
         _trainer_status(succeeded[0]).get("state", {}).get("terminated") or {} if succeeded else {}
@@ -153,7 +156,7 @@ def observe(
 
     complete = _true_condition(job, "Complete")
     if complete:
-        result, message = _completion(job, complete, pods)
+        result, message = _completion(pods)
         return Observation(
             Phase.COMPLETED,
             (

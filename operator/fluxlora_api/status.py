@@ -91,7 +91,7 @@ class LoRATrainingJobStatus(ApiModel):
     completion_time: str | None = Field(None, json_schema_extra=DATE_TIME)
     """When the resource reached completed or failed."""
     attempts: int | None = Field(None, ge=0)
-    """Trainer pods started so far (retries after preemption or failure included)."""
+    """Trainer pods created so far (retries after preemption or failure included)."""
     conditions: list[Condition] | None = Field(
         None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

@@ -25,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reconciler = Reconciler(Kube(load_api_client()), settings, metrics, post_kopf_event)
     registry = kopf.OperatorRegistry()
     register(registry, reconciler, settings)
+    # A registry of our own starts without kopf's default login: use the same credentials as
+    # the client (in-cluster service account, else the kubeconfig).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.run(registry=registry, **operator_options(settings))
     return 0
 

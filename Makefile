@@ -1,9 +1,15 @@
 # The two commands: `make test` (every test) and `make demo` (see README).
 PYTHON ?= python3
-VENV ?= .venv
+# Heavy dependencies (torch, diffusers, ...) live in one virtualenv per machine, keyed by the
+# requirement list and shared by every checkout; each checkout's .venv adds only the project.
+CACHE ?= $(HOME)/.cache/flux-lora-operator
+EXTRAS := operator trainer dev
+REQUIREMENTS = $(shell $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(repr(r) for r in p['dependencies'] + [r for e in '$(EXTRAS)'.split() for r in p['optional-dependencies'][e]]))")
+DEPS_KEY := $(shell $(PYTHON) -c "import tomllib, hashlib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(hashlib.sha256(repr((p['dependencies'], p['optional-dependencies'])).encode()).hexdigest()[:12])")
+DEPS := $(CACHE)/deps-$(DEPS_KEY)
+VENV := .venv
 BIN := $(VENV)/bin
-# Reinstalled when the dependencies change.
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
 .PHONY: help install test lint format crds generate run demo clean
@@ -14,11 +20,19 @@ help:
 	@echo "make run     run the operator against the current kubeconfig"
 	@echo "make format  format and auto-fix lint"
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[operator,dev]'
-	rm -f $(VENV)/.installed-*
+$(DEPS)/.complete: pyproject.toml
+	rm -rf $(DEPS)
+	$(PYTHON) -m venv $(DEPS)
+	$(DEPS)/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(DEPS)/bin/python -m pip install --quiet $(REQUIREMENTS)
+	touch $@
+
+$(STAMP): $(DEPS)/.complete
+	rm -rf $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(DEPS)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+		> "$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/fluxlora-deps.pth"
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(STAMP)
@@ -28,15 +42,15 @@ crds generate: $(STAMP)
 	$(BIN)/python -m fluxlora_operator.settings > docs/operator.md
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(DEPS)/bin/ruff check .
+	$(DEPS)/bin/ruff format --check .
 
 test: lint
 	$(BIN)/python -m pytest
 
 format: $(STAMP)
-	$(BIN)/ruff format .
-	$(BIN)/ruff check --fix .
+	$(DEPS)/bin/ruff format .
+	$(DEPS)/bin/ruff check --fix .
 
 run: $(STAMP)
 	$(BIN)/fluxlora-operator

@@ -1,0 +1,85 @@
+"""From the `data` URL to training samples: download, safe extraction, images paired with their
+captions under the hosted caption rule. Unusable files are skipped and reported; the dataset is
+bad input only when no usable image remains."""
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from fluxlora_trainer.archive import CAPTION_SUFFIX, IMAGE_SUFFIXES, Ignored, extract_dataset
+from fluxlora_trainer.captions import apply_caption_rule, read_caption
+from fluxlora_trainer.errors import BadInput
+from fluxlora_trainer.fetch import display_url, fetch
+from fluxlora_trainer.images import UnusableImage, image_size
+from fluxlora_trainer.limits import DatasetLimits
+
+RECOMMENDED_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path  # absolute
+    name: str  # as in the zip, for messages
+    caption: str
+    width: int
+    height: int
+
+
+@dataclass
+class Dataset:
+    samples: list[Sample] = field(default_factory=list)
+    skipped: list[Ignored] = field(default_factory=list)
+
+
+def open_dataset(
+    source: str, workdir: Path, trigger_word: str | None, limits: DatasetLimits
+) -> Dataset:
+    """`source` is the spec's data URL or, for local checks, a path to a zip."""
+    local = Path(source)
+    if "://" not in source and local.is_file():
+        archive, label = local, str(local)
+    else:
+        archive, label = fetch(source, workdir / "dataset.zip", limits), display_url(source)
+    extracted = extract_dataset(archive, workdir / "dataset", limits, label)
+    dataset = pair_captions(extracted.root, extracted.files, trigger_word, limits)
+    dataset.skipped[:0] = extracted.ignored
+    if not dataset.samples:
+        reasons = "; ".join(f"{item.name}: {item.reason}" for item in dataset.skipped[:5])
+        raise BadInput(
+            f"data: {label} has no usable image (jpg, jpeg, png, webp or bmp)"
+            + (f"; skipped {len(dataset.skipped)} file(s): {reasons}" if reasons else "")
+        )
+    return dataset
+
+
+def pair_captions(
+    root: Path, files: list[Path], trigger_word: str | None, limits: DatasetLimits
+) -> Dataset:
+    """Each image with the caption of the .txt beside it (same name, any letter case)."""
+    captions = {_stem_key(path): path for path in files if path.suffix.lower() == CAPTION_SUFFIX}
+    dataset = Dataset()
+    for path in sorted(files, key=lambda p: p.as_posix()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        name = PurePosixPath(*path.parts).as_posix()
+        try:
+            width, height = image_size(root / path, limits.max_image_pixels)
+        except UnusableImage as error:
+            dataset.skipped.append(Ignored(name, str(error)))
+            continue
+        caption_file = captions.get(_stem_key(path))
+        caption = None
+        if caption_file is not None:
+            try:
+                caption = read_caption(root / caption_file)
+            except UnicodeDecodeError:
+                raise BadInput(
+                    f"data: caption {caption_file.as_posix()} is not UTF-8 text"
+                ) from None
+        dataset.samples.append(
+            Sample(root / path, name, apply_caption_rule(caption, trigger_word), width, height)
+        )
+    return dataset
+
+
+def _stem_key(path: Path) -> str:
+    return path.with_suffix("").as_posix().lower()

@@ -129,8 +129,9 @@ def _fetch_s3(url: str, destination: Path, limits: DatasetLimits) -> None:
         read_timeout=limits.download_timeout_seconds,
         retries={"max_attempts": limits.download_attempts, "mode": "standard"},
     )
-    # Credentials and endpoint (AWS_ENDPOINT_URL for MinIO) come from the environment.
-    client = boto3.client("s3", config=config)
+    # Credentials and endpoint (AWS_ENDPOINT_URL for MinIO) come from the environment, read
+    # afresh by a new session (the default session would keep the first ones it saw).
+    client = boto3.session.Session().client("s3", config=config)
     try:
         size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
         if size > limits.max_download_bytes:

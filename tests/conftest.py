@@ -1,0 +1,22 @@
+"""Fixtures shared by every test folder."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.minio import S3Server, running_minio
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real MinIO server, started once per test session."""
+    with running_minio(tmp_path_factory.mktemp("minio") / "data") as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The trainer's environment as the operator sets it: endpoint and credentials."""
+    for key, value in s3_server.environment().items():
+        monkeypatch.setenv(key, value)
+    return s3_server

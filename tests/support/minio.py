@@ -1,0 +1,96 @@
+"""A real MinIO server for the tests, on a free local port with its own data and credentials."""
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import urllib3
+
+from tests.support.binaries import ensure_binary
+
+START_TIMEOUT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+    def environment(self) -> dict[str, str]:
+        """What the trainer's environment holds in a cluster (from the credentials Secret)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_minio(data_dir: Path) -> Iterator[S3Server]:
+    binary = ensure_binary("minio")
+    port, console = free_port(), free_port()
+    server = S3Server(f"http://127.0.0.1:{port}", "fluxlora-test", secrets.token_hex(16))
+    environment = {
+        **os.environ,
+        "MINIO_ROOT_USER": server.access_key,
+        "MINIO_ROOT_PASSWORD": server.secret_key,
+        "MINIO_BROWSER": "off",
+    }
+    log = (data_dir.parent / "minio.log").open("wb")
+    process = subprocess.Popen(
+        [str(binary), "server", str(data_dir), "--address", f"127.0.0.1:{port}",
+         "--console-address", f"127.0.0.1:{console}", "--quiet"],
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(server.endpoint, process)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _wait_ready(endpoint: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    pool = urllib3.PoolManager(retries=False, timeout=2)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"minio exited with code {process.returncode}")
+        try:
+            if pool.request("GET", f"{endpoint}/minio/health/ready").status == 200:
+                return
+        except urllib3.exceptions.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"minio did not become ready within {START_TIMEOUT_SECONDS}s")

@@ -34,7 +34,9 @@ def ensure_binary(name: str) -> Path:
         return binary
     go = shutil.which("go")
     if go is None:
-        raise BinaryUnavailable(f"{name}: Go is needed to build it (or set TEST_ASSET_{name.upper()})")
+        raise BinaryUnavailable(
+            f"{name}: Go is needed to build it (or set TEST_ASSET_{name.upper()})"
+        )
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -63,8 +63,16 @@ def running_minio(data_dir: Path) -> Iterator[S3Server]:
     }
     log = (data_dir.parent / "minio.log").open("wb")
     process = subprocess.Popen(
-        [str(binary), "server", str(data_dir), "--address", f"127.0.0.1:{port}",
-         "--console-address", f"127.0.0.1:{console}", "--quiet"],
+        [
+            str(binary),
+            "server",
+            str(data_dir),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--console-address",
+            f"127.0.0.1:{console}",
+            "--quiet",
+        ],
         env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,

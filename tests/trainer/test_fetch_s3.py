@@ -23,7 +23,9 @@ def bucket(s3_env):
 def test_a_dataset_in_s3_trains_like_one_from_https(s3_env, bucket, tmp_path):
     archive = make_zip(tmp_path / "portrait.zip", {**photos(4), "photo_1.txt": "me at work"})
     s3_env.client().upload_file(str(archive), bucket, "people/portrait.zip")
-    dataset = open_dataset(f"s3://{bucket}/people/portrait.zip", tmp_path / "work", "p3r5on", LIMITS)
+    dataset = open_dataset(
+        f"s3://{bucket}/people/portrait.zip", tmp_path / "work", "p3r5on", LIMITS
+    )
     assert len(dataset.samples) == 4
     assert {s.caption for s in dataset.samples} == {"p3r5on", "me at work"}
 

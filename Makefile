@@ -4,7 +4,7 @@ PYTHON ?= python3
 # requirement list and shared by every checkout; each checkout's .venv adds only the project.
 CACHE ?= $(HOME)/.cache/flux-lora-operator
 EXTRAS := operator trainer dev
-REQUIREMENTS = $(shell $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(repr(r) for r in p['dependencies'] + [r for e in '$(EXTRAS)'.split() for r in p['optional-dependencies'][e]]))")
+REQUIREMENTS = $(shell $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(chr(34) + r + chr(34) for r in p['dependencies'] + [r for e in '$(EXTRAS)'.split() for r in p['optional-dependencies'][e]]))")
 DEPS_KEY := $(shell $(PYTHON) -c "import tomllib, hashlib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(hashlib.sha256(repr((p['dependencies'], p['optional-dependencies'])).encode()).hexdigest()[:12])")
 DEPS := $(CACHE)/deps-$(DEPS_KEY)
 VENV := .venv
@@ -20,12 +20,17 @@ help:
 	@echo "make run     run the operator against the current kubeconfig"
 	@echo "make format  format and auto-fix lint"
 
-$(DEPS)/.complete: pyproject.toml
-	rm -rf $(DEPS)
-	$(PYTHON) -m venv $(DEPS)
-	$(DEPS)/bin/python -m pip install --quiet --upgrade pip setuptools
-	$(DEPS)/bin/python -m pip install --quiet $(REQUIREMENTS)
-	touch $@
+# Keyed by the requirement list, so it never goes stale; built under a lock because checkouts
+# share it, marked complete only at the end, and older ones (several GB each) removed then.
+$(DEPS)/.complete:
+	mkdir -p $(CACHE)
+	flock $(CACHE)/deps.lock sh -c '\
+		test -e $@ && exit 0; \
+		rm -rf $(DEPS) && $(PYTHON) -m venv $(DEPS) && \
+		$(DEPS)/bin/python -m pip install --quiet --upgrade pip setuptools && \
+		$(DEPS)/bin/python -m pip install --quiet $(REQUIREMENTS) && \
+		touch $@ && \
+		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} +'
 
 $(STAMP): $(DEPS)/.complete
 	rm -rf $(VENV)

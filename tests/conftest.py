@@ -20,3 +20,13 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3_server.environment().items():
         monkeypatch.setenv(key, value)
     return s3_server
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny FLUX pipeline in the diffusers layout, written by `fluxlora-trainer tiny-model`."""
+    from fluxlora_trainer.cli import main
+
+    directory = tmp_path_factory.mktemp("models") / "tiny-flux"
+    assert main(["tiny-model", str(directory)]) == 0
+    return directory

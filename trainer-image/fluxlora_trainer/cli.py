@@ -48,6 +48,14 @@ def _inspect(args: argparse.Namespace) -> int:
     return ExitCode.SUCCESS
 
 
+def _tiny_model(args: argparse.Namespace) -> int:
+    from fluxlora_trainer.tiny_model import write_tiny_model  # imports torch: only when asked
+
+    write_tiny_model(Path(args.directory), seed=args.seed)
+    print(args.directory)
+    return ExitCode.SUCCESS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fluxlora-trainer", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-trigger-word", action="store_true", help="no trigger word (triggerWord: null)"
     )
     inspect.set_defaults(run=_inspect)
+
+    tiny = commands.add_parser(
+        "tiny-model",
+        help="write a tiny randomly initialised FLUX pipeline (diffusers layout) for tests",
+    )
+    tiny.add_argument("directory", help="where to write it (created if missing)")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    tiny.set_defaults(run=_tiny_model)
     return parser
 
 

@@ -1,0 +1,42 @@
+"""The tiny FLUX pipeline: the real diffusers layout, loaded the way FLUX.1-dev is loaded."""
+
+import json
+
+import torch
+
+
+def test_it_has_every_part_of_flux_dev_in_the_diffusers_layout(tiny_model):
+    index = json.loads((tiny_model / "model_index.json").read_text())
+    assert index["_class_name"] == "FluxPipeline"
+    parts = {key: value[1] for key, value in index.items() if not key.startswith("_")}
+    assert {key: name for key, name in parts.items() if name} == {
+        "scheduler": "FlowMatchEulerDiscreteScheduler",
+        "text_encoder": "CLIPTextModel",
+        "text_encoder_2": "T5EncoderModel",
+        "tokenizer": "CLIPTokenizer",
+        "tokenizer_2": "T5Tokenizer",  # transformers 5's name for T5TokenizerFast
+        "transformer": "FluxTransformer2DModel",
+        "vae": "AutoencoderKL",
+    }
+
+
+def test_it_loads_and_renders_and_the_prompt_matters(tiny_model):
+    from diffusers import FluxPipeline
+
+    pipeline = FluxPipeline.from_pretrained(tiny_model)
+
+    def render(prompt):
+        generator = torch.Generator().manual_seed(0)
+        return pipeline(
+            prompt,
+            height=64,
+            width=64,
+            num_inference_steps=2,
+            generator=generator,
+            output_type="np",
+        ).images
+
+    first, again, other = render("a photo of p3r5on"), render("a photo of p3r5on"), render("a dog")
+    assert first.shape == (1, 64, 64, 3)
+    assert (first == again).all()
+    assert abs(first - other).mean() > 0

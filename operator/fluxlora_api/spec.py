@@ -21,6 +21,7 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 Optimizer = Literal["adamw", "adamw8bit", "prodigy"]
+LoraTarget = Literal["attention", "context", "feed-forward", "single-blocks"]
 SamplePrompt = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 
@@ -59,6 +60,12 @@ class TrainingParameters(ApiModel):
     """Rank of the LoRA matrices: higher learns more detail and gives a larger file."""
     lora_alpha: float | None = Field(None, gt=0, le=1024)
     """LoRA scaling alpha; unset means equal to loraRank (a scale of 1)."""
+    lora_targets: list[LoraTarget] = Field(
+        default_factory=lambda: ["attention", "context"], min_length=1, max_length=4
+    )
+    """Transformer layers that get LoRA matrices: attention (q/k/v/out of every block), context
+    (the text-stream projections), feed-forward, single-blocks (their MLP and output
+    projections). More layers learn more and make a larger file."""
     resolution: int = Field(1024, ge=256, le=2048, multiple_of=64)
     """Training resolution in pixels of the longer side; images are bucketed by aspect ratio."""
     batch_size: int = Field(1, ge=1, le=32)
@@ -72,6 +79,8 @@ class TrainingParameters(ApiModel):
     base_model: str = Field(DEFAULT_BASE_MODEL, pattern=BASE_MODEL_PATTERN, max_length=1024)
     """Base model: a Hugging Face repo id in diffusers layout or an absolute path to one inside the
     trainer pod (for example a mounted model cache)."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: much less GPU memory for about 20% more time."""
     checkpoint_every_steps: int = Field(250, ge=0, le=4000)
     """Save a resumable checkpoint every this many steps, so a preempted or evicted pod resumes
     instead of starting over; 0 disables checkpoints."""

@@ -1,0 +1,41 @@
+"""Loads the base model with diffusers, from a Hugging Face repo id (HF_TOKEN from the
+environment for gated models such as FLUX.1-dev) or a local directory / mounted model cache."""
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from fluxlora_trainer.errors import BadInput
+
+logger = logging.getLogger(__name__)
+
+
+def training_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def weight_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs (FLUX.1-dev's own precision); float32 on CPUs, where bf16 is slow."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_pipeline(base_model: str, dtype: torch.dtype):
+    """The FluxPipeline of `base_model`; a model that does not exist is bad input."""
+    from diffusers import FluxPipeline
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if base_model.startswith("/") and not (Path(base_model) / "model_index.json").is_file():
+        raise BadInput(f"baseModel: {base_model} is not a diffusers model directory")
+    try:
+        return FluxPipeline.from_pretrained(
+            base_model, torch_dtype=dtype, token=os.environ.get("HF_TOKEN") or None
+        )
+    except GatedRepoError:
+        raise BadInput(
+            f"baseModel: {base_model} is gated: accept its licence on Hugging Face and give the "
+            "operator a token (--hf-token-secret)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise BadInput(f"baseModel: no such model {base_model}") from None

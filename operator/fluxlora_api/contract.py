@@ -25,6 +25,8 @@ TERMINATION_MESSAGE_LIMIT = 4096
 
 class ExitCode(IntEnum):
     SUCCESS = 0
+    # Any code but these two is retried by the Job; the trainer uses this one.
+    RETRYABLE = 1
     # sysexits.h EX_DATAERR: the input data was incorrect. The Job fails at once on it.
     BAD_INPUT = 65
 

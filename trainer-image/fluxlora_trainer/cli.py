@@ -6,12 +6,22 @@ fluxlora-trainer dataset inspect <zip-or-url> [--trigger-word W | --no-trigger-w
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fluxlora_api.contract import ExitCode
+from pydantic import ValidationError
+
+from fluxlora_api.contract import (
+    CONFIG_ENV,
+    TERMINATION_MESSAGE_LIMIT,
+    TERMINATION_MESSAGE_PATH,
+    ExitCode,
+    TrainingConfig,
+    TrainingResult,
+)
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
 from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset
 from fluxlora_trainer.errors import BadInput
@@ -56,6 +66,62 @@ def _tiny_model(args: argparse.Namespace) -> int:
     return ExitCode.SUCCESS
 
 
+def _read_config(path: str | None) -> TrainingConfig:
+    """From --config, else from the environment variable the Job sets."""
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise BadInput(f"config: cannot read {path}: {error.strerror}") from None
+    elif os.environ.get(CONFIG_ENV):
+        text = os.environ[CONFIG_ENV]
+    else:
+        raise BadInput(f"config: give --config FILE or set {CONFIG_ENV}")
+    try:
+        return TrainingConfig.model_validate_json(text)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+        )
+        raise BadInput(f"config: {problems}") from None
+
+
+def _report(result: TrainingResult, result_file: str) -> None:
+    """The result on stdout, and in the termination message where there is one."""
+    message = result.to_termination_message()
+    print(message)
+    path = Path(result_file)
+    if path.parent.is_dir():
+        try:
+            path.write_text(message[:TERMINATION_MESSAGE_LIMIT])
+        except OSError as error:
+            logging.getLogger(__name__).warning("cannot write %s: %s", path, error)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fluxlora_trainer.progress import ProgressReporter, StatusTarget
+    from fluxlora_trainer.run import run_training  # imports torch: only when asked
+
+    try:
+        config = _read_config(args.config)
+        reporter = ProgressReporter(StatusTarget.from_environment())
+        if args.workdir:
+            result = run_training(config, Path(args.workdir), reporter)
+        else:
+            with tempfile.TemporaryDirectory(prefix="fluxlora-run-") as workdir:
+                result = run_training(config, Path(workdir), reporter)
+    except BadInput as error:
+        logging.getLogger(__name__).error("bad input: %s", error)
+        _report(TrainingResult(error=str(error)), args.result_file)
+        return ExitCode.BAD_INPUT
+    except Exception as error:  # anything else may pass on a retry (OOM, node, network)
+        logging.getLogger(__name__).exception("training failed")
+        _report(TrainingResult(error=f"{type(error).__name__}: {error}"), args.result_file)
+        return ExitCode.RETRYABLE
+    _report(result, args.result_file)
+    return ExitCode.SUCCESS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fluxlora-trainer", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory", help="where to write it (created if missing)")
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     tiny.set_defaults(run=_tiny_model)
+
+    train = commands.add_parser("train", help="run one training, as the Job's container does")
+    train.add_argument("--config", help=f"training config JSON (default: ${CONFIG_ENV})")
+    train.add_argument("--workdir", help="scratch directory (default: a temporary one)")
+    train.add_argument(
+        "--result-file",
+        default=TERMINATION_MESSAGE_PATH,
+        help="where the result JSON goes besides stdout (default: the termination message)",
+    )
+    train.set_defaults(run=_train)
     return parser
 
 

@@ -30,7 +30,7 @@ def load_pipeline(base_model: str, dtype: torch.dtype):
         raise BadInput(f"baseModel: {base_model} is not a diffusers model directory")
     try:
         return FluxPipeline.from_pretrained(
-            base_model, torch_dtype=dtype, token=os.environ.get("HF_TOKEN") or None
+            base_model, dtype=dtype, token=os.environ.get("HF_TOKEN") or None
         )
     except GatedRepoError:
         raise BadInput(

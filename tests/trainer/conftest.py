@@ -1,0 +1,41 @@
+"""A local HTTP file server for `data` URLs, and a dataset served from it."""
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.datasets import make_zip, photos
+
+
+@dataclass
+class FileServer:
+    root: Path
+    url: str
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[FileServer]:
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield FileServer(root, f"http://127.0.0.1:{server.server_address[1]}")
+    server.shutdown()
+
+
+@pytest.fixture
+def http_dataset(http_server: FileServer) -> str:
+    make_zip(http_server.root / "portrait.zip", {**photos(4), "photo_1.txt": "[trigger] at work"})
+    return f"{http_server.url}/portrait.zip"

@@ -1,0 +1,211 @@
+"""`fluxlora-trainer train` on the tiny FLUX model: from a zip in S3 to LoRA files that load in
+diffusers and change what the pipeline draws; bad input ends with its own exit code; a killed
+run resumes from its checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from fluxlora_api.contract import CONFIG_ENV, ExitCode, TrainingConfig
+from fluxlora_trainer.cli import main
+from tests.trainer.datasets import make_zip, photos
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def config(tiny_model: Path, data: str, output: str, **fields) -> TrainingConfig:
+    values = {
+        "data": data,
+        "output": output,
+        "baseModel": str(tiny_model),
+        "steps": 500,
+        "resolution": 256,
+        "learningRate": 0.001,
+        "seed": 7,
+        "checkpointEverySteps": 0,
+        **fields,
+    }
+    return TrainingConfig.model_validate(values)
+
+
+def write(cfg: TrainingConfig, path: Path) -> Path:
+    path.write_text(cfg.model_dump_json(by_alias=True))
+    return path
+
+
+@pytest.fixture
+def s3_dataset(s3_env, tmp_path):
+    bucket = f"run-{uuid.uuid4().hex[:8]}"
+    client = s3_env.client()
+    client.create_bucket(Bucket=bucket)
+    archive = make_zip(tmp_path / "portrait.zip", {**photos(4), "photo_2.txt": "[trigger] smiling"})
+    client.upload_file(str(archive), bucket, "data/portrait.zip")
+    return bucket
+
+
+def test_a_run_from_s3_to_s3_produces_every_output(
+    s3_env, s3_dataset, tiny_model, tmp_path, capsys
+):
+    output = f"s3://{s3_dataset}/loras/team-a/portrait-uid"
+    cfg = config(
+        tiny_model,
+        f"s3://{s3_dataset}/data/portrait.zip",
+        output,
+        samplePrompts=["a photo of p3r5on"],
+    )
+    result_file = tmp_path / "termination-log"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(write(cfg, tmp_path / "c.json")),
+            "--result-file",
+            str(result_file),
+        ]
+    )
+    assert code == ExitCode.SUCCESS
+    result = json.loads(result_file.read_text())
+    names = [url.rsplit("/", 1)[-1] for url in result["outputs"]]
+    assert names == [
+        "lora.safetensors",
+        "lora_comfyui.safetensors",
+        "config.json",
+        "loss.csv",
+        "loss.png",
+        "sample_0.png",
+    ]
+    assert all(url.startswith(output + "/") for url in result["outputs"])
+    assert result["timings"]["inference"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    keys = [
+        o["Key"]
+        for o in s3_env.client().list_objects_v2(Bucket=s3_dataset, Prefix="loras/")["Contents"]
+    ]
+    assert sorted(k.rsplit("/", 1)[-1] for k in keys) == sorted(names)  # no checkpoints left
+
+
+def test_the_lora_loads_in_diffusers_and_changes_the_image(tiny_model, tmp_path, http_dataset):
+    from diffusers import FluxPipeline
+
+    out = tmp_path / "out"
+    cfg = config(
+        tiny_model,
+        http_dataset,
+        str(out),
+        loraTargets=["attention", "context", "feed-forward", "single-blocks"],
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(write(cfg, tmp_path / "c.json")),
+                "--result-file",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+
+    with safe_open(str(out / "lora.safetensors"), "pt") as lora:
+        metadata = lora.metadata()
+        assert all(key.startswith("transformer.") for key in lora.keys())  # noqa: SIM118
+    assert metadata["fluxlora.trigger_word"] == "p3r5on"
+    assert metadata["fluxlora.rank"] == "16" and metadata["fluxlora.steps"] == "500"
+    assert metadata["fluxlora.base_model"] == str(tiny_model)
+
+    pipeline = FluxPipeline.from_pretrained(tiny_model)
+
+    def render():
+        generator = torch.Generator().manual_seed(0)
+        return pipeline(
+            "a photo of p3r5on",
+            height=64,
+            width=64,
+            num_inference_steps=2,
+            generator=generator,
+            output_type="np",
+        ).images
+
+    before = render()
+    pipeline.load_lora_weights(str(out / "lora.safetensors"))
+    after = render()
+    assert abs(after - before).mean() > 1e-4
+
+    rows = (out / "loss.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,smoothed_loss,elapsed_seconds" and len(rows) == 501
+    first = sum(float(r.split(",")[1]) for r in rows[1:51]) / 50
+    last = sum(float(r.split(",")[1]) for r in rows[-50:]) / 50
+    assert last < first  # it learned something
+
+
+def test_an_unusable_dataset_ends_with_the_bad_input_code(tiny_model, tmp_path, http_server):
+    (http_server.root / "empty.zip").write_bytes(
+        make_zip(tmp_path / "e.zip", {"a.md": "no images"}).read_bytes()
+    )
+    cfg = config(tiny_model, f"{http_server.url}/empty.zip", str(tmp_path / "out"))
+    result_file = tmp_path / "r"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(write(cfg, tmp_path / "c.json")),
+                "--result-file",
+                str(result_file),
+            ]
+        )
+        == ExitCode.BAD_INPUT
+    )
+    assert "has no usable image" in json.loads(result_file.read_text())["error"]
+
+
+def test_a_bad_config_is_bad_input_naming_the_field(tmp_path, monkeypatch):
+    monkeypatch.setenv(
+        CONFIG_ENV, json.dumps({"data": "https://x/y.zip", "output": "/o", "steps": 5})
+    )
+    result_file = tmp_path / "r"
+    assert main(["train", "--result-file", str(result_file)]) == ExitCode.BAD_INPUT
+    assert json.loads(result_file.read_text())["error"].startswith("config: steps:")
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tiny_model, tmp_path, http_dataset):
+    out = tmp_path / "out"
+    cfg = write(
+        config(tiny_model, http_dataset, str(out), checkpointEverySteps=100), tmp_path / "c.json"
+    )
+    command = [
+        str(Path(sys.executable).parent / "fluxlora-trainer"),
+        "train",
+        "--config",
+        str(cfg),
+        "--result-file",
+        str(tmp_path / "r"),
+    ]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("step-*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)  # no goodbye, as when a node dies
+    first.communicate()
+    saved = sorted(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.pt"))
+    assert saved, "no checkpoint was written"
+
+    second = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env={**os.environ}
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    resumed_at = int(second.stderr.split("resuming from the checkpoint at step ")[1].split()[0])
+    assert resumed_at >= saved[-1]
+    steps = [int(row.split(",")[0]) for row in (out / "loss.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 501))  # the curve is whole: the first run's part came along
+    assert not list((out / "checkpoints").glob("*.pt"))

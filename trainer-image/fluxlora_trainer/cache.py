@@ -1,0 +1,104 @@
+"""Everything the training loop needs, computed once: VAE latents of every image at its bucket
+size, and the T5 + CLIP pooled embeddings of every distinct caption (and of the empty caption,
+for caption dropout). Afterwards the VAE and text encoders leave the GPU."""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fluxlora_trainer.buckets import Bucket, buckets_for, choose_bucket, crop_box
+from fluxlora_trainer.dataset import Sample
+from fluxlora_trainer.images import load_rgb
+
+logger = logging.getLogger(__name__)
+
+# FLUX.1-dev reads up to 512 T5 tokens.
+MAX_SEQUENCE_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class TextEmbedding:
+    prompt: torch.Tensor  # (tokens, width): T5 hidden states
+    pooled: torch.Tensor  # (width,): CLIP pooled output
+
+
+@dataclass(frozen=True)
+class CachedSample:
+    latents: torch.Tensor  # (channels, height/8, width/8), normalised for the transformer
+    caption: str
+    bucket: Bucket
+
+
+@dataclass
+class TrainingData:
+    samples: list[CachedSample]
+    captions: dict[str, TextEmbedding]  # by caption text; "" is the dropout caption
+
+    def by_bucket(self) -> dict[Bucket, list[int]]:
+        groups: dict[Bucket, list[int]] = {}
+        for index, sample in enumerate(self.samples):
+            groups.setdefault(sample.bucket, []).append(index)
+        return groups
+
+
+def image_tensor(image: Image.Image, bucket: Bucket) -> torch.Tensor:
+    """The image scaled to cover `bucket`, centre-cropped, as a (3, H, W) tensor in [-1, 1]."""
+    size, box = crop_box(image.width, image.height, bucket)
+    fitted = image.resize(size, Image.Resampling.LANCZOS).crop(box)
+    array = np.asarray(fitted, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def encode_latents(pipeline, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    vae = pipeline.vae
+    batch = pixels.unsqueeze(0).to(device=vae.device, dtype=vae.dtype)
+    latents = vae.encode(batch).latent_dist.sample(generator=generator)
+    return ((latents - vae.config.shift_factor) * vae.config.scaling_factor)[0].float().cpu()
+
+
+@torch.no_grad()
+def encode_caption(pipeline, caption: str, device: torch.device) -> TextEmbedding:
+    prompt, pooled, _ = pipeline.encode_prompt(
+        prompt=caption, prompt_2=caption, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH
+    )
+    return TextEmbedding(prompt=prompt[0].float().cpu(), pooled=pooled[0].float().cpu())
+
+
+def prepare_training_data(
+    pipeline,
+    samples: list[Sample],
+    resolution: int,
+    max_pixels: int,
+    device: torch.device,
+    seed: int,
+) -> TrainingData:
+    """Encode the dataset; the text encoders and VAE are moved to `device` only meanwhile."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    buckets = buckets_for(resolution)
+    for part in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2):
+        part.to(device)
+    cached = []
+    for sample in samples:
+        image = load_rgb(sample.image, max_pixels)
+        bucket = choose_bucket(image.width, image.height, buckets)
+        latents = encode_latents(pipeline, image_tensor(image, bucket), generator)
+        cached.append(CachedSample(latents=latents, caption=sample.caption, bucket=bucket))
+    captions = {
+        caption: encode_caption(pipeline, caption, device)
+        for caption in sorted({s.caption for s in cached} | {""})
+    }
+    for part in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2):
+        part.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    logger.info(
+        "cached %d latents in %d bucket(s) and %d caption(s)",
+        len(cached),
+        len({s.bucket for s in cached}),
+        len(captions),
+    )
+    return TrainingData(samples=cached, captions=captions)

@@ -1,0 +1,141 @@
+"""One training run, as the Job's container does it: dataset -> cached latents and captions ->
+LoRA training (resuming from the newest checkpoint) -> LoRA files, config, loss curve and
+samples -> uploaded to the destination. Returns the result the operator reads."""
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from fluxlora_api.contract import TrainingConfig, TrainingResult
+from fluxlora_api.status import Timings
+from fluxlora_trainer.cache import prepare_training_data
+from fluxlora_trainer.checkpoints import (
+    clear_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
+from fluxlora_trainer.dataset import open_dataset
+from fluxlora_trainer.limits import DatasetLimits
+from fluxlora_trainer.lora_formats import save_diffusers_lora, save_kohya_lora
+from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
+from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype
+from fluxlora_trainer.storage import open_destination
+from fluxlora_trainer.train_loop import LoRATrainer, StepReport
+
+logger = logging.getLogger(__name__)
+
+LORA_FILE = "lora.safetensors"
+KOHYA_FILE = "lora_comfyui.safetensors"
+SAMPLE_STEPS = 28
+SAMPLE_GUIDANCE = 3.5
+
+
+def run_training(
+    config: TrainingConfig,
+    workdir: Path,
+    on_step=lambda report: None,
+) -> TrainingResult:
+    started = time.monotonic()
+    destination = open_destination(config.output)
+    resumed = load_latest_checkpoint(destination)
+    seed = _seed(config, resumed)
+    torch.manual_seed(seed)
+
+    limits = DatasetLimits.from_env()
+    dataset = open_dataset(config.data, workdir, config.effective_trigger_word, limits)
+    device = training_device()
+    dtype = weight_dtype(device)
+    pipeline = load_pipeline(config.base_model, dtype)
+    data = prepare_training_data(
+        pipeline, dataset.samples, config.resolution, limits.max_image_pixels, device, seed
+    )
+    trainer = LoRATrainer(pipeline.transformer, data, config, seed, device, dtype)
+    history: list[StepReport] = []
+    if resumed is not None:
+        trainer.load_state_dict(resumed)
+        history = [StepReport(*row) for row in resumed["history"]]
+
+    def step_done(report: StepReport) -> None:
+        history.append(report)
+        on_step(report)
+
+    def checkpoint(step: int) -> None:
+        rows = [tuple(vars(r).values()) for r in history]
+        save_checkpoint(destination, {**trainer.state_dict(), "seed": seed, "history": rows})
+
+    trainer.run(on_step=step_done, on_checkpoint=checkpoint)
+
+    outputs = _write_outputs(config, seed, trainer, pipeline, history, workdir / "outputs", device)
+    urls = [destination.put(path, path.name) for path in outputs]
+    clear_checkpoints(destination)
+    elapsed_ms = int((time.monotonic() - started) * 1000)
+    logger.info("training finished in %.1f s; outputs: %s", elapsed_ms / 1000, ", ".join(urls))
+    return TrainingResult(outputs=urls, timings=Timings(inference=elapsed_ms))
+
+
+def _seed(config: TrainingConfig, resumed: dict | None) -> int:
+    if resumed is not None:
+        return int(resumed["seed"])
+    if config.seed is not None:
+        return config.seed
+    return random.SystemRandom().randrange(2**32)
+
+
+def _write_outputs(
+    config: TrainingConfig,
+    seed: int,
+    trainer: LoRATrainer,
+    pipeline,
+    history: list[StepReport],
+    folder: Path,
+    device: torch.device,
+) -> list[Path]:
+    """The LoRA first (the hosted API's first output), then its companions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = trainer.lora_state_dict()
+    transformer = pipeline.transformer
+    targets = sorted(
+        {name for name, module in transformer.named_modules() if hasattr(module, "lora_A")}
+    )
+    single = transformer.single_transformer_blocks[0]
+    widths = (single.attn.to_q.out_features, single.proj_mlp.out_features)
+    paths = [
+        save_diffusers_lora(folder / LORA_FILE, state, config, seed, targets),
+        save_kohya_lora(folder / KOHYA_FILE, state, config, seed, widths),
+    ]
+    resolved = {**config.model_dump(mode="json", by_alias=True), "seed": seed}
+    (folder / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    paths.append(folder / "config.json")
+    paths.append(write_loss_csv(folder / "loss.csv", history))
+    paths.append(plot_loss(folder / "loss.png", history, f"training loss, {config.steps} steps"))
+    paths += _render_samples(config, seed, pipeline, folder, device)
+    return paths
+
+
+def _render_samples(
+    config: TrainingConfig, seed: int, pipeline, folder: Path, device: torch.device
+) -> list[Path]:
+    if not config.sample_prompts:
+        return []
+    pipeline.transformer.eval()
+    pipeline.to(device)
+    paths = []
+    for index, prompt in enumerate(config.sample_prompts):
+        generator = torch.Generator(device=device).manual_seed(seed + index)
+        with torch.no_grad():
+            image = pipeline(
+                prompt,
+                height=config.resolution,
+                width=config.resolution,
+                num_inference_steps=SAMPLE_STEPS,
+                guidance_scale=SAMPLE_GUIDANCE,
+                generator=generator,
+            ).images[0]
+        path = folder / f"sample_{index}.png"
+        image.save(path)
+        paths.append(path)
+    return paths

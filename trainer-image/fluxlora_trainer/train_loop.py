@@ -1,0 +1,229 @@
+"""The LoRA training loop over cached latents and text embeddings.
+
+One step: a batch from one aspect-ratio bucket, a noise level per image (logit-normal, shifted
+for the image size), the transformer predicts the velocity (noise - latents) with guidance 1.0,
+mean squared error, AdamW (or the chosen optimizer) on the LoRA weights only, constant learning
+rate after a short linear warmup. Deterministic for a given seed, and resumable: its whole state
+(LoRA, optimizer, step, random generators) is a state dict.
+"""
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+from fluxlora_api.contract import TrainingConfig
+from fluxlora_trainer import flow_matching as fm
+from fluxlora_trainer.cache import TrainingData
+from fluxlora_trainer.errors import BadInput
+from fluxlora_trainer.lora import lora_config
+
+logger = logging.getLogger(__name__)
+
+MAX_WARMUP_STEPS = 100
+MAX_GRAD_NORM = 1.0
+WEIGHT_DECAY = 1e-4
+LOSS_SMOOTHING = 0.9
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int
+    total_steps: int
+    loss: float  # this step's loss
+    smoothed_loss: float
+    elapsed_seconds: float
+    eta_seconds: float
+
+
+def warmup_steps(total_steps: int) -> int:
+    return max(1, min(MAX_WARMUP_STEPS, total_steps // 10))
+
+
+def learning_rate_factor(step: int, total_steps: int) -> float:
+    """Linear warmup to 1, then constant (step counts from 0)."""
+    return min(1.0, (step + 1) / warmup_steps(total_steps))
+
+
+def build_optimizer(name: str, parameters: list[torch.nn.Parameter], lr: float):
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=WEIGHT_DECAY)
+    if name == "adamw8bit":
+        try:
+            import bitsandbytes
+        except ImportError:
+            raise BadInput(
+                "optimizer: adamw8bit needs bitsandbytes, which this image lacks"
+            ) from None
+        if not torch.cuda.is_available():
+            raise BadInput("optimizer: adamw8bit runs only on CUDA GPUs")
+        return bitsandbytes.optim.AdamW8bit(parameters, lr=lr, weight_decay=WEIGHT_DECAY)
+    if name == "prodigy":
+        try:
+            from prodigyopt import Prodigy
+        except ImportError:
+            raise BadInput("optimizer: prodigy needs prodigyopt, which this image lacks") from None
+        # Prodigy finds its own step size; learningRate scales it (1.0 is its intended value).
+        return Prodigy(parameters, lr=lr, weight_decay=WEIGHT_DECAY, safeguard_warmup=True)
+    raise BadInput(f"optimizer: unknown optimizer {name!r}")
+
+
+class LoRATrainer:
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        data: TrainingData,
+        config: TrainingConfig,
+        seed: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.transformer = transformer
+        self.data = data
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        transformer.requires_grad_(False)
+        transformer.add_adapter(
+            lora_config(config.lora_rank, config.effective_lora_alpha, list(config.lora_targets))
+        )
+        # LoRA weights train in float32 even when the base weights are bf16.
+        self.parameters = [p for p in transformer.parameters() if p.requires_grad]
+        for parameter in self.parameters:
+            parameter.data = parameter.data.float()
+        if config.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+        transformer.to(device)
+        transformer.train()
+        self.optimizer = build_optimizer(config.optimizer, self.parameters, config.learning_rate)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: learning_rate_factor(step, config.steps)
+        )
+        self.step = 0
+        self.smoothed_loss: float | None = None
+        self.generator = torch.Generator().manual_seed(seed)
+        self.picker = random.Random(seed)
+        self.groups = data.by_bucket()
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def _batch(self) -> list[int]:
+        # A bucket in proportion to its images, then a batch from it (repeats if it is small).
+        bucket = self.picker.choices(
+            list(self.groups), weights=[len(v) for v in self.groups.values()]
+        )[0]
+        members = self.groups[bucket]
+        if len(members) >= self.config.batch_size:
+            return self.picker.sample(members, self.config.batch_size)
+        return self.picker.choices(members, k=self.config.batch_size)
+
+    def train_step(self) -> float:
+        indices = self._batch()
+        samples = [self.data.samples[i] for i in indices]
+        captions = [
+            "" if self.picker.random() < self.config.caption_dropout else s.caption for s in samples
+        ]
+        embeddings = [self.data.captions[c] for c in captions]
+        latents = torch.stack([s.latents for s in samples])
+        noise = torch.randn(latents.shape, generator=self.generator)
+        _, _, height, width = latents.shape
+        tokens = (height // 2) * (width // 2)
+        sigmas = fm.sample_sigmas(len(samples), tokens, self.generator, torch.device("cpu"))
+
+        device, dtype = self.device, self.dtype
+        noisy = fm.noisy_latents(latents, noise, sigmas)
+        prompt = torch.stack([e.prompt for e in embeddings]).to(device, dtype)
+        pooled = torch.stack([e.pooled for e in embeddings]).to(device, dtype)
+        guidance = (
+            torch.ones(len(samples), device=device, dtype=dtype)
+            if self.transformer.config.guidance_embeds
+            else None
+        )
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            prediction = self.transformer(
+                hidden_states=fm.pack(noisy).to(device, dtype),
+                timestep=sigmas.to(device, dtype),
+                guidance=guidance,
+                pooled_projections=pooled,
+                encoder_hidden_states=prompt,
+                txt_ids=torch.zeros(prompt.shape[1], 3, device=device, dtype=dtype),
+                img_ids=fm.image_ids(height, width, device, dtype),
+                return_dict=False,
+            )[0]
+        target = fm.velocity_target(latents, noise).to(device)
+        loss = F.mse_loss(fm.unpack(prediction, height, width).float(), target.float())
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {self.step + 1}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        value = loss.item()
+        self.smoothed_loss = (
+            value
+            if self.smoothed_loss is None
+            else LOSS_SMOOTHING * self.smoothed_loss + (1 - LOSS_SMOOTHING) * value
+        )
+        return value
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        on_step: Callable[[StepReport], None] = lambda report: None,
+        on_checkpoint: Callable[[int], None] = lambda step: None,
+    ) -> None:
+        """Train from the current step to config.steps."""
+        total = self.config.steps
+        started, first_step = time.monotonic(), self.step
+        while self.step < total:
+            loss = self.train_step()
+            elapsed = time.monotonic() - started
+            rate = elapsed / (self.step - first_step)
+            on_step(
+                StepReport(
+                    step=self.step,
+                    total_steps=total,
+                    loss=loss,
+                    smoothed_loss=self.smoothed_loss or loss,
+                    elapsed_seconds=elapsed,
+                    eta_seconds=rate * (total - self.step),
+                )
+            )
+            every = self.config.checkpoint_every_steps
+            if every and self.step % every == 0 and self.step < total:
+                on_checkpoint(self.step)
+
+    # --- state, for checkpoints --------------------------------------------------------------
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.transformer).items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "lora": self.lora_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "picker": self.picker.getstate(),
+            "smoothed_loss": self.smoothed_loss,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_peft_model_state_dict(self.transformer, state["lora"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        self.picker.setstate(state["picker"])
+        self.step = state["step"]
+        self.smoothed_loss = state["smoothed_loss"]

@@ -1,10 +1,22 @@
 """Fixtures shared by every test folder."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import kmock
 import pytest
+import pytest_asyncio
 
+from tests.handlers.emulator import ApiServerEmulator
 from tests.support.minio import S3Server, running_minio
+
+
+@pytest_asyncio.fixture
+async def apiserver() -> AsyncIterator[ApiServerEmulator]:
+    """A Kubernetes API (kmock's emulator with the API-server behaviour the tests need)."""
+    emulator = ApiServerEmulator()
+    async with emulator, kmock.Server(emulator):
+        emulator.declare_resources()
+        yield emulator
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,11 @@
 """A Kubernetes API (kmock-based) and the operator's reconciler wired to it."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import kmock
 import kubernetes
 import pytest
-import pytest_asyncio
 
 from fluxlora_api import resource
 from fluxlora_operator import naming
@@ -23,14 +20,6 @@ NAMESPACE = "team-a"
 SETTINGS = OperatorSettings(
     default_output="s3://loras", trainer_image="trainer:test", resync_seconds=1
 )
-
-
-@pytest_asyncio.fixture
-async def apiserver() -> AsyncIterator[ApiServerEmulator]:
-    emulator = ApiServerEmulator()
-    async with emulator, kmock.Server(emulator):
-        emulator.declare_resources()
-        yield emulator
 
 
 @dataclass

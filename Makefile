@@ -4,7 +4,7 @@ PYTHON ?= python3
 # requirement list and shared by every checkout; each checkout's .venv adds only the project.
 CACHE ?= $(HOME)/.cache/flux-lora-operator
 EXTRAS := operator trainer dev
-REQUIREMENTS = $(shell $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(chr(34) + r + chr(34) for r in p['dependencies'] + [r for e in '$(EXTRAS)'.split() for r in p['optional-dependencies'][e]]))")
+REQUIREMENTS = $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\\n'.join(p['dependencies'] + [r for e in '$(EXTRAS)'.split() for r in p['optional-dependencies'][e]]))"
 DEPS_KEY := $(shell $(PYTHON) -c "import tomllib, hashlib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(hashlib.sha256(repr((p['dependencies'], p['optional-dependencies'])).encode()).hexdigest()[:12])")
 DEPS := $(CACHE)/deps-$(DEPS_KEY)
 VENV := .venv
@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
-.PHONY: help install test lint format crds generate run demo clean
+.PHONY: help install deps-under-lock test lint format crds generate run demo clean
 
 help:
 	@echo "make test    lint and run every test"
@@ -24,13 +24,16 @@ help:
 # share it, marked complete only at the end, and older ones (several GB each) removed then.
 $(DEPS)/.complete:
 	mkdir -p $(CACHE)
-	flock $(CACHE)/deps.lock sh -c '\
-		test -e $@ && exit 0; \
+	flock $(CACHE)/deps.lock $(MAKE) --no-print-directory deps-under-lock
+
+deps-under-lock:
+	test -e $(DEPS)/.complete || { \
 		rm -rf $(DEPS) && $(PYTHON) -m venv $(DEPS) && \
+		$(REQUIREMENTS) > $(DEPS)/requirements.txt && \
 		$(DEPS)/bin/python -m pip install --quiet --upgrade pip setuptools && \
-		$(DEPS)/bin/python -m pip install --quiet $(REQUIREMENTS) && \
-		touch $@ && \
-		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} +'
+		$(DEPS)/bin/python -m pip install --quiet -r $(DEPS)/requirements.txt && \
+		touch $(DEPS)/.complete && \
+		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} + ; }
 
 $(STAMP): $(DEPS)/.complete
 	rm -rf $(VENV)

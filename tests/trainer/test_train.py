@@ -209,3 +209,26 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_model, tmp_path, http_dat
     steps = [int(row.split(",")[0]) for row in (out / "loss.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 501))  # the curve is whole: the first run's part came along
     assert not list((out / "checkpoints").glob("*.pt"))
+
+
+def test_the_same_seed_trains_the_same_lora(tiny_model, tmp_path, http_dataset):
+    from safetensors.torch import load_file
+
+    loras = []
+    for run in ("a", "b"):
+        cfg = config(tiny_model, http_dataset, str(tmp_path / run), captionDropout=0.3)
+        assert (
+            main(
+                [
+                    "train",
+                    "--config",
+                    str(write(cfg, tmp_path / f"{run}.json")),
+                    "--result-file",
+                    str(tmp_path / "r"),
+                ]
+            )
+            == 0
+        )
+        loras.append(load_file(str(tmp_path / run / "lora.safetensors")))
+    assert loras[0].keys() == loras[1].keys()
+    assert all(torch.equal(loras[0][key], loras[1][key]) for key in loras[0])

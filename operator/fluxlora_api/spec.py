@@ -22,6 +22,7 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 Optimizer = Literal["adamw", "adamw8bit", "prodigy"]
 LoraTarget = Literal["attention", "context", "feed-forward", "single-blocks"]
+BaseWeights = Literal["bf16", "int8", "nf4"]
 SamplePrompt = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 
@@ -79,6 +80,9 @@ class TrainingParameters(ApiModel):
     base_model: str = Field(DEFAULT_BASE_MODEL, pattern=BASE_MODEL_PATTERN, max_length=1024)
     """Base model: a Hugging Face repo id in diffusers layout or an absolute path to one inside the
     trainer pod (for example a mounted model cache)."""
+    base_weights: BaseWeights = "bf16"
+    """Precision of the frozen transformer weights: bf16 (as released), or int8 / nf4
+    (bitsandbytes, CUDA only) to fit 24 GB GPUs at some cost in quality and speed."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: much less GPU memory for about 20% more time."""
     checkpoint_every_steps: int = Field(250, ge=0, le=4000)

@@ -232,3 +232,46 @@ def test_the_same_seed_trains_the_same_lora(tiny_model, tmp_path, http_dataset):
         loras.append(load_file(str(tmp_path / run / "lora.safetensors")))
     assert loras[0].keys() == loras[1].keys()
     assert all(torch.equal(loras[0][key], loras[1][key]) for key in loras[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_quantized_base_weights_without_a_gpu_are_bad_input(tiny_model, tmp_path, http_dataset):
+    cfg = config(tiny_model, http_dataset, str(tmp_path / "out"), baseWeights="nf4")
+    result_file = tmp_path / "r"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(write(cfg, tmp_path / "c.json")),
+                "--result-file",
+                str(result_file),
+            ]
+        )
+        == ExitCode.BAD_INPUT
+    )
+    assert (
+        json.loads(result_file.read_text())["error"]
+        == "baseWeights: nf4 needs a CUDA GPU (bitsandbytes)"
+    )
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="bitsandbytes quantizes on CUDA GPUs only"
+)
+@pytest.mark.parametrize("weights", ["int8", "nf4"])
+def test_quantized_base_weights_train_on_a_gpu(tiny_model, tmp_path, http_dataset, weights):
+    cfg = config(tiny_model, http_dataset, str(tmp_path / "out"), baseWeights=weights)
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(write(cfg, tmp_path / "c.json")),
+                "--result-file",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "out" / "lora.safetensors").stat().st_size > 0

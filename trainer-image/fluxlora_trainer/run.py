@@ -49,7 +49,7 @@ def run_training(
     dataset = open_dataset(config.data, workdir, config.effective_trigger_word, limits)
     device = training_device()
     dtype = weight_dtype(device)
-    pipeline = load_pipeline(config.base_model, dtype)
+    pipeline = load_pipeline(config.base_model, dtype, config.base_weights)
     data = prepare_training_data(
         pipeline, dataset.samples, config.resolution, limits.max_image_pixels, device, seed
     )

@@ -100,7 +100,8 @@ class LoRATrainer:
             parameter.data = parameter.data.float()
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        transformer.to(device)
+        if not getattr(transformer, "is_quantized", False):  # quantized weights are placed
+            transformer.to(device)
         transformer.train()
         self.optimizer = build_optimizer(config.optimizer, self.parameters, config.learning_rate)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -3,7 +3,6 @@ the resource moves through its phases only because the operator reacts to watch 
 
 import asyncio
 import contextlib
-import threading
 import time
 from typing import Any
 
@@ -12,14 +11,11 @@ import kopf
 import pytest
 
 from fluxlora_operator import naming
-from fluxlora_operator.handlers import post_kopf_event, register
-from fluxlora_operator.main import operator_options
-from fluxlora_operator.metrics import Metrics
-from fluxlora_operator.reconciler import Reconciler
 from fluxlora_operator.settings import OperatorSettings
 from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
 from tests.objects import job_condition, result_message, running, terminated, training_job
 from tests.objects import pod as pod_object
+from tests.support.operator import embedded_operator
 
 pytestmark = pytest.mark.timeout(60)
 JOB = naming.job_name("portrait")
@@ -38,34 +34,15 @@ async def eventually(check, timeout: float = 15.0) -> Any:
 
 @contextlib.asynccontextmanager
 async def running_operator(apiserver, settings: OperatorSettings):
-    """The operator, run with the options `fluxlora-operator` derives from `settings`, logged in
-    to the test API. Embedded as kopf documents it: its own thread and loop, stopped by a flag."""
+    """The operator logged in to the test API, and the test's own client of it."""
     cluster = make_cluster(apiserver, settings)
-    metrics = Metrics()
-    cluster.reconciler = Reconciler(cluster.kube, settings, metrics, post_kopf_event)
-    registry = kopf.OperatorRegistry()
-    register(registry, cluster.reconciler, settings)
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=str(apiserver.url).rstrip("/"))
-
-    @kopf.on.startup(registry=registry)
-    def no_crd_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.scanning.disabled = True  # the test API serves no CRD or Namespace objects
-
-    stop, ready = threading.Event(), threading.Event()
-    options = operator_options(settings.model_copy(update={"health_port": 0}))
-    operator = kopf.operator(registry=registry, stop_flag=stop, ready_flag=ready, **options)
-    thread = threading.Thread(target=asyncio.run, args=(operator,), daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
-    try:
+    connection = kopf.ConnectionInfo(server=str(apiserver.url).rstrip("/"))
+    async with embedded_operator(cluster.kube, connection, settings, scanning=False) as (
+        reconciler,
+        metrics,
+    ):
+        cluster.reconciler = reconciler
         yield cluster, metrics
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 20)
-    assert not thread.is_alive(), "the operator did not stop"
 
 
 @pytest.fixture

@@ -1,55 +1,121 @@
-"""Third-party servers the tests run for real, built from source with `go install` at pinned
-versions and cached outside the repository (one build per machine and version).
+"""Third-party servers the tests run for real, built from source with Go at pinned versions and
+cached outside the repository (one build per machine and version).
 
-A binary named by TEST_ASSET_<NAME> (the envtest convention) is used as is.
+Binaries named by the envtest conventions are used as they are: KUBEBUILDER_ASSETS (a folder
+with kube-apiserver and etcd) and TEST_ASSET_<NAME> (one binary, e.g. TEST_ASSET_KUBE_APISERVER).
 """
 
+import fcntl
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
-# One place for every pinned version.
-VERSIONS = {
-    # MinIO publishes no semver tags; this is the pseudo-version of its RELEASE of 2026-02-12.
-    "minio": ("github.com/minio/minio", "v0.0.0-20260212201848-7aac2a2c5b7c"),
+# One place for every pinned version. MinIO publishes no semver tags: this pseudo-version is
+# its RELEASE of 2026-02-12. Kubernetes is pinned by the k8s.io/kubernetes line of
+# k8s-build/go.mod (etcd comes from the same module graph).
+MINIO = ("github.com/minio/minio", "v0.0.0-20260212201848-7aac2a2c5b7c")
+KUBE_BUILD = Path(__file__).with_name("k8s-build")
+KUBE_PACKAGES = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "etcd": "go.etcd.io/etcd/server/v3",
 }
 CACHE = Path(os.environ.get("FLUXLORA_CACHE", Path.home() / ".cache" / "flux-lora-operator"))
-BUILD_TIMEOUT_SECONDS = 1800
+BUILD_TIMEOUT_SECONDS = 2400
 
 
 class BinaryUnavailable(RuntimeError):
     pass
 
 
-def ensure_binary(name: str) -> Path:
-    """The path of `name`, built once per machine and version if needed."""
-    override = os.environ.get(f"TEST_ASSET_{name.upper()}")
-    if override:
-        return Path(override)
-    module, version = VERSIONS[name]
-    directory = CACHE / "bin" / f"{name}-{version}"
-    binary = directory / name
-    if binary.exists():
-        return binary
+def _override(name: str) -> Path | None:
+    single = os.environ.get("TEST_ASSET_" + name.upper().replace("-", "_"))
+    if single:
+        return Path(single)
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and (Path(assets) / name).exists():
+        return Path(assets) / name
+    return None
+
+
+def _go() -> str:
     go = shutil.which("go")
     if go is None:
-        raise BinaryUnavailable(
-            f"{name}: Go is needed to build it (or set TEST_ASSET_{name.upper()})"
-        )
-    staging = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    environment = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"}
+        raise BinaryUnavailable("Go is needed to build the test servers (or set TEST_ASSET_*)")
+    return go
+
+
+def _build_once(directory: Path, build) -> None:
+    """Run `build(staging)` once per machine: under a lock, into a folder renamed into place."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if directory.exists():
+            return
+        staging = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        build(staging)
+        staging.rename(directory)
+
+
+def _run(command: list[str], **options) -> None:
     result = subprocess.run(
-        [go, "install", f"{module}@{version}"],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_SECONDS,
+        command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, **options
     )
     if result.returncode != 0:
-        raise BinaryUnavailable(f"{name}: go install failed:\n{result.stderr[-3000:]}")
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)  # appears whole or not at all
-    return binary
+        raise BinaryUnavailable(f"{' '.join(command[:3])} failed:\n{result.stderr[-3000:]}")
+
+
+def ensure_minio() -> Path:
+    override = _override("minio")
+    if override:
+        return override
+    module, version = MINIO
+    directory = CACHE / "bin" / f"minio-{version}"
+
+    def build(staging: Path) -> None:
+        environment = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"}
+        _run([_go(), "install", f"{module}@{version}"], env=environment)
+
+    _build_once(directory, build)
+    return directory / "minio"
+
+
+def kubernetes_version() -> str:
+    match = re.search(
+        r"^\s*k8s\.io/kubernetes (v[\d.]+)", (KUBE_BUILD / "go.mod").read_text(), re.M
+    )
+    if not match:
+        raise BinaryUnavailable("k8s-build/go.mod names no k8s.io/kubernetes version")
+    return match.group(1)
+
+
+def ensure_control_plane() -> dict[str, Path]:
+    """kube-apiserver, kube-controller-manager, kube-scheduler and etcd."""
+    found = {name: _override(name) for name in KUBE_PACKAGES}
+    if all(found.values()):
+        return found  # type: ignore[return-value]
+    version = kubernetes_version()
+    pins = hashlib.sha256((KUBE_BUILD / "go.sum").read_bytes()).hexdigest()[:8]
+    directory = CACHE / "bin" / f"kubernetes-{version}-{pins}"
+    major, minor = version[1:].split(".")[:2]
+    flags = " ".join(
+        f"-X k8s.io/component-base/version.{key}={value}"
+        for key, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor))
+    )
+
+    def build(staging: Path) -> None:
+        for name, package in KUBE_PACKAGES.items():
+            _run(
+                [_go(), "build", "-o", str(staging / name), "-ldflags", flags, package],
+                cwd=KUBE_BUILD,
+                env={**os.environ, "CGO_ENABLED": "0"},
+            )
+
+    _build_once(directory, build)
+    return {name: found[name] or directory / name for name in KUBE_PACKAGES}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import urllib3
 
-from tests.support.binaries import ensure_binary
+from tests.support.binaries import ensure_minio
 
 START_TIMEOUT_SECONDS = 60
 
@@ -52,7 +52,7 @@ def free_port() -> int:
 
 @contextmanager
 def running_minio(data_dir: Path) -> Iterator[S3Server]:
-    binary = ensure_binary("minio")
+    binary = ensure_minio()
     port, console = free_port(), free_port()
     server = S3Server(f"http://127.0.0.1:{port}", "fluxlora-test", secrets.token_hex(16))
     environment = {

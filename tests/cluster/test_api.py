@@ -1,0 +1,89 @@
+"""The LoRATrainingJob API as the real kube-apiserver enforces it."""
+
+import pytest
+
+from fluxlora_api import resource
+from fluxlora_operator.kube import ApiError, path
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def create(kube, namespace: str, spec: dict, name: str = "portrait") -> dict:
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    return kube.request("POST", path(resource.KIND, namespace), body)
+
+
+def test_a_minimal_resource_gets_the_hosted_defaults(cluster_admin, namespace):
+    spec = create(cluster_admin, namespace, {"data": "https://example.com/a.zip"})["spec"]
+    assert (spec["triggerWord"], spec["steps"], spec["learningRate"], spec["loraRank"]) == (
+        "p3r5on",
+        1000,
+        0.0004,
+        16,
+    )
+
+
+def test_an_explicit_null_trigger_word_is_kept(cluster_admin, namespace):
+    spec = create(
+        cluster_admin, namespace, {"data": "https://example.com/a.zip", "triggerWord": None}
+    )["spec"]
+    assert "triggerWord" in spec and spec["triggerWord"] is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"steps": 1000}, "spec.data"),
+        ({"data": "ftp://example.com/a.zip"}, "spec.data"),
+        ({"data": "https://x/a.zip", "steps": 499}, "spec.steps"),
+        ({"data": "https://x/a.zip", "steps": 4001}, "spec.steps"),
+        ({"data": "https://x/a.zip", "steps": "many"}, "spec.steps"),
+        ({"data": "https://x/a.zip", "learningRate": 1.5}, "spec.learningRate"),
+        ({"data": "https://x/a.zip", "loraRank": 0}, "spec.loraRank"),
+        ({"data": "https://x/a.zip", "loraRank": 65}, "spec.loraRank"),
+        ({"data": "https://x/a.zip", "resolution": 1000}, "spec.resolution"),
+        ({"data": "https://x/a.zip", "optimizer": "sgd"}, "spec.optimizer"),
+        ({"data": "https://x/a.zip", "gpus": 0}, "spec.gpus"),
+        ({"data": "https://x/a.zip", "queueName": "Bad_Queue"}, "spec.queueName"),
+    ],
+)
+def test_bad_fields_are_rejected_naming_the_field(cluster_admin, namespace, spec, field):
+    with pytest.raises(ApiError) as error:
+        create(cluster_admin, namespace, spec)
+    assert error.value.status == 422
+    assert field in error.value.message
+
+
+def test_the_spec_cannot_change_after_creation(cluster_admin, namespace):
+    create(cluster_admin, namespace, {"data": "https://example.com/a.zip"})
+    with pytest.raises(ApiError) as error:
+        cluster_admin.request(
+            "PATCH",
+            path(resource.KIND, namespace, "portrait"),
+            {"spec": {"steps": 2000}},
+            content_type="application/merge-patch+json",
+        )
+    assert error.value.status == 422
+    assert "spec is immutable: create a new LoRATrainingJob" in error.value.message
+
+
+def test_names_longer_than_the_job_name_allows_are_rejected(cluster_admin, namespace):
+    with pytest.raises(ApiError, match=r"metadata\.name must be at most 57 characters"):
+        create(cluster_admin, namespace, {"data": "https://example.com/a.zip"}, name="x" * 58)
+
+
+def test_status_is_a_subresource(cluster_admin, namespace):
+    create(cluster_admin, namespace, {"data": "https://example.com/a.zip"})
+    cluster_admin.patch_status(namespace, "portrait", {"phase": "processing"})
+    ignored = cluster_admin.request(
+        "PATCH",
+        path(resource.KIND, namespace, "portrait"),
+        {"status": {"phase": "completed"}},
+        content_type="application/merge-patch+json",
+    )
+    assert ignored["status"]["phase"] == "processing"  # status changes only through /status

@@ -1,0 +1,178 @@
+"""The operator against the real control plane: its Job is run by the real Job controller, the
+real scheduler says why the pod waits, real RBAC confines the trainer's identity, and the real
+garbage collector removes everything with the resource. (No node runs pods yet.)"""
+
+import asyncio
+import time
+
+import kopf
+import kubernetes
+import pytest
+
+from fluxlora_api import resource
+from fluxlora_operator import naming
+from fluxlora_operator.kube import ApiError, Kube, path
+from fluxlora_operator.settings import OperatorSettings
+from tests.support.operator import embedded_operator
+
+pytestmark = pytest.mark.timeout(300)
+SETTINGS = OperatorSettings(
+    default_output="s3://loras", trainer_image="trainer:test", resync_seconds=2
+)
+
+
+async def eventually(check, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.3)
+
+
+@pytest.fixture
+async def operator(control_plane, cluster_admin):
+    connection = kopf.ConnectionInfo(
+        server=control_plane.server,
+        ca_path=str(control_plane.ca_file),
+        token=control_plane.admin_token,
+        scheme="Bearer",
+    )
+    async with embedded_operator(cluster_admin, connection, SETTINGS) as running:
+        yield running
+
+
+def submit(kube: Kube, namespace: str, name: str = "portrait") -> dict:
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": name},
+        "spec": {"data": "https://example.com/a.zip"},
+    }
+    return kube.request("POST", path(resource.KIND, namespace), body)
+
+
+def condition(kube: Kube, namespace: str, type_: str) -> dict | None:
+    status = (kube.get(resource.KIND, namespace, "portrait") or {}).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
+
+
+async def test_without_a_free_gpu_the_resource_stays_created_and_says_why(
+    operator, cluster_admin, namespace
+):
+    submit(cluster_admin, namespace)
+    job = await eventually(
+        lambda: cluster_admin.get("Job", namespace, naming.job_name("portrait")),
+        "the operator creates the Job",
+    )
+    assert (
+        job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        == "1"
+    )
+    pods = await eventually(
+        lambda: cluster_admin.list_objects(
+            "Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait"
+        ),
+        "the Job controller creates a pod",
+    )
+    assert pods[0]["spec"]["securityContext"]["runAsNonRoot"] is True
+    scheduled = await eventually(
+        lambda: condition(cluster_admin, namespace, "Scheduled"),
+        "the scheduler's verdict reaches the status",
+    )
+    assert scheduled["status"] == "False" and scheduled["reason"] == "Unschedulable"
+    assert "nodes" in scheduled["message"]
+    status = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
+    assert status["phase"] == "created" and status["jobName"] == naming.job_name("portrait")
+
+
+async def test_the_trainer_identity_can_patch_only_its_own_status(
+    operator, control_plane, cluster_admin, namespace
+):
+    submit(cluster_admin, namespace)
+    submit(cluster_admin, namespace, name="other")
+    account = naming.identity_name("portrait")
+    await eventually(
+        lambda: cluster_admin.get("RoleBinding", namespace, account), "the identity exists"
+    )
+    token = cluster_admin.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600},
+        },
+    )["status"]["token"]
+    configuration = kubernetes.client.Configuration(host=control_plane.server)
+    configuration.ssl_ca_cert = str(control_plane.ca_file)
+    configuration.api_key = {"BearerToken": token}
+    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    trainer = Kube(kubernetes.client.ApiClient(configuration))
+
+    assert trainer.get(resource.KIND, namespace, "portrait")["metadata"]["name"] == "portrait"
+    trainer.patch_status(namespace, "portrait", {"progress": {"step": 7, "totalSteps": 1000}})
+    assert (
+        cluster_admin.get(resource.KIND, namespace, "portrait")["status"]["progress"]["step"] == 7
+    )
+    denied = [
+        lambda: trainer.get(resource.KIND, namespace, "other"),
+        lambda: trainer.patch_status(namespace, "other", {"progress": {"step": 1}}),
+        lambda: trainer.request(
+            "PATCH",
+            path(resource.KIND, namespace, "portrait"),
+            {"metadata": {"labels": {"x": "y"}}},
+            content_type="application/merge-patch+json",
+        ),
+        lambda: trainer.get("Job", namespace, naming.job_name("portrait")),
+        lambda: trainer.list_objects("Pod", namespace, ""),
+        lambda: trainer.request("GET", f"/api/v1/namespaces/{namespace}/secrets"),
+    ]
+    for attempt in denied:
+        with pytest.raises(ApiError) as error:
+            attempt()
+        assert error.value.status == 403
+
+
+async def test_deleting_the_resource_removes_its_job_pods_and_identity(
+    operator, cluster_admin, namespace
+):
+    submit(cluster_admin, namespace)
+    await eventually(
+        lambda: cluster_admin.list_objects(
+            "Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait"
+        ),
+        "a pod exists",
+    )
+    cluster_admin.delete(resource.KIND, namespace, "portrait")
+
+    def all_gone() -> bool:
+        children = [
+            cluster_admin.get("Job", namespace, naming.job_name("portrait")),
+            *(
+                cluster_admin.get(kind, namespace, naming.identity_name("portrait"))
+                for kind in ("ServiceAccount", "Role", "RoleBinding")
+            ),
+        ]
+        pods = cluster_admin.list_objects("Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait")
+        return not any(children) and not pods
+
+    await eventually(all_gone, "the garbage collector removes the Job, pods and identity")
+
+
+async def test_a_finished_resource_never_gets_a_new_job(operator, cluster_admin, namespace):
+    submit(cluster_admin, namespace)
+    job_name = naming.job_name("portrait")
+    await eventually(lambda: cluster_admin.get("Job", namespace, job_name), "the Job exists")
+    cluster_admin.patch_status(
+        namespace, "portrait", {"phase": "completed", "outputs": ["s3://loras/x/lora.safetensors"]}
+    )
+    cluster_admin.delete("Job", namespace, job_name)
+    await eventually(
+        lambda: cluster_admin.get("Job", namespace, job_name) is None, "the Job is deleted"
+    )
+    await asyncio.sleep(SETTINGS.resync_seconds * 3)  # resync rounds and Job/pod events pass
+    assert cluster_admin.get("Job", namespace, job_name) is None
+    assert cluster_admin.get(resource.KIND, namespace, "portrait")["status"]["phase"] == "completed"

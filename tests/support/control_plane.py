@@ -1,0 +1,173 @@
+"""A real Kubernetes control plane for the tests: etcd, kube-apiserver (TLS, RBAC and Node
+authorizers, default admission plugins, service-account issuer and keys, token credentials for
+an admin), kube-controller-manager (job, garbage-collector, namespace, service-account-token and
+the other default controllers) and kube-scheduler. No node runs pods yet."""
+
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import urllib3
+import yaml
+
+from tests.support.binaries import ensure_control_plane
+from tests.support.minio import free_port
+
+START_TIMEOUT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    server: str
+    ca_file: Path
+    admin_token: str
+    kubeconfig: Path
+    signing_key: Path
+
+
+def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {"server": server, "certificate-authority": str(ca_file)},
+                    }
+                ],
+                "users": [{"name": "admin", "user": {"token": token}}],
+                "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+                "current-context": "local",
+            }
+        )
+    )
+    return path
+
+
+@contextmanager
+def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait(url: str, token: str, ca_file: Path, processes: list[subprocess.Popen]) -> None:
+    pool = urllib3.PoolManager(ca_certs=str(ca_file), retries=False, timeout=3)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[0]} exited with code {process.returncode}")
+        try:
+            response = pool.request("GET", url, headers={"Authorization": f"Bearer {token}"})
+            if response.status == 200:
+                return
+        except (urllib3.exceptions.HTTPError, OSError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} was not ready within {START_TIMEOUT_SECONDS}s")
+
+
+@contextmanager
+def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
+    binaries = ensure_control_plane()
+    workdir.mkdir(parents=True, exist_ok=True)
+    certs = workdir / "certs"
+    key = workdir / "service-account.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = workdir / "service-account.pub"
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(public)],
+        check=True,
+        capture_output=True,
+    )
+    admin_token = secrets.token_hex(16)
+    (workdir / "tokens.csv").write_text(f"{admin_token},admin,admin,system:masters\n")
+    etcd_client, etcd_peer, api_port = free_port(), free_port(), free_port()
+    server = f"https://127.0.0.1:{api_port}"
+    ca_file = certs / "apiserver.crt"
+
+    with ExitStack() as stack:
+        etcd = stack.enter_context(
+            _process(
+                [
+                    str(binaries["etcd"]),
+                    "--data-dir", str(workdir / "etcd"),
+                    "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
+                    "--advertise-client-urls", f"http://127.0.0.1:{etcd_client}",
+                    "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                    "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
+                    "--unsafe-no-fsync",
+                ],
+                workdir / "etcd.log",
+            )
+        )  # fmt: skip
+        apiserver = stack.enter_context(
+            _process(
+                [
+                    str(binaries["kube-apiserver"]),
+                    "--etcd-servers", f"http://127.0.0.1:{etcd_client}",
+                    "--bind-address", "127.0.0.1",
+                    "--advertise-address", "127.0.0.1",
+                    "--secure-port", str(api_port),
+                    "--cert-dir", str(certs),
+                    "--token-auth-file", str(workdir / "tokens.csv"),
+                    "--authorization-mode", "Node,RBAC",
+                    "--service-account-issuer", "https://kubernetes.default.svc",
+                    "--service-account-key-file", str(public),
+                    "--service-account-signing-key-file", str(key),
+                    "--service-cluster-ip-range", "10.96.0.0/24",
+                    # on loopback there are no endpoints for the kubernetes Service to publish
+                    "--endpoint-reconciler-type", "none",
+                ],
+                workdir / "kube-apiserver.log",
+            )
+        )  # fmt: skip
+        while not ca_file.exists():  # written as the server starts
+            if apiserver.poll() is not None:
+                raise RuntimeError("kube-apiserver exited; see kube-apiserver.log")
+            time.sleep(0.1)
+        _wait(f"{server}/readyz", admin_token, ca_file, [etcd, apiserver])
+        kubeconfig = _kubeconfig(workdir / "kubeconfig", server, ca_file, admin_token)
+        stack.enter_context(
+            _process(
+                [
+                    str(binaries["kube-controller-manager"]),
+                    "--kubeconfig", str(kubeconfig),
+                    "--leader-elect=false",
+                    "--secure-port", "0",
+                    "--service-account-private-key-file", str(key),
+                    "--root-ca-file", str(ca_file),
+                    "--use-service-account-credentials=false",
+                    "--controllers", "*",
+                ],
+                workdir / "kube-controller-manager.log",
+            )
+        )  # fmt: skip
+        stack.enter_context(
+            _process(
+                [
+                    str(binaries["kube-scheduler"]),
+                    "--kubeconfig", str(kubeconfig),
+                    "--leader-elect=false",
+                    "--secure-port", "0",
+                ],
+                workdir / "kube-scheduler.log",
+            )
+        )  # fmt: skip
+        yield ControlPlane(server, ca_file, admin_token, kubeconfig, key)

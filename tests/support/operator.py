@@ -1,0 +1,50 @@
+"""The operator embedded in a test, as kopf documents it: its own thread and event loop,
+stopped by a flag, run with the options `fluxlora-operator` derives from its settings."""
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kopf
+
+from fluxlora_operator.handlers import post_kopf_event, register
+from fluxlora_operator.kube import Kube
+from fluxlora_operator.main import operator_options
+from fluxlora_operator.metrics import Metrics
+from fluxlora_operator.reconciler import Reconciler
+from fluxlora_operator.settings import OperatorSettings
+
+
+@contextlib.asynccontextmanager
+async def embedded_operator(
+    kube: Kube, connection: kopf.ConnectionInfo, settings: OperatorSettings, scanning: bool = True
+) -> AsyncIterator[tuple[Reconciler, Metrics]]:
+    metrics = Metrics()
+    reconciler = Reconciler(kube, settings, metrics, post_kopf_event)
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler, settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection
+
+    if not scanning:
+
+        @kopf.on.startup(registry=registry)
+        def no_crd_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
+            settings.scanning.disabled = True  # an API without CRD and Namespace objects
+
+    stop, ready = threading.Event(), threading.Event()
+    options = operator_options(settings.model_copy(update={"health_port": 0}))
+    operator = kopf.operator(registry=registry, stop_flag=stop, ready_flag=ready, **options)
+    thread = threading.Thread(target=asyncio.run, args=(operator,), daemon=True)
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 30), "the operator did not start"
+    try:
+        yield reconciler, metrics
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert not thread.is_alive(), "the operator did not stop"

@@ -3,7 +3,6 @@ real scheduler says why the pod waits, real RBAC confines the trainer's identity
 garbage collector removes everything with the resource. (No node runs pods yet.)"""
 
 import asyncio
-import time
 
 import kopf
 import kubernetes
@@ -14,22 +13,12 @@ from fluxlora_operator import naming
 from fluxlora_operator.kube import ApiError, Kube, path
 from fluxlora_operator.settings import OperatorSettings
 from tests.support.operator import embedded_operator
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
 SETTINGS = OperatorSettings(
     default_output="s3://loras", trainer_image="trainer:test", resync_seconds=2
 )
-
-
-async def eventually(check, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.3)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import yaml
 
 from fluxlora_operator import naming
 from tests.handlers.conftest import SETTINGS, make_cluster
-from tests.handlers.test_operator import eventually, submit
+from tests.handlers.test_operator import submit
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 

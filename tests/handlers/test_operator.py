@@ -1,10 +1,7 @@
 """The kopf operator itself (handlers, watches, label selectors, events) against a Kubernetes API:
 the resource moves through its phases only because the operator reacts to watch events."""
 
-import asyncio
 import contextlib
-import time
-from typing import Any
 
 import kmock
 import kopf
@@ -16,20 +13,10 @@ from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
 from tests.objects import job_condition, result_message, running, terminated, training_job
 from tests.objects import pod as pod_object
 from tests.support.operator import embedded_operator
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 JOB = naming.job_name("portrait")
-
-
-async def eventually(check, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {check.__doc__}")
-        await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ import yaml
 
 from tests.support.binaries import ensure_control_plane
 from tests.support.minio import free_port
+from tests.support.processes import stop
 
 START_TIMEOUT_SECONDS = 120
 
@@ -57,12 +58,7 @@ def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def _wait(url: str, token: str, ca_file: Path, processes: list[subprocess.Popen]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import urllib3
 
 from tests.support.binaries import ensure_minio
+from tests.support.processes import stop
 
 START_TIMEOUT_SECONDS = 60
 
@@ -81,11 +82,7 @@ def running_minio(data_dir: Path) -> Iterator[S3Server]:
         _wait_ready(server.endpoint, process)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-import torch
+from tests.trainer.pipelines import render
 
 
 def test_it_has_every_part_of_flux_dev_in_the_diffusers_layout(tiny_model):
@@ -25,18 +25,9 @@ def test_it_loads_and_renders_and_the_prompt_matters(tiny_model):
 
     pipeline = FluxPipeline.from_pretrained(tiny_model)
 
-    def render(prompt):
-        generator = torch.Generator().manual_seed(0)
-        return pipeline(
-            prompt,
-            height=64,
-            width=64,
-            num_inference_steps=2,
-            generator=generator,
-            output_type="np",
-        ).images
-
-    first, again, other = render("a photo of p3r5on"), render("a photo of p3r5on"), render("a dog")
+    first = render(pipeline, "a photo of p3r5on")
+    again = render(pipeline, "a photo of p3r5on")
+    other = render(pipeline, "a dog")
     assert first.shape == (1, 64, 64, 3)
     assert (first == again).all()
     assert abs(first - other).mean() > 0

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from fluxlora_api.contract import CONFIG_ENV, ExitCode, TrainingConfig
 from fluxlora_trainer.cli import main
 from tests.trainer.datasets import make_zip, photos
+from tests.trainer.pipelines import render
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,6 +43,21 @@ def write(cfg: TrainingConfig, path: Path) -> Path:
     return path
 
 
+def train(cfg: TrainingConfig, folder: Path) -> tuple[int, dict]:
+    """`fluxlora-trainer train --config ...`: the exit code and the result it reported."""
+    result_file = folder / "result.json"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(write(cfg, folder / "config.json")),
+            "--result-file",
+            str(result_file),
+        ]
+    )
+    return code, json.loads(result_file.read_text())
+
+
 @pytest.fixture
 def s3_dataset(s3_env, tmp_path):
     bucket = f"run-{uuid.uuid4().hex[:8]}"
@@ -62,18 +78,8 @@ def test_a_run_from_s3_to_s3_produces_every_output(
         output,
         samplePrompts=["a photo of p3r5on"],
     )
-    result_file = tmp_path / "termination-log"
-    code = main(
-        [
-            "train",
-            "--config",
-            str(write(cfg, tmp_path / "c.json")),
-            "--result-file",
-            str(result_file),
-        ]
-    )
+    code, result = train(cfg, tmp_path)
     assert code == ExitCode.SUCCESS
-    result = json.loads(result_file.read_text())
     names = [url.rsplit("/", 1)[-1] for url in result["outputs"]]
     assert names == [
         "lora.safetensors",
@@ -103,18 +109,7 @@ def test_the_lora_loads_in_diffusers_and_changes_the_image(tiny_model, tmp_path,
         str(out),
         loraTargets=["attention", "context", "feed-forward", "single-blocks"],
     )
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(write(cfg, tmp_path / "c.json")),
-                "--result-file",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 0
-    )
+    assert train(cfg, tmp_path)[0] == 0
 
     with safe_open(str(out / "lora.safetensors"), "pt") as lora:
         metadata = lora.metadata()
@@ -125,20 +120,9 @@ def test_the_lora_loads_in_diffusers_and_changes_the_image(tiny_model, tmp_path,
 
     pipeline = FluxPipeline.from_pretrained(tiny_model)
 
-    def render():
-        generator = torch.Generator().manual_seed(0)
-        return pipeline(
-            "a photo of p3r5on",
-            height=64,
-            width=64,
-            num_inference_steps=2,
-            generator=generator,
-            output_type="np",
-        ).images
-
-    before = render()
+    before = render(pipeline, "a photo of p3r5on")
     pipeline.load_lora_weights(str(out / "lora.safetensors"))
-    after = render()
+    after = render(pipeline, "a photo of p3r5on")
     assert abs(after - before).mean() > 1e-4
 
     rows = (out / "loss.csv").read_text().splitlines()
@@ -153,20 +137,9 @@ def test_an_unusable_dataset_ends_with_the_bad_input_code(tiny_model, tmp_path, 
         make_zip(tmp_path / "e.zip", {"a.md": "no images"}).read_bytes()
     )
     cfg = config(tiny_model, f"{http_server.url}/empty.zip", str(tmp_path / "out"))
-    result_file = tmp_path / "r"
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(write(cfg, tmp_path / "c.json")),
-                "--result-file",
-                str(result_file),
-            ]
-        )
-        == ExitCode.BAD_INPUT
-    )
-    assert "has no usable image" in json.loads(result_file.read_text())["error"]
+    code, result = train(cfg, tmp_path)
+    assert code == ExitCode.BAD_INPUT
+    assert "has no usable image" in result["error"]
 
 
 def test_a_bad_config_is_bad_input_naming_the_field(tmp_path, monkeypatch):
@@ -217,18 +190,7 @@ def test_the_same_seed_trains_the_same_lora(tiny_model, tmp_path, http_dataset):
     loras = []
     for run in ("a", "b"):
         cfg = config(tiny_model, http_dataset, str(tmp_path / run), captionDropout=0.3)
-        assert (
-            main(
-                [
-                    "train",
-                    "--config",
-                    str(write(cfg, tmp_path / f"{run}.json")),
-                    "--result-file",
-                    str(tmp_path / "r"),
-                ]
-            )
-            == 0
-        )
+        assert train(cfg, tmp_path)[0] == 0
         loras.append(load_file(str(tmp_path / run / "lora.safetensors")))
     assert loras[0].keys() == loras[1].keys()
     assert all(torch.equal(loras[0][key], loras[1][key]) for key in loras[0])
@@ -237,23 +199,9 @@ def test_the_same_seed_trains_the_same_lora(tiny_model, tmp_path, http_dataset):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
 def test_quantized_base_weights_without_a_gpu_are_bad_input(tiny_model, tmp_path, http_dataset):
     cfg = config(tiny_model, http_dataset, str(tmp_path / "out"), baseWeights="nf4")
-    result_file = tmp_path / "r"
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(write(cfg, tmp_path / "c.json")),
-                "--result-file",
-                str(result_file),
-            ]
-        )
-        == ExitCode.BAD_INPUT
-    )
-    assert (
-        json.loads(result_file.read_text())["error"]
-        == "baseWeights: nf4 needs a CUDA GPU (bitsandbytes)"
-    )
+    code, result = train(cfg, tmp_path)
+    assert code == ExitCode.BAD_INPUT
+    assert result["error"] == "baseWeights: nf4 needs a CUDA GPU (bitsandbytes)"
 
 
 @pytest.mark.skipif(
@@ -262,16 +210,5 @@ def test_quantized_base_weights_without_a_gpu_are_bad_input(tiny_model, tmp_path
 @pytest.mark.parametrize("weights", ["int8", "nf4"])
 def test_quantized_base_weights_train_on_a_gpu(tiny_model, tmp_path, http_dataset, weights):
     cfg = config(tiny_model, http_dataset, str(tmp_path / "out"), baseWeights=weights)
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(write(cfg, tmp_path / "c.json")),
-                "--result-file",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 0
-    )
+    assert train(cfg, tmp_path)[0] == 0
     assert (tmp_path / "out" / "lora.safetensors").stat().st_size > 0

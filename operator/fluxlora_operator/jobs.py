@@ -17,7 +17,9 @@ from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.training_job import TrainingJobRef
 
 WORK_MOUNT_PATH = "/work"
-TRAINER_COMMAND = ["fluxlora-trainer", "train"]
+TRAINER_COMMAND = ["fluxlora-trainer"]
+# The dataset, caches and outputs live on the /work volume, not in the container's /tmp.
+TRAINER_ARGS = ["train", "--workdir", f"{WORK_MOUNT_PATH}/run"]
 
 RESTRICTED_CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -123,6 +125,7 @@ def build_job(
         "image": settings.trainer_image,
         "imagePullPolicy": settings.trainer_image_pull_policy,
         "command": TRAINER_COMMAND,
+        "args": TRAINER_ARGS,
         "env": _env(ref, config, settings),
         "envFrom": envs_from,
         "resources": {

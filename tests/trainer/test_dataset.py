@@ -173,3 +173,11 @@ def test_a_highly_compressed_entry_stops_at_the_size_limit(tmp_path):
 def test_a_caption_that_is_not_utf8_is_bad_input_naming_it(tmp_path):
     with pytest.raises(BadInput, match=r"caption a\.txt is not UTF-8"):
         open_zip(tmp_path, {"a.jpg": image_bytes(), "a.txt": "caf\u00e9".encode("latin-1")})
+
+
+def test_a_reused_work_folder_holds_only_the_new_dataset(tmp_path):
+    first = make_zip(tmp_path / "first.zip", photos(3, prefix="old_"))
+    second = make_zip(tmp_path / "second.zip", photos(2, prefix="new_"))
+    open_dataset(str(first), tmp_path / "work", "w", LIMITS)
+    dataset = open_dataset(str(second), tmp_path / "work", "w", LIMITS)
+    assert sorted(s.name for s in dataset.samples) == ["new_photo_0.jpg", "new_photo_1.jpg"]

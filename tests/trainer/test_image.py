@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fluxlora_operator.jobs import TRAINER_COMMAND
+from fluxlora_operator.jobs import TRAINER_ARGS, TRAINER_COMMAND
 from fluxlora_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +16,7 @@ def instruction(name: str) -> str:
 
 def test_the_image_runs_the_trainer_command_the_job_runs():
     assert instruction("ENTRYPOINT") == f'["{TRAINER_COMMAND[0]}"]'
-    assert instruction("CMD") == f'["{TRAINER_COMMAND[1]}"]'
+    assert instruction("CMD") == f'["{TRAINER_ARGS[0]}"]'
     scripts = (ROOT / "pyproject.toml").read_text()
     assert f'{TRAINER_COMMAND[0]} = "fluxlora_trainer.cli:main"' in scripts
 

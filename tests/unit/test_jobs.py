@@ -230,3 +230,11 @@ def test_the_trainer_identity_can_only_touch_its_own_resource():
     ]
     for obj in (account, role, binding):
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-123"
+
+
+def test_the_trainer_works_on_the_work_volume():
+    command = container(make())["command"] + container(make())["args"]
+    assert command[:2] == ["fluxlora-trainer", "train"]
+    workdir = command[command.index("--workdir") + 1]
+    mounts = [m["mountPath"] for m in container(make())["volumeMounts"]]
+    assert any(workdir.startswith(mount + "/") for mount in mounts)

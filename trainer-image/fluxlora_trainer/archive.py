@@ -3,6 +3,7 @@ work directory (zip-slip), never symlinks, and never more than the limits allow 
 entry count and total size are checked against the headers and again while writing, since
 headers can lie)."""
 
+import shutil
 import stat
 import zipfile
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ def extract_dataset(archive: Path, root: Path, limits: DatasetLimits, label: str
     messages (the URL the user gave, without secrets)."""
     if not zipfile.is_zipfile(archive):
         raise BadInput(f"data: {label} is not a zip file")
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)  # a reused workdir must not mix in old files
+    root.mkdir(parents=True)
     files: list[Path] = []
     ignored: list[Ignored] = []
     try:

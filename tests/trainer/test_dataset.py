@@ -181,3 +181,5 @@ def test_a_reused_work_folder_holds_only_the_new_dataset(tmp_path):
     open_dataset(str(first), tmp_path / "work", "w", LIMITS)
     dataset = open_dataset(str(second), tmp_path / "work", "w", LIMITS)
     assert sorted(s.name for s in dataset.samples) == ["new_photo_0.jpg", "new_photo_1.jpg"]
+    on_disk = sorted(p.name for p in (tmp_path / "work" / "dataset").iterdir())
+    assert on_disk == ["new_photo_0.jpg", "new_photo_1.jpg"]  # the old files are gone

@@ -165,3 +165,70 @@ async def test_a_finished_resource_never_gets_a_new_job(operator, cluster_admin,
     await asyncio.sleep(SETTINGS.resync_seconds * 3)  # resync rounds and Job/pod events pass
     assert cluster_admin.get("Job", namespace, job_name) is None
     assert cluster_admin.get(resource.KIND, namespace, "portrait")["status"]["phase"] == "completed"
+
+
+async def test_a_queued_resource_waits_suspended_until_its_job_is_admitted(
+    operator, cluster_admin, namespace
+):
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": "portrait"},
+        "spec": {"data": "https://example.com/a.zip", "queueName": "gpu-queue"},
+    }
+    cluster_admin.request("POST", path(resource.KIND, namespace), body)
+    job_name = naming.job_name("portrait")
+    queued = await eventually(
+        lambda: condition(cluster_admin, namespace, "Queued"), "the resource says it is queued"
+    )
+    assert (queued["status"], queued["reason"]) == ("True", "WaitingForAdmission")
+    job = cluster_admin.get("Job", namespace, job_name)
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    await asyncio.sleep(SETTINGS.resync_seconds * 2)
+    assert (
+        cluster_admin.list_objects("Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait") == []
+    )
+    assert cluster_admin.get("Job", namespace, job_name)["spec"]["suspend"] is True  # not by us
+
+    cluster_admin.request(  # what Kueue does when it admits the Job
+        "PATCH",
+        path("Job", namespace, job_name),
+        {"spec": {"suspend": False}},
+        content_type="application/merge-patch+json",
+    )
+    await eventually(
+        lambda: cluster_admin.list_objects(
+            "Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait"
+        ),
+        "the admitted Job starts a pod",
+    )
+    admitted = await eventually(
+        lambda: (
+            (c := condition(cluster_admin, namespace, "Queued")) and c["status"] == "False" and c
+        ),
+        "the resource says it was admitted",
+    )
+    assert admitted["reason"] == "Admitted"
+
+
+async def test_an_operator_restarted_mid_flight_adopts_the_job_it_made(
+    control_plane, cluster_admin, namespace
+):
+    connection = kopf.ConnectionInfo(
+        server=control_plane.server,
+        ca_path=str(control_plane.ca_file),
+        token=control_plane.admin_token,
+        scheme="Bearer",
+    )
+    job_name = naming.job_name("portrait")
+    async with embedded_operator(cluster_admin, connection, SETTINGS):
+        submit(cluster_admin, namespace)
+        first = await eventually(lambda: cluster_admin.get("Job", namespace, job_name), "a Job")
+    # The operator is gone; it comes back and resumes every resource.
+    async with embedded_operator(cluster_admin, connection, SETTINGS):
+        await eventually(
+            lambda: condition(cluster_admin, namespace, "Scheduled"), "the status converges"
+        )
+        jobs = cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
+    assert [j["metadata"]["uid"] for j in jobs] == [first["metadata"]["uid"]]

@@ -16,9 +16,9 @@ from fluxlora_operator.effective import (
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.training_job import TrainingJobRef
 
-WORK_MOUNT_PATH = "/work"
+WORK_MOUNT_PATH = "/scratch"
 TRAINER_COMMAND = ["fluxlora-trainer"]
-# The dataset, caches and outputs live on the /work volume, not in the container's /tmp.
+# The dataset, caches and outputs live on the scratch volume, not in the container's /tmp.
 TRAINER_ARGS = ["train", "--workdir", f"{WORK_MOUNT_PATH}/run"]
 
 RESTRICTED_CONTAINER_SECURITY = {

@@ -39,7 +39,7 @@ class OperatorSettings(BaseModel):
     shm_size: str = "16Gi"
     """Size of the in-memory /dev/shm volume (data-loader workers share tensors through it)."""
     work_volume_size: str | None = None
-    """sizeLimit of the /work scratch volume (downloaded dataset, caches); unset is unlimited."""
+    """sizeLimit of the /scratch volume (downloaded dataset, caches); unset is unlimited."""
     node_selector: dict[str, str] = Field(default_factory=dict)
     """Default node selector of trainer pods (JSON object or k=v,k=v); the spec's keys win."""
     tolerations: list[Toleration] = Field(default_factory=list)

@@ -96,8 +96,8 @@ def test_shared_memory_and_work_volumes_are_mounted():
     mounts = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
-    assert "emptyDir" in volumes[mounts["/work"]]
-    assert env(job)["HOME"] == "/work"
+    assert "emptyDir" in volumes[mounts["/scratch"]]
+    assert env(job)["HOME"] == "/scratch"
 
 
 def test_the_trainer_gets_its_config_and_its_resource():

@@ -1,0 +1,444 @@
+"""A node agent: the tests' stand-in for the kubelet (test tooling, not product).
+
+It registers a Node with CPU, memory and nvidia.com/gpu capacity and keeps it Ready with lease
+heartbeats, and runs every pod bound to it as local processes: the container's command and args
+with its environment (values, Secret and ConfigMap keys, field references), its volumes at their
+mountPaths in a private mount namespace (emptyDir and PVC as directories, Secret, ConfigMap and
+the projected service-account token as files), the in-cluster API address pointing at the local
+API server, and the termination-message file. It reports the pod's life (Pending -> Running ->
+Succeeded/Failed, exit codes, termination messages) and honours deletion (SIGTERM, grace,
+SIGKILL), then removes the pod as the kubelet does.
+
+Images cannot run here: the container's command runs with the project's own Python
+environment, whose bin folder is put first on PATH.
+"""
+
+import base64
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fluxlora_operator.kube import ApiError, Kube
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+POLL_SECONDS = 0.5
+LOG_TAIL_LINES = 80
+TOKEN_SECONDS = 3600
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class RunningPod:
+    uid: str
+    name: str
+    namespace: str
+    process: subprocess.Popen
+    folder: Path
+    started: str
+    container: str
+    stopping: bool = False
+    log: Any = field(default=None, repr=False)
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        kube: Kube,
+        name: str,
+        workdir: Path,
+        server: str,
+        ca_file: Path,
+        gpus: int = 1,
+        cpu: str = "16",
+        memory: str = "64Gi",
+    ) -> None:
+        self.kube = kube
+        self.name = name
+        self.workdir = workdir
+        self.server = server
+        self.ca_file = ca_file
+        self.capacity = {"cpu": cpu, "memory": memory, "pods": "110", "nvidia.com/gpu": str(gpus)}
+        self.pods: dict[str, RunningPod] = {}
+        self.finished: set[str] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- the node ----------------------------------------------------------------------------
+
+    def start(self) -> "NodeAgent":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": {
+                    "kubernetes.io/hostname": self.name,
+                    "kubernetes.io/os": "linux",
+                    "nvidia.com/gpu.present": "true",
+                    "nvidia.com/gpu.product": "Test-GPU",
+                },
+            },
+        }
+        try:
+            self.kube.request("POST", "/api/v1/nodes", body)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+        self._heartbeat()
+        for target in (self._heartbeats, self._pod_loop):
+            thread = threading.Thread(target=target, daemon=True, name=f"{self.name}-{target.__name__}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        for pod in list(self.pods.values()):
+            self._kill(pod, grace=0)
+        try:
+            self.kube.request("DELETE", f"/api/v1/nodes/{self.name}")
+        except ApiError:
+            pass
+
+    def _heartbeat(self) -> None:
+        stamp = now()
+        status = {
+            "capacity": self.capacity,
+            "allocatable": self.capacity,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "node agent is posting ready status",
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                }
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "v0.0.0-node-agent",
+                "containerRuntimeVersion": "local-process://1",
+                "osImage": "local",
+                "kernelVersion": os.uname().release,
+                "kubeProxyVersion": "",
+                "machineID": self.name,
+                "systemUUID": self.name,
+                "bootID": self.name,
+            },
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        }
+        self.kube.request(
+            "PATCH",
+            f"/api/v1/nodes/{self.name}/status",
+            {"status": status},
+            content_type="application/merge-patch+json",
+        )
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+            "spec": {
+                "holderIdentity": self.name,
+                "leaseDurationSeconds": 40,
+                "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+        }
+        url = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+        try:
+            self.kube.request("PUT", f"{url}/{self.name}", lease)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            self.kube.request("POST", url, lease)
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self._heartbeat()
+            except Exception:
+                logger.exception("node heartbeat failed")
+
+    # --- pods ----------------------------------------------------------------------------------
+
+    def _pod_loop(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self._sync()
+            except Exception:
+                logger.exception("pod sync failed")
+
+    def _sync(self) -> None:
+        listing = self.kube.request(
+            "GET", "/api/v1/pods", query={"fieldSelector": f"spec.nodeName={self.name}"}
+        )
+        present = set()
+        for pod in listing.get("items") or []:
+            uid = pod["metadata"]["uid"]
+            present.add(uid)
+            running = self.pods.get(uid)
+            if pod["metadata"].get("deletionTimestamp"):
+                if running is not None:
+                    grace = pod["metadata"].get("deletionGracePeriodSeconds") or 30
+                    self._kill(running, grace)
+                    self._report_exit(running)
+                self._remove(pod)
+            elif running is None and uid not in self.finished:
+                self._start(pod)
+            elif running is not None and running.process.poll() is not None:
+                self._report_exit(running)
+        for uid in [u for u in self.pods if u not in present]:
+            self._kill(self.pods[uid], grace=0)
+            self.pods.pop(uid, None)
+
+    def _remove(self, pod: dict) -> None:
+        meta = pod["metadata"]
+        try:
+            self.kube.request(
+                "DELETE",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+            )
+        except ApiError as error:
+            if error.status not in (404, 409):
+                raise
+        self.pods.pop(meta["uid"], None)
+
+    def _start(self, pod: dict) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        container = spec["containers"][0]
+        folder = self.workdir / meta["uid"]
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            env = self._environment(pod, container)
+            script = self._mount_script(pod, container, folder)
+        except Exception as error:  # a missing Secret and the like: the kubelet waits
+            self._patch_status(pod, {"phase": "Pending", "containerStatuses": [
+                {"name": container["name"], "ready": False, "restartCount": 0, "image": container.get("image", ""),
+                 "imageID": "", "state": {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}}
+            ]})  # fmt: skip
+            return
+        command = [*container.get("command", []), *container.get("args", [])]
+        log = (folder / "container.log").open("wb")
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             script + " exec " + " ".join(shlex.quote(part) for part in command)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=container.get("workingDir") or "/",
+            start_new_session=True,
+        )  # fmt: skip
+        started = now()
+        self.pods[meta["uid"]] = RunningPod(
+            meta["uid"], meta["name"], meta["namespace"], process, folder, started, container["name"], log=log
+        )
+        self._patch_status(
+            pod,
+            {
+                "phase": "Running",
+                "startTime": started,
+                "podIP": "127.0.0.1",
+                "hostIP": "127.0.0.1",
+                "conditions": [
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": started},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": started},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "ready": True,
+                        "started": True,
+                        "restartCount": 0,
+                        "image": container.get("image", ""),
+                        "imageID": "local",
+                        "containerID": f"local://{process.pid}",
+                        "state": {"running": {"startedAt": started}},
+                    }
+                ],
+            },
+        )
+
+    def _report_exit(self, running: RunningPod) -> None:
+        code = running.process.wait()
+        running.log.close()
+        if code < 0:  # killed by a signal: report as a shell would
+            code = 128 - code
+        message = ""
+        termination = running.folder / "termination-log"
+        if termination.exists():
+            message = termination.read_text(errors="replace")[:4096]
+        if not message and code != 0:
+            lines = (running.folder / "container.log").read_text(errors="replace").splitlines()
+            message = "\n".join(lines[-LOG_TAIL_LINES:])[-2048:]
+        reason = "Completed" if code == 0 else ("Error" if code < 128 else "Error")
+        finished = now()
+        pod = {"metadata": {"namespace": running.namespace, "name": running.name}}
+        self._patch_status(
+            pod,
+            {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished},
+                    {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": running.container,
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "image": "",
+                        "imageID": "local",
+                        "containerID": f"local://{running.process.pid}",
+                        "state": {
+                            "terminated": {
+                                "exitCode": code,
+                                "reason": reason,
+                                "message": message,
+                                "startedAt": running.started,
+                                "finishedAt": finished,
+                            }
+                        },
+                    }
+                ],
+            },
+        )  # fmt: skip
+        self.finished.add(running.uid)
+        self.pods.pop(running.uid, None)
+
+    def _kill(self, running: RunningPod, grace: float) -> None:
+        if running.process.poll() is not None:
+            return
+        try:
+            os.killpg(running.process.pid, signal.SIGTERM)
+            running.process.wait(timeout=grace)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(running.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            running.process.wait()
+
+    def _patch_status(self, pod: dict, status: dict) -> None:
+        meta = pod["metadata"]
+        try:
+            self.kube.request(
+                "PATCH",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                {"status": status},
+                content_type="application/strategic-merge-patch+json",
+            )
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
+    # --- what a container sees -----------------------------------------------------------------
+
+    def _environment(self, pod: dict, container: dict) -> dict[str, str]:
+        meta = pod["metadata"]
+        host, port = urlsplit(self.server).hostname, str(urlsplit(self.server).port)
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOSTNAME": meta["name"],
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port,
+            "LANG": "C.UTF-8",
+        }
+        for source in container.get("envFrom") or []:
+            if "secretRef" in source:
+                env.update(self._secret(meta["namespace"], source["secretRef"]["name"]))
+            if "configMapRef" in source:
+                env.update(self._config_map(meta["namespace"], source["configMapRef"]["name"]))
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = item["value"]
+                continue
+            ref = item.get("valueFrom") or {}
+            if "secretKeyRef" in ref:
+                values = self._secret(meta["namespace"], ref["secretKeyRef"]["name"])
+                env[item["name"]] = values[ref["secretKeyRef"]["key"]]
+            elif "configMapKeyRef" in ref:
+                values = self._config_map(meta["namespace"], ref["configMapKeyRef"]["name"])
+                env[item["name"]] = values[ref["configMapKeyRef"]["key"]]
+            elif "fieldRef" in ref:
+                env[item["name"]] = str(self._field(pod, ref["fieldRef"]["fieldPath"]))
+        return env
+
+    def _secret(self, namespace: str, name: str) -> dict[str, str]:
+        secret = self.kube.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    def _config_map(self, namespace: str, name: str) -> dict[str, str]:
+        return self.kube.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}").get("data") or {}
+
+    @staticmethod
+    def _field(pod: dict, path: str) -> Any:
+        value: Any = pod
+        for part in path.split("."):
+            value = value.get(part, "") if isinstance(value, dict) else ""
+        return value
+
+    def _mount_script(self, pod: dict, container: dict, folder: Path) -> str:
+        """Shell lines that, inside the private mount namespace, put each volume at its path."""
+        meta, spec = pod["metadata"], pod["spec"]
+        sources: dict[str, Path] = {}
+        for volume in spec.get("volumes") or []:
+            source = folder / "volumes" / volume["name"]
+            source.mkdir(parents=True, exist_ok=True)
+            if "secret" in volume:
+                for key, value in self._secret(meta["namespace"], volume["secret"]["secretName"]).items():
+                    (source / key).write_text(value)
+            elif "configMap" in volume:
+                for key, value in self._config_map(meta["namespace"], volume["configMap"]["name"]).items():
+                    (source / key).write_text(value)
+            elif "persistentVolumeClaim" in volume:
+                claim = self.workdir / "claims" / meta["namespace"] / volume["persistentVolumeClaim"]["claimName"]
+                claim.mkdir(parents=True, exist_ok=True)
+                source = claim
+            sources[volume["name"]] = source
+        account = spec.get("serviceAccountName") or "default"
+        if spec.get("automountServiceAccountToken", True):
+            token_dir = folder / "serviceaccount"
+            token_dir.mkdir(exist_ok=True)
+            token = self.kube.request(
+                "POST",
+                f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                 "spec": {"expirationSeconds": TOKEN_SECONDS}},
+            )["status"]["token"]  # fmt: skip
+            (token_dir / "token").write_text(token)
+            (token_dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
+            (token_dir / "namespace").write_text(meta["namespace"])
+            sources["__serviceaccount"] = token_dir
+        termination = folder / "termination-log"
+        termination.touch()
+        lines = []
+        mounts = [(m["name"], m["mountPath"]) for m in container.get("volumeMounts") or []]
+        if "__serviceaccount" in sources:
+            mounts.append(("__serviceaccount", "/var/run/secrets/kubernetes.io/serviceaccount"))
+        for name, path in mounts:
+            lines.append(f"mkdir -p {shlex.quote(path)} && mount --bind {shlex.quote(str(sources[name]))} {shlex.quote(path)} &&")
+        target = container.get("terminationMessagePath") or "/dev/termination-log"
+        lines.append(
+            f"( [ -e {shlex.quote(target)} ] || touch {shlex.quote(target)} ) && "
+            f"mount --bind {shlex.quote(str(termination))} {shlex.quote(target)} &&"
+        )
+        return " ".join(lines)

@@ -14,6 +14,7 @@ environment, whose bin folder is put first on PATH.
 """
 
 import base64
+import contextlib
 import logging
 import os
 import shlex
@@ -21,7 +22,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,7 +102,9 @@ class NodeAgent:
                 raise
         self._heartbeat()
         for target in (self._heartbeats, self._pod_loop):
-            thread = threading.Thread(target=target, daemon=True, name=f"{self.name}-{target.__name__}")
+            thread = threading.Thread(
+                target=target, daemon=True, name=f"{self.name}-{target.__name__}"
+            )
             thread.start()
             self._threads.append(thread)
         return self
@@ -113,10 +115,8 @@ class NodeAgent:
             thread.join(timeout=10)
         for pod in list(self.pods.values()):
             self._kill(pod, grace=0)
-        try:
+        with contextlib.suppress(ApiError):
             self.kube.request("DELETE", f"/api/v1/nodes/{self.name}")
-        except ApiError:
-            pass
 
     def _heartbeat(self) -> None:
         stamp = now()
@@ -165,7 +165,12 @@ class NodeAgent:
         }
         url = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
         try:
-            self.kube.request("PUT", f"{url}/{self.name}", lease)
+            self.kube.request(
+                "PATCH",
+                f"{url}/{self.name}",
+                {"spec": lease["spec"]},
+                content_type="application/merge-patch+json",
+            )
         except ApiError as error:
             if error.status != 404:
                 raise
@@ -232,22 +237,56 @@ class NodeAgent:
             env = self._environment(pod, container)
             script = self._mount_script(pod, container, folder)
         except Exception as error:  # a missing Secret and the like: the kubelet waits
-            self._patch_status(pod, {"phase": "Pending", "containerStatuses": [
-                {"name": container["name"], "ready": False, "restartCount": 0, "image": container.get("image", ""),
-                 "imageID": "", "state": {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}}
-            ]})  # fmt: skip
+            self._patch_status(
+                pod,
+                {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {
+                            "name": container["name"],
+                            "ready": False,
+                            "restartCount": 0,
+                            "image": container.get("image", ""),
+                            "imageID": "",
+                            "state": {
+                                "waiting": {
+                                    "reason": "CreateContainerConfigError",
+                                    "message": str(error),
+                                }
+                            },
+                        }
+                    ],
+                },
+            )
             return
         command = [*container.get("command", []), *container.get("args", [])]
         log = (folder / "container.log").open("wb")
         process = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             script + " exec " + " ".join(shlex.quote(part) for part in command)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=container.get("workingDir") or "/",
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script + " exec " + " ".join(shlex.quote(part) for part in command),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=container.get("workingDir") or "/",
             start_new_session=True,
-        )  # fmt: skip
+        )
         started = now()
         self.pods[meta["uid"]] = RunningPod(
-            meta["uid"], meta["name"], meta["namespace"], process, folder, started, container["name"], log=log
+            meta["uid"],
+            meta["name"],
+            meta["namespace"],
+            process,
+            folder,
+            started,
+            container["name"],
+            log=log,
         )
         self._patch_status(
             pod,
@@ -288,7 +327,7 @@ class NodeAgent:
         if not message and code != 0:
             lines = (running.folder / "container.log").read_text(errors="replace").splitlines()
             message = "\n".join(lines[-LOG_TAIL_LINES:])[-2048:]
-        reason = "Completed" if code == 0 else ("Error" if code < 128 else "Error")
+        reason = "Completed" if code == 0 else "Error"
         finished = now()
         pod = {"metadata": {"namespace": running.namespace, "name": running.name}}
         self._patch_status(
@@ -296,8 +335,18 @@ class NodeAgent:
             {
                 "phase": "Succeeded" if code == 0 else "Failed",
                 "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished},
-                    {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished},
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "PodCompleted",
+                        "lastTransitionTime": finished,
+                    },
+                    {
+                        "type": "ContainersReady",
+                        "status": "False",
+                        "reason": "PodCompleted",
+                        "lastTransitionTime": finished,
+                    },
                 ],
                 "containerStatuses": [
                     {
@@ -320,7 +369,7 @@ class NodeAgent:
                     }
                 ],
             },
-        )  # fmt: skip
+        )
         self.finished.add(running.uid)
         self.pods.pop(running.uid, None)
 
@@ -331,10 +380,8 @@ class NodeAgent:
             os.killpg(running.process.pid, signal.SIGTERM)
             running.process.wait(timeout=grace)
         except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(running.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             running.process.wait()
 
     def _patch_status(self, pod: dict, status: dict) -> None:
@@ -387,7 +434,12 @@ class NodeAgent:
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
     def _config_map(self, namespace: str, name: str) -> dict[str, str]:
-        return self.kube.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}").get("data") or {}
+        return (
+            self.kube.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}").get(
+                "data"
+            )
+            or {}
+        )
 
     @staticmethod
     def _field(pod: dict, path: str) -> Any:
@@ -404,13 +456,22 @@ class NodeAgent:
             source = folder / "volumes" / volume["name"]
             source.mkdir(parents=True, exist_ok=True)
             if "secret" in volume:
-                for key, value in self._secret(meta["namespace"], volume["secret"]["secretName"]).items():
+                for key, value in self._secret(
+                    meta["namespace"], volume["secret"]["secretName"]
+                ).items():
                     (source / key).write_text(value)
             elif "configMap" in volume:
-                for key, value in self._config_map(meta["namespace"], volume["configMap"]["name"]).items():
+                for key, value in self._config_map(
+                    meta["namespace"], volume["configMap"]["name"]
+                ).items():
                     (source / key).write_text(value)
             elif "persistentVolumeClaim" in volume:
-                claim = self.workdir / "claims" / meta["namespace"] / volume["persistentVolumeClaim"]["claimName"]
+                claim = (
+                    self.workdir
+                    / "claims"
+                    / meta["namespace"]
+                    / volume["persistentVolumeClaim"]["claimName"]
+                )
                 claim.mkdir(parents=True, exist_ok=True)
                 source = claim
             sources[volume["name"]] = source
@@ -421,9 +482,12 @@ class NodeAgent:
             token = self.kube.request(
                 "POST",
                 f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token",
-                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                 "spec": {"expirationSeconds": TOKEN_SECONDS}},
-            )["status"]["token"]  # fmt: skip
+                {
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "spec": {"expirationSeconds": TOKEN_SECONDS},
+                },
+            )["status"]["token"]
             (token_dir / "token").write_text(token)
             (token_dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
             (token_dir / "namespace").write_text(meta["namespace"])
@@ -435,7 +499,8 @@ class NodeAgent:
         if "__serviceaccount" in sources:
             mounts.append(("__serviceaccount", "/var/run/secrets/kubernetes.io/serviceaccount"))
         for name, path in mounts:
-            lines.append(f"mkdir -p {shlex.quote(path)} && mount --bind {shlex.quote(str(sources[name]))} {shlex.quote(path)} &&")
+            source, target_path = shlex.quote(str(sources[name])), shlex.quote(path)
+            lines.append(f"mkdir -p {target_path} && mount --bind {source} {target_path} &&")
         target = container.get("terminationMessagePath") or "/dev/termination-log"
         lines.append(
             f"( [ -e {shlex.quote(target)} ] || touch {shlex.quote(target)} ) && "

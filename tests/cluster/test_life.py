@@ -5,13 +5,15 @@ completed with outputs that exist in MinIO."""
 import base64
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import kopf
 import pytest
 
 from fluxlora_api import resource
-from fluxlora_operator.kube import path
+from fluxlora_operator import naming
+from fluxlora_operator.kube import Kube, path
 from fluxlora_operator.settings import OperatorSettings
 from tests.support.binaries import CACHE
 from tests.support.node_agent import NodeAgent
@@ -74,13 +76,46 @@ def model_cache_claim(kube, agent: NodeAgent, namespace: str, model: Path) -> No
     )
 
 
-async def test_a_resource_trains_to_completed_with_outputs_in_minio(
-    control_plane, cluster_admin, namespace, node, tiny_model, s3_server, tmp_path
-):
+@dataclass
+class Site:
+    """A namespace ready to train in: credentials, model cache, a bucket, a running operator."""
+
+    kube: Kube
+    namespace: str
+    bucket: str
+    s3: object
+
+    def submit(self, name: str, data_key: str) -> None:
+        body = {
+            "apiVersion": resource.API_VERSION,
+            "kind": resource.KIND,
+            "metadata": {"name": name},
+            "spec": {
+                "data": f"s3://{self.bucket}/{data_key}",
+                "baseModel": "/models/tiny-flux",
+                "steps": 500,
+                "resolution": 256,
+                "checkpointEverySteps": 0,
+            },
+        }
+        self.kube.request("POST", path(resource.KIND, self.namespace), body)
+
+    def status(self, name: str) -> dict:
+        return (self.kube.get(resource.KIND, self.namespace, name) or {}).get("status") or {}
+
+    async def final(self, name: str) -> dict:
+        return await eventually(
+            lambda: self.status(name).get("phase") in ("completed", "failed") and self.status(name),
+            f"{name} ends",
+            timeout=400,
+        )
+
+
+@pytest.fixture
+async def site(control_plane, cluster_admin, namespace, node, tiny_model, s3_server):
     bucket = f"e2e-{uuid.uuid4().hex[:8]}"
     s3 = s3_server.client()
     s3.create_bucket(Bucket=bucket)
-    s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), bucket, "data/portrait.zip")
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -110,40 +145,39 @@ async def test_a_resource_trains_to_completed_with_outputs_in_minio(
         token=control_plane.admin_token,
         scheme="Bearer",
     )
-    body = {
-        "apiVersion": resource.API_VERSION,
-        "kind": resource.KIND,
-        "metadata": {"name": "portrait"},
-        "spec": {
-            "data": f"s3://{bucket}/data/portrait.zip",
-            "baseModel": "/models/tiny-flux",
-            "steps": 500,
-            "resolution": 256,
-            "checkpointEverySteps": 0,
-        },
-    }
-
-    def status() -> dict:
-        return (cluster_admin.get(resource.KIND, namespace, "portrait") or {}).get("status") or {}
-
     async with embedded_operator(cluster_admin, connection, settings):
-        cluster_admin.request("POST", path(resource.KIND, namespace), body)
-        await eventually(lambda: status().get("phase") == "processing", "processing", timeout=120)
-        await eventually(
-            lambda: (status().get("progress") or {}).get("step"), "progress", timeout=120
-        )
-        final = await eventually(
-            lambda: status().get("phase") in ("completed", "failed") and status(),
-            "the end",
-            timeout=400,
-        )
-    assert final["phase"] == "completed", final.get("error")
-    assert (
-        final["outputs"][0]
-        == f"s3://{bucket}/loras/{namespace}/portrait-{final['id']}/lora.safetensors"
+        yield Site(cluster_admin, namespace, bucket, s3)
+
+
+async def test_a_resource_trains_to_completed_with_outputs_in_minio(site, tmp_path):
+    site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
+    site.submit("portrait", "data/p.zip")
+    await eventually(
+        lambda: site.status("portrait").get("phase") == "processing", "processing", timeout=120
     )
+    await eventually(
+        lambda: (site.status("portrait").get("progress") or {}).get("step"), "progress", timeout=120
+    )
+    final = await site.final("portrait")
+    assert final["phase"] == "completed", final.get("error")
+    prefix = f"s3://{site.bucket}/loras/{site.namespace}/portrait-{final['id']}"
+    assert final["outputs"][0] == f"{prefix}/lora.safetensors"
     assert final["timings"]["inference"] > 0
     assert final["progress"]["step"] == 500
     for url in final["outputs"]:
-        key = url.removeprefix(f"s3://{bucket}/")
-        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+        key = url.removeprefix(f"s3://{site.bucket}/")
+        assert site.s3.head_object(Bucket=site.bucket, Key=key)["ContentLength"] > 0
+
+
+async def test_a_bad_dataset_fails_with_the_trainers_message_and_no_retry(site, tmp_path):
+    site.s3.upload_file(
+        str(make_zip(tmp_path / "d.zip", {"notes.txt": "no images"})), site.bucket, "data/bad.zip"
+    )
+    site.submit("broken", "data/bad.zip")
+    final = await site.final("broken")
+    assert final["phase"] == "failed"
+    assert "has no usable image" in final["error"]
+    assert next(c for c in final["conditions"] if c["type"] == "Failed")["reason"] == "BadInput"
+    job = site.kube.get("Job", site.namespace, naming.job_name("broken"))
+    assert job["status"].get("failed") == 1  # one pod: bad input is never retried
+    assert final["attempts"] == 1

@@ -10,7 +10,10 @@ Succeeded/Failed, exit codes, termination messages) and honours deletion (SIGTER
 SIGKILL), then removes the pod as the kubelet does.
 
 Images cannot run here: the container's command runs with the project's own Python
-environment, whose bin folder is put first on PATH.
+environment, whose bin folder is put first on PATH, as the agent's own user (root: the mount
+namespace needs it), ignoring the pod's securityContext. The mounts are private, but their mount
+points (/scratch, /models, /var/run/secrets/..., /dev/termination-log) are created on the host as
+empty directories and an empty file if missing.
 """
 
 import base64

@@ -90,6 +90,8 @@ class LoRATrainingJobStatus(ApiModel):
     """When the trainer container first started."""
     completion_time: str | None = Field(None, json_schema_extra=DATE_TIME)
     """When the resource reached completed or failed."""
+    trainer_pod: str | None = None
+    """The newest trainer pod (`kubectl logs` it to follow the training)."""
     attempts: int | None = Field(None, ge=0)
     """Trainer pods created so far (retries after preemption or failure included)."""
     conditions: list[Condition] | None = Field(

@@ -36,6 +36,7 @@ class Observation:
     start_time: str | None = None
     completion_time: str | None = None
     attempts: int = 0
+    pod_name: str | None = None  # the newest trainer pod
     # The pod can never start (bad image, missing Secret): Kubernetes would retry it forever,
     # holding a GPU, so the operator deletes the Job once it has recorded the failure.
     delete_job: bool = False
@@ -151,7 +152,11 @@ def observe(
 ) -> Observation:
     """What the Job and its pods say about the training run."""
     pods = _newest_first(pods)
-    common = {"start_time": _first_start(pods), "attempts": len(pods)}
+    common = {
+        "start_time": _first_start(pods),
+        "attempts": len(pods),
+        "pod_name": pods[0]["metadata"]["name"] if pods else None,
+    }
     queued = naming.KUEUE_QUEUE_LABEL in (job.get("metadata", {}).get("labels") or {})
 
     complete = _true_condition(job, "Complete")

@@ -64,8 +64,17 @@ def plan_status_update(
         patch["conditions"] = conditions
     if observation.start_time and not status.get("startTime"):
         patch["startTime"] = observation.start_time
-    if observation.attempts > (status.get("attempts") or 0):
-        patch["attempts"] = observation.attempts
+    # Pods of earlier attempts may be gone (evicted pods are deleted), so a new pod name also
+    # counts as an attempt.
+    attempts = status.get("attempts") or 0
+    previous_pod = status.get("trainerPod")
+    if observation.pod_name and observation.pod_name != previous_pod:
+        patch["trainerPod"] = observation.pod_name
+        if previous_pod:
+            attempts += 1
+    attempts = max(attempts, observation.attempts)
+    if attempts != (status.get("attempts") or 0):
+        patch["attempts"] = attempts
     if generation is not None and status.get("observedGeneration") != generation:
         patch["observedGeneration"] = generation
 

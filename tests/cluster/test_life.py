@@ -85,7 +85,7 @@ class Site:
     bucket: str
     s3: object
 
-    def submit(self, name: str, data_key: str) -> None:
+    def submit(self, name: str, data_key: str, **spec) -> None:
         body = {
             "apiVersion": resource.API_VERSION,
             "kind": resource.KIND,
@@ -96,6 +96,7 @@ class Site:
                 "steps": 500,
                 "resolution": 256,
                 "checkpointEverySteps": 0,
+                **spec,
             },
         }
         self.kube.request("POST", path(resource.KIND, self.namespace), body)
@@ -181,3 +182,39 @@ async def test_a_bad_dataset_fails_with_the_trainers_message_and_no_retry(site, 
     job = site.kube.get("Job", site.namespace, naming.job_name("broken"))
     assert job["status"].get("failed") == 1  # one pod: bad input is never retried
     assert final["attempts"] == 1
+
+
+async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, node, tmp_path):
+    site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
+    site.submit("portrait", "data/p.zip", steps=1500, checkpointEverySteps=100)
+    selector = f"{naming.LABEL_TRAINING_JOB}=portrait"
+    await eventually(
+        lambda: (site.status("portrait").get("progress") or {}).get("step", 0) >= 150,
+        "training is past its first checkpoint",
+        timeout=180,
+    )
+    (pod,) = site.kube.list_objects("Pod", site.namespace, selector)
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": pod["metadata"]["name"], "namespace": site.namespace},
+    }
+    site.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{site.namespace}/pods/{pod['metadata']['name']}/eviction",
+        eviction,
+    )
+    final = await site.final("portrait")
+    assert final["phase"] == "completed", final.get("error")
+    assert final["attempts"] == 2
+    job = site.kube.get("Job", site.namespace, naming.job_name("portrait"))
+    assert not job["status"].get("failed")  # the eviction did not count against backoffLimit
+    logs = [p.read_text() for p in node.workdir.glob("*/container.log")]
+    assert any("resuming from the checkpoint at step" in log for log in logs)
+    loss = tmp_path / "loss.csv"
+    key = next(u for u in final["outputs"] if u.endswith("/loss.csv")).removeprefix(
+        f"s3://{site.bucket}/"
+    )
+    site.s3.download_file(site.bucket, key, str(loss))
+    steps = [int(row.split(",")[0]) for row in loss.read_text().splitlines()[1:]]
+    assert steps == list(range(1, 1501))

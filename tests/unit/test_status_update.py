@@ -101,3 +101,19 @@ def test_failure_writes_the_error_and_asks_to_delete_a_stuck_job():
 def test_attempts_never_go_down():
     update = plan({"phase": "processing", "attempts": 3}, Observation(Phase.PROCESSING, attempts=2))
     assert "attempts" not in update.patch
+
+
+def test_a_new_pod_is_a_new_attempt_even_when_the_old_one_is_gone():
+    first = plan(
+        {"phase": "created"}, Observation(Phase.PROCESSING, (RUNNING,), attempts=1, pod_name="p-1")
+    )
+    assert (first.patch["attempts"], first.patch["trainerPod"]) == (1, "p-1")
+    status = {"phase": "processing", **first.patch}
+    # the evicted p-1 was deleted; only its replacement is listed
+    second = plan(status, Observation(Phase.PROCESSING, (RUNNING,), attempts=1, pod_name="p-2"))
+    assert (second.patch["attempts"], second.patch["trainerPod"]) == (2, "p-2")
+    again = plan(
+        {**status, **second.patch},
+        Observation(Phase.PROCESSING, (RUNNING,), attempts=1, pod_name="p-2"),
+    )
+    assert "attempts" not in again.patch and "trainerPod" not in again.patch

@@ -2,11 +2,9 @@
 model, on the node agent) on a dataset in MinIO, and the resource goes created -> processing ->
 completed with outputs that exist in MinIO."""
 
-import base64
 import shutil
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import kopf
 import pytest
@@ -14,16 +12,20 @@ import pytest
 from fluxlora_api import resource
 from fluxlora_operator import naming
 from fluxlora_operator.kube import Kube, path
-from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.settings import load_settings
 from tests.support.binaries import CACHE
 from tests.support.node_agent import NodeAgent
 from tests.support.operator import embedded_operator
+from tests.support.training_site import (
+    MODEL_PATH,
+    model_cache_claim,
+    operator_environment,
+    store_credentials,
+)
 from tests.support.waiting import eventually
 from tests.trainer.datasets import make_zip, photos
 
 pytestmark = pytest.mark.timeout(600)
-MODEL_CLAIM = "model-cache"
-CREDENTIALS = "s3-credentials"
 
 
 @pytest.fixture
@@ -37,43 +39,6 @@ def node(control_plane, cluster_admin, tiny_model):
     yield agent
     agent.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-
-
-def model_cache_claim(kube, agent: NodeAgent, namespace: str, model: Path) -> None:
-    """A bound PersistentVolumeClaim holding the model, as a model cache volume would."""
-    shutil.copytree(model, agent.workdir / "claims" / namespace / MODEL_CLAIM / "tiny-flux")
-    volume = f"{namespace}-{MODEL_CLAIM}"
-    kube.request(
-        "POST",
-        "/api/v1/persistentvolumes",
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "hostPath": {"path": f"/models/{namespace}"},
-                "claimRef": {"namespace": namespace, "name": MODEL_CLAIM},
-            },
-        },
-    )
-    kube.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": MODEL_CLAIM},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
 
 
 @dataclass
@@ -92,7 +57,7 @@ class Site:
             "metadata": {"name": name},
             "spec": {
                 "data": f"s3://{self.bucket}/{data_key}",
-                "baseModel": "/models/tiny-flux",
+                "baseModel": MODEL_PATH,
                 "steps": 500,
                 "resolution": 256,
                 "checkpointEverySteps": 0,
@@ -117,29 +82,10 @@ async def site(control_plane, cluster_admin, namespace, node, tiny_model, s3_ser
     bucket = f"e2e-{uuid.uuid4().hex[:8]}"
     s3 = s3_server.client()
     s3.create_bucket(Bucket=bucket)
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": CREDENTIALS},
-        "data": {
-            key: base64.b64encode(value.encode()).decode()
-            for key, value in s3_server.environment().items()
-            if key.startswith("AWS_") and key != "AWS_ENDPOINT_URL"
-        },
-    }
-    cluster_admin.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+    store_credentials(cluster_admin, namespace, s3_server)
     model_cache_claim(cluster_admin, node, namespace, tiny_model)
-    settings = OperatorSettings(
-        trainer_image="flux-lora-trainer:test",
-        default_output=f"s3://{bucket}/loras",
-        output_secret=CREDENTIALS,
-        s3_endpoint=s3_server.endpoint,
-        model_cache_pvc=MODEL_CLAIM,
-        cpu_request="1",
-        memory_request="1Gi",
-        memory_limit="8Gi",
-        resync_seconds=2,
-    )
+    environment = operator_environment(s3_server, bucket)
+    settings = load_settings([], environment)
     connection = kopf.ConnectionInfo(
         server=control_plane.server,
         ca_path=str(control_plane.ca_file),

@@ -1,0 +1,161 @@
+"""`make demo`: the main job, end to end, on a local control plane.
+
+Builds or reuses kube-apiserver, controller-manager, scheduler, etcd and MinIO; starts them and a
+node agent with one GPU; installs the CRD; runs `fluxlora-operator`; uploads a small generated
+dataset; applies a LoRATrainingJob on a tiny FLUX model; shows the resource until it completes;
+prints the output URLs; and shuts everything down (--keep leaves it running).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import kubernetes  # noqa: E402
+import yaml  # noqa: E402
+
+from fluxlora_api import resource  # noqa: E402
+from fluxlora_api.crd import CRD_FILE  # noqa: E402
+from fluxlora_operator.kube import Kube, path  # noqa: E402
+from fluxlora_trainer.tiny_model import write_tiny_model  # noqa: E402
+from tests.support.binaries import CACHE  # noqa: E402
+from tests.support.control_plane import running_control_plane  # noqa: E402
+from tests.support.minio import running_minio  # noqa: E402
+from tests.support.node_agent import NodeAgent  # noqa: E402
+from tests.support.processes import stop  # noqa: E402
+from tests.support.training_site import (  # noqa: E402
+    MODEL_PATH,
+    create_namespace,
+    model_cache_claim,
+    operator_environment,
+    store_credentials,
+)
+from tests.trainer.datasets import make_zip, photos  # noqa: E402
+
+NAMESPACE = "demo"
+TIMEOUT_SECONDS = 900
+
+
+def admin_client(plane) -> Kube:
+    configuration = kubernetes.client.Configuration(host=plane.server)
+    configuration.ssl_ca_cert = str(plane.ca_file)
+    configuration.api_key = {"BearerToken": plane.admin_token}
+    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    return Kube(kubernetes.client.ApiClient(configuration))
+
+
+def table_row(item: dict) -> str:
+    """`kubectl get ltj` columns: NAME PHASE STEPS PROGRESS RANK AGE."""
+    status, spec, meta = item.get("status") or {}, item["spec"], item["metadata"]
+    created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+    age = int((datetime.now(UTC) - created).total_seconds())
+    progress = (status.get("progress") or {}).get("step", "")
+    return (
+        f"{meta['name']:<12}{status.get('phase', ''):<12}{spec['steps']:<7}"
+        f"{progress!s:<10}{spec['loraRank']:<6}{age}s"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave everything running at the end")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="fluxlora-demo-"))
+    print(f"building or reusing the control plane and MinIO (cached in {CACHE}/bin) ...")
+    try:
+        with (
+            running_control_plane(work / "control-plane") as plane,
+            running_minio(work / "minio") as s3,
+        ):
+            kube = admin_client(plane)
+            crd = yaml.safe_load((ROOT / "crds" / CRD_FILE).read_text())
+            kube.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            agent_dir = CACHE / "node-agent" / f"demo-{uuid.uuid4().hex[:6]}"
+            agent = NodeAgent(kube, "gpu-node-1", agent_dir, plane.server, plane.ca_file).start()
+            create_namespace(kube, NAMESPACE)
+            store_credentials(kube, NAMESPACE, s3)
+            model = write_tiny_model(work / "tiny-flux")
+            model_cache_claim(kube, agent, NAMESPACE, model)
+            bucket = "demo"
+            s3.client().create_bucket(Bucket=bucket)
+            dataset = make_zip(
+                work / "portrait.zip", {**photos(5), "photo_0.txt": "[trigger] smiling"}
+            )
+            s3.client().upload_file(str(dataset), bucket, "datasets/portrait.zip")
+            print(f"dataset uploaded: s3://{bucket}/datasets/portrait.zip (5 images, 1 caption)")
+
+            environment = {
+                **os.environ,
+                **operator_environment(s3, bucket),
+                "KUBECONFIG": str(plane.kubeconfig),
+                "FLUXLORA_METRICS_PORT": "0",
+                "FLUXLORA_HEALTH_PORT": "0",
+            }
+            operator_log = (work / "operator.log").open("wb")
+            operator = subprocess.Popen(
+                [str(Path(sys.executable).parent / "fluxlora-operator")],
+                env=environment, stdout=operator_log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            try:
+                body = {
+                    "apiVersion": resource.API_VERSION,
+                    "kind": resource.KIND,
+                    "metadata": {"name": "portrait"},
+                    "spec": {
+                        "data": f"s3://{bucket}/datasets/portrait.zip",
+                        "baseModel": MODEL_PATH,
+                        "steps": 500,
+                        "resolution": 256,
+                    },
+                }
+                kube.request("POST", path(resource.KIND, NAMESPACE), body)
+                print(f"\n$ kubectl -n {NAMESPACE} get ltj -w")
+                print(f"{'NAME':<12}{'PHASE':<12}{'STEPS':<7}{'PROGRESS':<10}{'RANK':<6}AGE")
+                deadline, last = time.monotonic() + TIMEOUT_SECONDS, ""
+                item = {}
+                while time.monotonic() < deadline:
+                    item = kube.get(resource.KIND, NAMESPACE, "portrait") or {}
+                    row = table_row(item)
+                    if row.split()[:4] != last.split()[:4]:
+                        print(row, flush=True)
+                        last = row
+                    if (item.get("status") or {}).get("phase") in ("completed", "failed"):
+                        break
+                    time.sleep(1)
+                status = item.get("status") or {}
+                if status.get("phase") != "completed":
+                    print(f"\nthe run did not complete: {status.get('error') or 'timed out'}")
+                    return 1
+                print(f"\ncompleted in {status['timings']['inference'] / 1000:.1f} s; outputs:")
+                for url in status["outputs"]:
+                    print(f"  {url}")
+                if args.keep:
+                    print(f"\nstill running. Use it with:\n  export KUBECONFIG={plane.kubeconfig}\n"
+                          f"  kubectl -n {NAMESPACE} get ltj\nPress Ctrl-C to stop.")  # fmt: skip
+                    while True:
+                        time.sleep(3600)
+                return 0
+            except KeyboardInterrupt:
+                return 0
+            finally:
+                stop(operator)
+                operator_log.close()
+                agent.stop()
+                shutil.rmtree(agent_dir, ignore_errors=True)
+                print("\nstopped the operator, the node agent, MinIO and the control plane")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""A namespace ready to train in on the local control plane: the output store's credentials as
+a Secret, and a model-cache PersistentVolumeClaim holding the tiny model (used by the
+end-to-end tests and by `make demo`)."""
+
+import base64
+import shutil
+from pathlib import Path
+
+from fluxlora_operator.kube import Kube
+from tests.support.minio import S3Server
+from tests.support.node_agent import NodeAgent
+
+MODEL_CLAIM = "model-cache"
+CREDENTIALS = "s3-credentials"
+MODEL_PATH = "/models/tiny-flux"  # where the trainer pod sees the tiny model
+
+
+def create_namespace(kube: Kube, name: str) -> None:
+    kube.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+
+
+def store_credentials(kube: Kube, namespace: str, s3: S3Server) -> None:
+    keys = {k: v for k, v in s3.environment().items() if k != "AWS_ENDPOINT_URL"}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": CREDENTIALS},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()},
+    }
+    kube.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+
+
+def model_cache_claim(kube: Kube, agent: NodeAgent, namespace: str, model: Path) -> None:
+    """A bound PersistentVolumeClaim holding the model, as a model cache volume would."""
+    shutil.copytree(model, agent.workdir / "claims" / namespace / MODEL_CLAIM / "tiny-flux")
+    volume = f"{namespace}-{MODEL_CLAIM}"
+    kube.request(
+        "POST",
+        "/api/v1/persistentvolumes",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "hostPath": {"path": f"/models/{namespace}"},
+                "claimRef": {"namespace": namespace, "name": MODEL_CLAIM},
+            },
+        },
+    )
+    kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": MODEL_CLAIM},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+
+
+def operator_environment(s3: S3Server, bucket: str) -> dict[str, str]:
+    """The operator settings of a local site, as `fluxlora-operator` reads them."""
+    return {
+        "FLUXLORA_TRAINER_IMAGE": "flux-lora-trainer:local",
+        "FLUXLORA_DEFAULT_OUTPUT": f"s3://{bucket}/loras",
+        "FLUXLORA_OUTPUT_SECRET": CREDENTIALS,
+        "FLUXLORA_S3_ENDPOINT": s3.endpoint,
+        "FLUXLORA_MODEL_CACHE_PVC": MODEL_CLAIM,
+        "FLUXLORA_CPU_REQUEST": "1",
+        "FLUXLORA_MEMORY_REQUEST": "1Gi",
+        "FLUXLORA_MEMORY_LIMIT": "8Gi",
+        "FLUXLORA_RESYNC_SECONDS": "2",
+    }

@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
-.PHONY: help install deps-under-lock test lint format crds generate run demo clean
+.PHONY: help install deps-under-lock servers test lint format crds generate run demo clean
 
 help:
 	@echo "make demo    train a tiny LoRA end to end on a local control plane (DEMO_FLAGS=--keep)"
@@ -54,7 +54,11 @@ lint: $(STAMP)
 	$(DEPS)/bin/ruff check .
 	$(DEPS)/bin/ruff format --check .
 
-test: lint
+# The servers the tests run, built once per machine (minutes when cold, instant after).
+servers: $(STAMP)
+	$(BIN)/python -m tests.support.binaries
+
+test: lint servers
 	$(BIN)/python -m pytest
 
 format: $(STAMP)

@@ -119,3 +119,10 @@ def ensure_control_plane() -> dict[str, Path]:
 
     _build_once(directory, build)
     return {name: found[name] or directory / name for name in KUBE_PACKAGES}
+
+
+if __name__ == "__main__":
+    # `make test` builds the servers first, so no test's time limit includes a cold Go build.
+    print(ensure_minio())
+    for binary in ensure_control_plane().values():
+        print(binary)

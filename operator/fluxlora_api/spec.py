@@ -76,13 +76,13 @@ class TrainingParameters(ApiModel):
     caption_dropout: float = Field(0.05, ge=0, le=1)
     """Probability of training a step with an empty caption (helps the LoRA follow prompts)."""
     optimizer: Optimizer = "adamw"
-    """Optimizer: adamw, adamw8bit (bitsandbytes, CUDA only) or prodigy (learning-rate free)."""
+    """Optimizer: adamw, adamw8bit (bitsandbytes) or prodigy (learning-rate free)."""
     base_model: str = Field(DEFAULT_BASE_MODEL, pattern=BASE_MODEL_PATTERN, max_length=1024)
     """Base model: a Hugging Face repo id in diffusers layout or an absolute path to one inside the
     trainer pod (for example a mounted model cache)."""
     base_weights: BaseWeights = "bf16"
     """Precision of the frozen transformer weights: bf16 (as released), or int8 / nf4
-    (bitsandbytes, CUDA only) to fit 24 GB GPUs at some cost in quality and speed."""
+    (bitsandbytes) to fit 24 GB GPUs at some cost in quality and speed."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: much less GPU memory for about 20% more time."""
     checkpoint_every_steps: int = Field(250, ge=0, le=4000)

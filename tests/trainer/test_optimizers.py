@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.train_loop import build_optimizer, learning_rate_factor, warmup_steps
 
 
@@ -13,18 +12,15 @@ def one_step(optimizer, parameter):
     optimizer.step()
 
 
-@pytest.mark.parametrize("name", ["adamw", "prodigy"])
-def test_the_optimizers_that_run_anywhere_take_a_step(name):
-    parameter = torch.nn.Parameter(torch.zeros(8))
+@pytest.mark.parametrize("name", ["adamw", "adamw8bit", "prodigy"])
+def test_every_optimizer_takes_a_step(name):
+    # Large enough for bitsandbytes to keep its state in 8 bits (it keeps small tensors in 32).
+    parameter = torch.nn.Parameter(torch.zeros(8192))
     optimizer = build_optimizer(name, [parameter], lr=1.0 if name == "prodigy" else 0.1)
     one_step(optimizer, parameter)
     assert parameter.detach().abs().sum() > 0
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
-def test_8bit_adamw_without_a_gpu_is_bad_input_that_says_why():
-    with pytest.raises(BadInput, match="optimizer: adamw8bit runs only on CUDA GPUs"):
-        build_optimizer("adamw8bit", [torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    if name == "adamw8bit":
+        assert optimizer.state[parameter]["state1"].dtype == torch.uint8
 
 
 @pytest.mark.parametrize(("total", "warmup"), [(500, 50), (1000, 100), (4000, 100)])

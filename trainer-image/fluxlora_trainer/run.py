@@ -23,6 +23,7 @@ from fluxlora_trainer.limits import DatasetLimits
 from fluxlora_trainer.lora_formats import save_diffusers_lora, save_kohya_lora
 from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype
+from fluxlora_trainer.quantize import quantize_transformer
 from fluxlora_trainer.storage import open_destination
 from fluxlora_trainer.train_loop import LoRATrainer, StepReport
 
@@ -49,10 +50,12 @@ def run_training(
     dataset = open_dataset(config.data, workdir, config.effective_trigger_word, limits)
     device = training_device()
     dtype = weight_dtype(device)
-    pipeline = load_pipeline(config.base_model, dtype, config.base_weights)
+    pipeline = load_pipeline(config.base_model, dtype)
     data = prepare_training_data(
         pipeline, dataset.samples, config.resolution, limits.max_image_pixels, device, seed
     )
+    # After the encoders have left the GPU, so the two never share it.
+    quantize_transformer(pipeline.transformer, config.base_weights, device, dtype)
     trainer = LoRATrainer(pipeline.transformer, data, config, seed, device, dtype)
     history: list[StepReport] = []
     if resumed is not None:

@@ -62,8 +62,6 @@ def build_optimizer(name: str, parameters: list[torch.nn.Parameter], lr: float):
             raise BadInput(
                 "optimizer: adamw8bit needs bitsandbytes, which this image lacks"
             ) from None
-        if not torch.cuda.is_available():
-            raise BadInput("optimizer: adamw8bit runs only on CUDA GPUs")
         return bitsandbytes.optim.AdamW8bit(parameters, lr=lr, weight_decay=WEIGHT_DECAY)
     if name == "prodigy":
         try:
@@ -100,8 +98,7 @@ class LoRATrainer:
             parameter.data = parameter.data.float()
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        if not getattr(transformer, "is_quantized", False):  # quantized weights are placed
-            transformer.to(device)
+        transformer.to(device)
         transformer.train()
         self.optimizer = build_optimizer(config.optimizer, self.parameters, config.learning_rate)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -1,5 +1,7 @@
 """The optimizers spec.optimizer offers, where they can run."""
 
+import io
+
 import pytest
 import torch
 
@@ -29,3 +31,27 @@ def test_the_warmup_is_short_and_then_the_rate_is_constant(total, warmup):
     assert learning_rate_factor(0, total) == pytest.approx(1 / warmup)
     assert learning_rate_factor(warmup - 1, total) == 1.0
     assert learning_rate_factor(total - 1, total) == 1.0
+
+
+@pytest.mark.parametrize("name", ["adamw", "adamw8bit", "prodigy"])
+def test_every_optimizer_resumes_from_its_saved_state(name):
+    """A resumed run takes exactly the step the uninterrupted run would have taken."""
+    lr = 1.0 if name == "prodigy" else 0.1
+    parameter = torch.nn.Parameter(torch.zeros(8192))
+    optimizer = build_optimizer(name, [parameter], lr=lr)
+    one_step(optimizer, parameter)
+    buffer = io.BytesIO()
+    torch.save(
+        {"parameter": parameter.detach().clone(), "optimizer": optimizer.state_dict()}, buffer
+    )
+
+    optimizer.zero_grad()
+    one_step(optimizer, parameter)
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=False)
+    resumed = torch.nn.Parameter(saved["parameter"])
+    again = build_optimizer(name, [resumed], lr=lr)
+    again.load_state_dict(saved["optimizer"])
+    one_step(again, resumed)
+    assert torch.equal(resumed.detach(), parameter.detach())

@@ -7,34 +7,31 @@ prints the output URLs; and shuts everything down (--keep leaves it running).
 """
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import kubernetes  # noqa: E402
-import yaml  # noqa: E402
 
 from fluxlora_api import resource  # noqa: E402
-from fluxlora_api.crd import CRD_FILE  # noqa: E402
 from fluxlora_operator.kube import Kube, path  # noqa: E402
 from fluxlora_trainer.tiny_model import write_tiny_model  # noqa: E402
 from tests.support.binaries import CACHE  # noqa: E402
 from tests.support.control_plane import running_control_plane  # noqa: E402
 from tests.support.minio import running_minio  # noqa: E402
 from tests.support.node_agent import NodeAgent  # noqa: E402
+from tests.support.operator import operator_process  # noqa: E402
 from tests.support.processes import stop  # noqa: E402
 from tests.support.training_site import (  # noqa: E402
     MODEL_PATH,
     create_namespace,
+    install_crd,
     model_cache_claim,
     operator_environment,
     store_credentials,
@@ -45,24 +42,53 @@ NAMESPACE = "demo"
 TIMEOUT_SECONDS = 900
 
 
-def admin_client(plane) -> Kube:
-    configuration = kubernetes.client.Configuration(host=plane.server)
-    configuration.ssl_ca_cert = str(plane.ca_file)
-    configuration.api_key = {"BearerToken": plane.admin_token}
-    configuration.api_key_prefix = {"BearerToken": "Bearer"}
-    return Kube(kubernetes.client.ApiClient(configuration))
+def watch_until_done(plane, kube: Kube, name: str) -> dict:
+    """`kubectl get ltj -w` (the real kubectl) until the resource has ended."""
+    print(f"\n$ kubectl -n {NAMESPACE} get ltj -w", flush=True)
+    watch = subprocess.Popen(
+        [str(plane.kubectl_binary), "--kubeconfig", str(plane.kubeconfig),
+         "-n", NAMESPACE, "get", "ltj", "-w"]
+    )  # fmt: skip
+    deadline, item = time.monotonic() + TIMEOUT_SECONDS, {}
+    try:
+        while time.monotonic() < deadline:
+            item = kube.get(resource.KIND, NAMESPACE, name) or {}
+            if (item.get("status") or {}).get("phase") in ("completed", "failed"):
+                time.sleep(1)  # let kubectl print the last row
+                break
+            time.sleep(1)
+    finally:
+        stop(watch)
+    return item
 
 
-def table_row(item: dict) -> str:
-    """`kubectl get ltj` columns: NAME PHASE STEPS PROGRESS RANK AGE."""
-    status, spec, meta = item.get("status") or {}, item["spec"], item["metadata"]
-    created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
-    age = int((datetime.now(UTC) - created).total_seconds())
-    progress = (status.get("progress") or {}).get("step", "")
-    return (
-        f"{meta['name']:<12}{status.get('phase', ''):<12}{spec['steps']:<7}"
-        f"{progress!s:<10}{spec['loraRank']:<6}{age}s"
-    )
+def train_and_show(plane, kube: Kube, bucket: str, keep: bool) -> int:
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": "portrait"},
+        "spec": {
+            "data": f"s3://{bucket}/datasets/portrait.zip",
+            "baseModel": MODEL_PATH,
+            "steps": 500,
+            "resolution": 256,
+        },
+    }
+    kube.request("POST", path(resource.KIND, NAMESPACE), body)
+    status = watch_until_done(plane, kube, "portrait").get("status") or {}
+    if status.get("phase") != "completed":
+        print(f"\nthe run did not complete: {status.get('error') or 'timed out'}")
+        return 1
+    print(f"\ncompleted in {status['timings']['inference'] / 1000:.1f} s; outputs:")
+    for url in status["outputs"]:
+        print(f"  {url}")
+    if keep:
+        print(f"\nstill running. Use it with:\n  export KUBECONFIG={plane.kubeconfig}\n"
+              f"  {plane.kubectl_binary} -n {NAMESPACE} get ltj\n"
+              "Press Ctrl-C to stop.")  # fmt: skip
+        while True:
+            time.sleep(3600)
+    return 0
 
 
 def main() -> int:
@@ -77,9 +103,8 @@ def main() -> int:
             running_control_plane(work / "control-plane") as plane,
             running_minio(work / "minio") as s3,
         ):
-            kube = admin_client(plane)
-            crd = yaml.safe_load((ROOT / "crds" / CRD_FILE).read_text())
-            kube.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            kube = plane.admin()
+            install_crd(kube)
             agent_dir = CACHE / "node-agent" / f"demo-{uuid.uuid4().hex[:6]}"
             agent = NodeAgent(kube, "gpu-node-1", agent_dir, plane.server, plane.ca_file).start()
             create_namespace(kube, NAMESPACE)
@@ -94,62 +119,14 @@ def main() -> int:
             s3.client().upload_file(str(dataset), bucket, "datasets/portrait.zip")
             print(f"dataset uploaded: s3://{bucket}/datasets/portrait.zip (5 images, 1 caption)")
 
-            environment = {
-                **os.environ,
-                **operator_environment(s3, bucket),
-                "KUBECONFIG": str(plane.kubeconfig),
-                "FLUXLORA_METRICS_PORT": "0",
-                "FLUXLORA_HEALTH_PORT": "0",
-            }
-            operator_log = (work / "operator.log").open("wb")
-            operator = subprocess.Popen(
-                [str(Path(sys.executable).parent / "fluxlora-operator")],
-                env=environment, stdout=operator_log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
             try:
-                body = {
-                    "apiVersion": resource.API_VERSION,
-                    "kind": resource.KIND,
-                    "metadata": {"name": "portrait"},
-                    "spec": {
-                        "data": f"s3://{bucket}/datasets/portrait.zip",
-                        "baseModel": MODEL_PATH,
-                        "steps": 500,
-                        "resolution": 256,
-                    },
-                }
-                kube.request("POST", path(resource.KIND, NAMESPACE), body)
-                print(f"\n$ kubectl -n {NAMESPACE} get ltj -w")
-                print(f"{'NAME':<12}{'PHASE':<12}{'STEPS':<7}{'PROGRESS':<10}{'RANK':<6}AGE")
-                deadline, last = time.monotonic() + TIMEOUT_SECONDS, ""
-                item = {}
-                while time.monotonic() < deadline:
-                    item = kube.get(resource.KIND, NAMESPACE, "portrait") or {}
-                    row = table_row(item)
-                    if row.split()[:4] != last.split()[:4]:
-                        print(row, flush=True)
-                        last = row
-                    if (item.get("status") or {}).get("phase") in ("completed", "failed"):
-                        break
-                    time.sleep(1)
-                status = item.get("status") or {}
-                if status.get("phase") != "completed":
-                    print(f"\nthe run did not complete: {status.get('error') or 'timed out'}")
-                    return 1
-                print(f"\ncompleted in {status['timings']['inference'] / 1000:.1f} s; outputs:")
-                for url in status["outputs"]:
-                    print(f"  {url}")
-                if args.keep:
-                    print(f"\nstill running. Use it with:\n  export KUBECONFIG={plane.kubeconfig}\n"
-                          f"  kubectl -n {NAMESPACE} get ltj\nPress Ctrl-C to stop.")  # fmt: skip
-                    while True:
-                        time.sleep(3600)
-                return 0
+                with operator_process(
+                    plane.kubeconfig, operator_environment(s3, bucket), work / "operator.log"
+                ):
+                    return train_and_show(plane, kube, bucket, args.keep)
             except KeyboardInterrupt:
                 return 0
             finally:
-                stop(operator)
-                operator_log.close()
                 agent.stop()
                 shutil.rmtree(agent_dir, ignore_errors=True)
                 print("\nstopped the operator, the node agent, MinIO and the control plane")

@@ -1,21 +1,18 @@
 """Fixtures shared by every test folder."""
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import kmock
-import kubernetes
 import pytest
 import pytest_asyncio
-import yaml
 
-from fluxlora_api.crd import CRD_FILE
 from fluxlora_operator.kube import Kube
 from tests.handlers.emulator import ApiServerEmulator
 from tests.support.control_plane import ControlPlane, running_control_plane
 from tests.support.minio import S3Server, running_minio
+from tests.support.training_site import create_namespace, install_crd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,11 +61,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 @pytest.fixture(scope="session")
 def cluster_admin(control_plane: ControlPlane) -> Kube:
     """The admin's client of the real control plane, with the CRD installed."""
-    configuration = kubernetes.client.Configuration(host=control_plane.server)
-    configuration.ssl_ca_cert = str(control_plane.ca_file)
-    configuration.api_key = {"BearerToken": control_plane.admin_token}
-    configuration.api_key_prefix = {"BearerToken": "Bearer"}
-    kube = Kube(kubernetes.client.ApiClient(configuration))
+    kube = control_plane.admin()
     install_crd(kube)
     return kube
 
@@ -77,26 +70,6 @@ def cluster_admin(control_plane: ControlPlane) -> Kube:
 def namespace(cluster_admin: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of its own for each test on the real control plane."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    cluster_admin.request(
-        "POST",
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
+    create_namespace(cluster_admin, name)
     yield name
     cluster_admin.request("DELETE", f"/api/v1/namespaces/{name}")
-
-
-def install_crd(kube: Kube) -> None:
-    crd = yaml.safe_load((ROOT / "crds" / CRD_FILE).read_text())
-    url = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    kube.request("POST", url, crd)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = kube.request("GET", f"{url}/{crd['metadata']['name']}").get("status") or {}
-        if any(
-            c["type"] == "Established" and c["status"] == "True"
-            for c in status.get("conditions") or []
-        ):
-            return
-        time.sleep(0.2)
-    raise RuntimeError("the CRD was not established")

@@ -1,4 +1,6 @@
-"""The LoRATrainingJob API as the real kube-apiserver enforces it."""
+"""The LoRATrainingJob API as the real kube-apiserver enforces it, and as kubectl shows it."""
+
+from pathlib import Path
 
 import pytest
 
@@ -6,6 +8,7 @@ from fluxlora_api import resource
 from fluxlora_operator.kube import ApiError, path
 
 pytestmark = pytest.mark.timeout(300)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def create(kube, namespace: str, spec: dict, name: str = "portrait") -> dict:
@@ -87,3 +90,67 @@ def test_status_is_a_subresource(cluster_admin, namespace):
         content_type="application/merge-patch+json",
     )
     assert ignored["status"]["phase"] == "processing"  # status changes only through /status
+
+
+def test_kubectl_applies_the_example_and_shows_the_columns_and_field_docs(
+    control_plane, cluster_admin, namespace
+):
+    applied = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", str(ROOT / "examples" / "minimal.yaml")
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert "loratrainingjob.fluxlora.dev/portrait created" in applied.stdout
+
+    cluster_admin.patch_status(namespace, "portrait", {"phase": "processing"})
+    table = control_plane.kubectl("get", "ltj", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "STEPS", "PROGRESS", "RANK", "AGE"]
+    assert table[1].split()[:3] == ["portrait", "processing", "1000"]
+    # The short name, and the categories shared with the other fluxlora resources.
+    listed = control_plane.kubectl("get", "fluxlora", "-n", namespace, "-o", "name").stdout
+    assert listed.strip() == "loratrainingjob.fluxlora.dev/portrait"
+
+    explained = control_plane.kubectl("explain", "loratrainingjob.spec.loraRank")
+    assert explained.returncode == 0, explained.stderr
+    assert "integer" in explained.stdout and "rank" in explained.stdout.lower()
+
+
+def test_a_user_without_a_role_binding_cannot_submit_until_granted(
+    control_plane, cluster_admin, namespace
+):
+    def can_i(verb: str) -> str:
+        answer = control_plane.kubectl(
+            "auth", "can-i", verb, "loratrainingjobs.fluxlora.dev", "-n", namespace, user="alice"
+        )
+        return answer.stdout.strip()
+
+    denied = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", str(ROOT / "examples" / "minimal.yaml"), user="alice"
+    )
+    assert denied.returncode != 0 and "forbidden" in denied.stderr
+    assert can_i("create") == "no"
+
+    rules = [{"apiGroups": [resource.GROUP], "resources": [resource.PLURAL], "verbs": ["*"]}]
+    cluster_admin.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "trainers"}, "rules": rules},
+    )  # fmt: skip
+    cluster_admin.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "alice-trains"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trainers"},
+         "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}]},
+    )  # fmt: skip
+    assert can_i("create") == "yes"
+    granted = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", str(ROOT / "examples" / "minimal.yaml"), user="alice"
+    )
+    assert granted.returncode == 0, granted.stderr
+    # The grant is for this namespace only.
+    elsewhere = control_plane.kubectl(
+        "auth", "can-i", "create", "loratrainingjobs.fluxlora.dev", "-n", "default", user="alice"
+    )
+    assert elsewhere.stdout.strip() == "no"

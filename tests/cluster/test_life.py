@@ -78,13 +78,15 @@ class Site:
 
 
 @pytest.fixture
-async def site(control_plane, cluster_admin, namespace, node, tiny_model, s3_server):
+async def site(request, control_plane, cluster_admin, namespace, node, tiny_model, s3_server):
+    """Operator settings can be changed per test with @pytest.mark.operator_env(NAME=value)."""
     bucket = f"e2e-{uuid.uuid4().hex[:8]}"
     s3 = s3_server.client()
     s3.create_bucket(Bucket=bucket)
     store_credentials(cluster_admin, namespace, s3_server)
     model_cache_claim(cluster_admin, node, namespace, tiny_model)
-    environment = operator_environment(s3_server, bucket)
+    marker = request.node.get_closest_marker("operator_env")
+    environment = {**operator_environment(s3_server, bucket), **(marker.kwargs if marker else {})}
     settings = load_settings([], environment)
     connection = kopf.ConnectionInfo(
         server=control_plane.server,
@@ -164,3 +166,54 @@ async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, 
     site.s3.download_file(site.bucket, key, str(loss))
     steps = [int(row.split(",")[0]) for row in loss.read_text().splitlines()[1:]]
     assert steps == list(range(1, 1501))
+
+
+async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_path):
+    site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
+    site.submit("first", "data/p.zip")
+    await eventually(
+        lambda: site.status("first").get("phase") == "processing", "first trains", timeout=120
+    )
+    site.submit("second", "data/p.zip")
+
+    def waiting_for_a_gpu() -> dict | None:
+        status = site.status("second")
+        conditions = {c["type"]: c for c in status.get("conditions") or []}
+        scheduled = conditions.get("Scheduled") or {}
+        return status if scheduled.get("reason") == "Unschedulable" else None
+
+    second = await eventually(waiting_for_a_gpu, "the second waits for the GPU", timeout=60)
+    assert second["phase"] == "created"
+    scheduled = next(c for c in second["conditions"] if c["type"] == "Scheduled")
+    assert "Insufficient nvidia.com/gpu" in scheduled["message"]
+
+    first = await site.final("first")
+    assert first["phase"] == "completed", first.get("error")
+    second = await site.final("second")
+    assert second["phase"] == "completed", second.get("error")
+    assert second["startTime"] >= first["completionTime"]  # it got the GPU when it was free
+    scheduled = next(c for c in second["conditions"] if c["type"] == "Scheduled")
+    assert scheduled["status"] == "True"
+
+
+@pytest.mark.operator_env(
+    FLUXLORA_TRAINER_IMAGE="registry.example/flux-lora-trainer:no-such-tag",
+    FLUXLORA_IMAGE_PULL_GRACE_SECONDS="2",
+)
+async def test_an_image_that_cannot_be_pulled_fails_and_frees_the_gpu(site, node):
+    node.images = frozenset({"flux-lora-trainer:local"})
+    site.submit("portrait", "data/never-read.zip")
+    final = await site.final("portrait")
+    assert final["phase"] == "failed"
+    assert "ImagePullBackOff" in final["error"]
+    assert "registry.example/flux-lora-trainer:no-such-tag" in final["error"]
+    # The Job is deleted so its pod stops holding the node's only GPU.
+    await eventually(
+        lambda: (
+            not site.kube.list_objects(
+                "Pod", site.namespace, f"{naming.LABEL_TRAINING_JOB}=portrait"
+            )
+        ),
+        "the pod is gone",
+    )
+    assert site.kube.get("Job", site.namespace, naming.job_name("portrait")) is None

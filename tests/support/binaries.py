@@ -15,13 +15,15 @@ from pathlib import Path
 
 # One place for every pinned version. MinIO publishes no semver tags: this pseudo-version is
 # its RELEASE of 2026-02-12. Kubernetes is pinned by the k8s.io/kubernetes line of
-# k8s-build/go.mod (etcd comes from the same module graph).
+# k8s-build/go.mod (etcd and kubectl come from the same module graph).
 MINIO = ("github.com/minio/minio", "v0.0.0-20260212201848-7aac2a2c5b7c")
+HELM = ("helm.sh/helm/v4/cmd/helm", "v4.3.1")
 KUBE_BUILD = Path(__file__).with_name("k8s-build")
 KUBE_PACKAGES = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
 CACHE = Path(os.environ.get("FLUXLORA_CACHE", Path.home() / ".cache" / "flux-lora-operator"))
@@ -71,19 +73,27 @@ def _run(command: list[str], **options) -> None:
         raise BinaryUnavailable(f"{' '.join(command[:3])} failed:\n{result.stderr[-3000:]}")
 
 
-def ensure_minio() -> Path:
-    override = _override("minio")
+def _go_install(name: str, package: str, version: str) -> Path:
+    """`go install package@version` once per machine, unless TEST_ASSET_<NAME> names one."""
+    override = _override(name)
     if override:
         return override
-    module, version = MINIO
-    directory = CACHE / "bin" / f"minio-{version}"
+    directory = CACHE / "bin" / f"{name}-{version}"
 
     def build(staging: Path) -> None:
         environment = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"}
-        _run([_go(), "install", f"{module}@{version}"], env=environment)
+        _run([_go(), "install", f"{package}@{version}"], env=environment)
 
     _build_once(directory, build)
-    return directory / "minio"
+    return directory / name
+
+
+def ensure_minio() -> Path:
+    return _go_install("minio", *MINIO)
+
+
+def ensure_helm() -> Path:
+    return _go_install("helm", *HELM)
 
 
 def kubernetes_version() -> str:
@@ -96,12 +106,14 @@ def kubernetes_version() -> str:
 
 
 def ensure_control_plane() -> dict[str, Path]:
-    """kube-apiserver, kube-controller-manager, kube-scheduler and etcd."""
+    """kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd."""
     found = {name: _override(name) for name in KUBE_PACKAGES}
     if all(found.values()):
         return found  # type: ignore[return-value]
     version = kubernetes_version()
-    pins = hashlib.sha256((KUBE_BUILD / "go.sum").read_bytes()).hexdigest()[:8]
+    pins = hashlib.sha256(
+        (KUBE_BUILD / "go.sum").read_bytes() + " ".join(KUBE_PACKAGES).encode()
+    ).hexdigest()[:8]
     directory = CACHE / "bin" / f"kubernetes-{version}-{pins}"
     major, minor = version[1:].split(".")[:2]
     flags = " ".join(
@@ -124,5 +136,6 @@ def ensure_control_plane() -> dict[str, Path]:
 if __name__ == "__main__":
     # `make test` builds the servers first, so no test's time limit includes a cold Go build.
     print(ensure_minio())
+    print(ensure_helm())
     for binary in ensure_control_plane().values():
         print(binary)

@@ -1,7 +1,8 @@
 """A real Kubernetes control plane for the tests: etcd, kube-apiserver (TLS, RBAC and Node
 authorizers, default admission plugins, service-account issuer and keys, token credentials for
-an admin), kube-controller-manager (job, garbage-collector, namespace, service-account-token and
-the other default controllers) and kube-scheduler. No node runs pods yet."""
+an admin and for test users with no rights of their own), kube-controller-manager (job,
+garbage-collector, namespace, service-account-token and the other default controllers),
+kube-scheduler, and kubectl to drive it. Pods run on the node agent (node_agent.py)."""
 
 import secrets
 import subprocess
@@ -11,14 +12,17 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import kubernetes
 import urllib3
 import yaml
 
+from fluxlora_operator.kube import Kube
 from tests.support.binaries import ensure_control_plane
 from tests.support.minio import free_port
 from tests.support.processes import stop
 
 START_TIMEOUT_SECONDS = 120
+TEST_USERS = ("alice", "bob")  # authenticated, in no group with rights: RBAC grants them all
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,29 @@ class ControlPlane:
     admin_token: str
     kubeconfig: Path
     signing_key: Path
+    kubectl_binary: Path
+    user_tokens: dict[str, str]
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        """An official-client ApiClient of this plane with the admin's credentials."""
+        configuration = kubernetes.client.Configuration(host=self.server)
+        configuration.ssl_ca_cert = str(self.ca_file)
+        configuration.api_key = {"BearerToken": self.admin_token}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        return kubernetes.client.ApiClient(configuration)
+
+    def admin(self) -> Kube:
+        """The operator's own client layer over `api_client()`."""
+        return Kube(self.api_client())
+
+    def kubectl(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
+        """Run kubectl against this plane, as the admin or as one of the test users."""
+        command = [str(self.kubectl_binary), "--kubeconfig", str(self.kubeconfig)]
+        if user is not None:
+            command += ["--token", self.user_tokens[user]]
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, timeout=120, check=False
+        )
 
 
 def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
@@ -92,7 +119,11 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
         capture_output=True,
     )
     admin_token = secrets.token_hex(16)
-    (workdir / "tokens.csv").write_text(f"{admin_token},admin,admin,system:masters\n")
+    user_tokens = {user: secrets.token_hex(16) for user in TEST_USERS}
+    (workdir / "tokens.csv").write_text(
+        f"{admin_token},admin,admin,system:masters\n"
+        + "".join(f"{token},{user},{user}\n" for user, token in user_tokens.items())
+    )
     etcd_client, etcd_peer, api_port = free_port(), free_port(), free_port()
     server = f"https://127.0.0.1:{api_port}"
     ca_file = certs / "apiserver.crt"
@@ -166,4 +197,6 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
                 workdir / "kube-scheduler.log",
             )
         )  # fmt: skip
-        yield ControlPlane(server, ca_file, admin_token, kubeconfig, key)
+        yield ControlPlane(
+            server, ca_file, admin_token, kubeconfig, key, binaries["kubectl"], user_tokens
+        )

@@ -9,11 +9,15 @@ API server, and the termination-message file. It reports the pod's life (Pending
 Succeeded/Failed, exit codes, termination messages) and honours deletion (SIGTERM, grace,
 SIGKILL), then removes the pod as the kubelet does.
 
-Images cannot run here: the container's command runs with the project's own Python
-environment, whose bin folder is put first on PATH, as the agent's own user (root: the mount
-namespace needs it), ignoring the pod's securityContext. The mounts are private, but their mount
-points (/scratch, /models, /var/run/secrets/..., /dev/termination-log) are created on the host as
-empty directories and an empty file if missing.
+Images cannot run here: the agent knows image names only. Given a set of `images` (its
+"registry"), a pod whose image is not in it waits in ImagePullBackOff as on a real node; by
+default every image "pulls". `programs` maps an image to a command run instead of the
+container's (the benchmarks' trainer that finishes at once). The container's command runs with
+the project's own Python environment, whose bin folder is put first on PATH, as the agent's own
+user (root: the mount namespace needs it), ignoring the pod's securityContext. The mounts are
+private, but their mount points (/scratch, /models, /var/run/secrets/...,
+/dev/termination-log) are created on the host as empty directories and an empty file if
+missing.
 """
 
 import base64
@@ -69,13 +73,24 @@ class NodeAgent:
         gpus: int = 1,
         cpu: str = "16",
         memory: str = "64Gi",
+        images: frozenset[str] | None = None,
+        programs: dict[str, list[str]] | None = None,
+        max_pods: int = 110,
     ) -> None:
         self.kube = kube
         self.name = name
         self.workdir = workdir
         self.server = server
         self.ca_file = ca_file
-        self.capacity = {"cpu": cpu, "memory": memory, "pods": "110", "nvidia.com/gpu": str(gpus)}
+        self.capacity = {
+            "cpu": cpu,
+            "memory": memory,
+            "pods": str(max_pods),
+            "nvidia.com/gpu": str(gpus),
+        }
+        self.images = images
+        self.programs = programs or {}
+        self.waiting: set[str] = set()  # pods whose image is missing (reported once)
         self.pods: dict[str, RunningPod] = {}
         self.finished: set[str] = set()
         self._stop = threading.Event()
@@ -210,13 +225,14 @@ class NodeAgent:
                     self._kill(running, grace)
                     self._report_exit(running)
                 self._remove(pod)
-            elif running is None and uid not in self.finished:
+            elif running is None and uid not in self.finished and uid not in self.waiting:
                 self._start(pod)
             elif running is not None and running.process.poll() is not None:
                 self._report_exit(running)
         for uid in [u for u in self.pods if u not in present]:
             self._kill(self.pods[uid], grace=0)
             self.pods.pop(uid, None)
+        self.waiting &= present
 
     def _remove(self, pod: dict) -> None:
         meta = pod["metadata"]
@@ -231,38 +247,47 @@ class NodeAgent:
                 raise
         self.pods.pop(meta["uid"], None)
 
+    def _wait(self, pod: dict, container: dict, reason: str, message: str) -> None:
+        """A container that cannot start: Pending, with the kubelet's reason and message."""
+        state = {"waiting": {"reason": reason, "message": message}}
+        self._patch_status(
+            pod,
+            {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": container.get("image", ""),
+                        "imageID": "",
+                        "state": state,
+                    }
+                ],
+            },
+        )
+
     def _start(self, pod: dict) -> None:
         meta, spec = pod["metadata"], pod["spec"]
         container = spec["containers"][0]
+        image = container.get("image", "")
+        if self.images is not None and image not in self.images:
+            message = f'Back-off pulling image "{image}": ErrImagePull: {image}: not found'
+            self._wait(pod, container, "ImagePullBackOff", message)
+            self.waiting.add(meta["uid"])  # the registry will not change: report it once
+            return
         folder = self.workdir / meta["uid"]
         folder.mkdir(parents=True, exist_ok=True)
         try:
             env = self._environment(pod, container)
             script = self._mount_script(pod, container, folder)
         except Exception as error:  # a missing Secret and the like: the kubelet waits
-            self._patch_status(
-                pod,
-                {
-                    "phase": "Pending",
-                    "containerStatuses": [
-                        {
-                            "name": container["name"],
-                            "ready": False,
-                            "restartCount": 0,
-                            "image": container.get("image", ""),
-                            "imageID": "",
-                            "state": {
-                                "waiting": {
-                                    "reason": "CreateContainerConfigError",
-                                    "message": str(error),
-                                }
-                            },
-                        }
-                    ],
-                },
-            )
+            self._wait(pod, container, "CreateContainerConfigError", str(error))
             return
-        command = [*container.get("command", []), *container.get("args", [])]
+        command = self.programs.get(image) or [
+            *container.get("command", []),
+            *container.get("args", []),
+        ]
         log = (folder / "container.log").open("wb")
         process = subprocess.Popen(
             [

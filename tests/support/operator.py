@@ -1,10 +1,15 @@
-"""The operator embedded in a test, as kopf documents it: its own thread and event loop,
-stopped by a flag, run with the options `fluxlora-operator` derives from its settings."""
+"""The operator in tests: embedded as kopf documents it (its own thread and event loop, stopped
+by a flag, run with the options `fluxlora-operator` derives from its settings), or as the
+installed command in a process of its own."""
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -15,6 +20,7 @@ from fluxlora_operator.main import operator_options
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
 from fluxlora_operator.settings import OperatorSettings
+from tests.support.processes import stop
 
 
 @contextlib.asynccontextmanager
@@ -48,3 +54,22 @@ async def embedded_operator(
         stop.set()
         await asyncio.to_thread(thread.join, 30)
     assert not thread.is_alive(), "the operator did not stop"
+
+
+@contextlib.contextmanager
+def operator_process(kubeconfig: Path, environment: dict[str, str], log: Path) -> Iterator:
+    """The installed `fluxlora-operator` command as a process of its own (as in a pod), with
+    FLUXLORA_* settings from `environment`; its output goes to `log`."""
+    command = [str(Path(sys.executable).parent / "fluxlora-operator")]
+    settings = {"FLUXLORA_METRICS_PORT": "0", "FLUXLORA_HEALTH_PORT": "0", **environment}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **settings, "KUBECONFIG": str(kubeconfig)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            stop(process)

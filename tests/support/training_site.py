@@ -4,15 +4,37 @@ end-to-end tests and by `make demo`)."""
 
 import base64
 import shutil
+import time
 from pathlib import Path
 
+import yaml
+
+from fluxlora_api.crd import CRD_FILE
 from fluxlora_operator.kube import Kube
 from tests.support.minio import S3Server
 from tests.support.node_agent import NodeAgent
 
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
 MODEL_CLAIM = "model-cache"
 CREDENTIALS = "s3-credentials"
 MODEL_PATH = "/models/tiny-flux"  # where the trainer pod sees the tiny model
+
+
+def install_crd(kube: Kube) -> None:
+    """Install the LoRATrainingJob CRD and wait until the API server serves it."""
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    url = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    kube.request("POST", url, crd)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = kube.request("GET", f"{url}/{crd['metadata']['name']}").get("status") or {}
+        if any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in status.get("conditions") or []
+        ):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the CRD was not established")
 
 
 def create_namespace(kube: Kube, name: str) -> None:

@@ -1,0 +1,217 @@
+"""How the operator keeps up with many resources, on the real local control plane.
+
+N LoRATrainingJobs are created at once; their trainer "finishes at once" (the node agent runs a
+program for the trainer image that writes a result and exits). Reported: from resource creation
+to Job creation, and from Job completion to `completed` in the resource's status (p50/p99/max,
+seen through watches), the total wall time, and the peak RSS of the `fluxlora-operator` process.
+
+    .venv/bin/python benchmarks/operator_scale.py --count 300
+"""
+
+import argparse
+import json
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import kubernetes  # noqa: E402
+
+from fluxlora_api import contract, resource  # noqa: E402
+from fluxlora_operator import naming  # noqa: E402
+from fluxlora_operator.kube import Kube, path  # noqa: E402
+from tests.support.binaries import CACHE  # noqa: E402
+from tests.support.control_plane import ControlPlane, running_control_plane  # noqa: E402
+from tests.support.node_agent import NodeAgent  # noqa: E402
+from tests.support.operator import operator_process  # noqa: E402
+from tests.support.training_site import create_namespace, install_crd  # noqa: E402
+
+INSTANT_TRAINER = "instant-trainer:benchmark"
+RESULT = {"outputs": ["s3://benchmark/lora.safetensors"], "timings": {"inference": 1}}
+TIMEOUT_SECONDS = 1800
+
+
+@dataclass
+class Timeline:
+    """Client-side clock readings per resource name."""
+
+    created: dict[str, float] = field(default_factory=dict)
+    job_created: dict[str, float] = field(default_factory=dict)
+    job_complete: dict[str, float] = field(default_factory=dict)
+    completed: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def first(self, readings: dict[str, float], name: str) -> None:
+        with self.lock:
+            readings.setdefault(name, time.monotonic())
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50, p99 and max in milliseconds."""
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000),
+        "p99_ms": round(p99 * 1000),
+        "max_ms": round(ordered[-1] * 1000),
+    }
+
+
+def _watch_jobs(api: kubernetes.client.ApiClient, namespace: str, timeline: Timeline, stop):
+    batch = kubernetes.client.BatchV1Api(api)
+    while not stop.is_set():
+        watch = kubernetes.watch.Watch()
+        for event in watch.stream(
+            batch.list_namespaced_job,
+            namespace,
+            label_selector=naming.MANAGED_SELECTOR,
+            timeout_seconds=5,
+        ):
+            job = event["object"]
+            name = job.metadata.labels[naming.LABEL_TRAINING_JOB]
+            timeline.first(timeline.job_created, name)
+            conditions = (job.status and job.status.conditions) or []
+            if any(c.type == "Complete" and c.status == "True" for c in conditions):
+                timeline.first(timeline.job_complete, name)
+            if stop.is_set():
+                watch.stop()
+
+
+def _watch_resources(api: kubernetes.client.ApiClient, namespace: str, timeline, stop):
+    custom = kubernetes.client.CustomObjectsApi(api)
+    while not stop.is_set():
+        watch = kubernetes.watch.Watch()
+        for event in watch.stream(
+            custom.list_namespaced_custom_object,
+            resource.GROUP,
+            resource.VERSION,
+            namespace,
+            resource.PLURAL,
+            timeout_seconds=5,
+        ):
+            item = event["object"]
+            if (item.get("status") or {}).get("phase") == "completed":
+                timeline.first(timeline.completed, item["metadata"]["name"])
+            if stop.is_set():
+                watch.stop()
+
+
+def _resource(name: str) -> dict:
+    return {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": name},
+        "spec": {"data": "s3://benchmark/dataset.zip"},
+    }
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
+    """Run `count` resources through the operator on `plane` (the CRD installed); the report."""
+    namespace = f"scale-{uuid.uuid4().hex[:6]}"
+    node_dir = CACHE / "node-agent" / namespace  # not under /tmp: pods get their own /tmp
+    create_namespace(kube, namespace)
+    message = shlex.quote(json.dumps(RESULT))
+    program = ["sh", "-c", f"printf %s {message} > {contract.TERMINATION_MESSAGE_PATH}"]
+    agent = NodeAgent(
+        kube,
+        f"scale-node-{namespace}",
+        node_dir,
+        plane.server,
+        plane.ca_file,
+        gpus=count,
+        cpu=str(count),
+        memory=f"{count}Gi",
+        programs={INSTANT_TRAINER: program},
+        max_pods=count + 10,
+    ).start()
+    environment = {
+        "FLUXLORA_TRAINER_IMAGE": INSTANT_TRAINER,
+        "FLUXLORA_DEFAULT_OUTPUT": "s3://benchmark/loras",
+        "FLUXLORA_NAMESPACES": namespace,
+        "FLUXLORA_CPU_REQUEST": "100m",
+        "FLUXLORA_MEMORY_REQUEST": "64Mi",
+        "FLUXLORA_MEMORY_LIMIT": "128Mi",
+    }
+    timeline, stop = Timeline(), threading.Event()
+    api = plane.api_client()
+    watchers = [
+        threading.Thread(target=target, args=(api, namespace, timeline, stop), daemon=True)
+        for target in (_watch_jobs, _watch_resources)
+    ]
+    try:
+        with operator_process(plane.kubeconfig, environment, workdir / "operator.log") as operator:
+            for watcher in watchers:
+                watcher.start()
+            time.sleep(2)  # the operator and the watches are listening
+
+            def create(name: str) -> None:
+                timeline.first(timeline.created, name)
+                kube.request("POST", path(resource.KIND, namespace), _resource(name))
+
+            started = time.monotonic()
+            names = [f"lora-{i:04d}" for i in range(count)]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(create, names))
+            deadline = started + TIMEOUT_SECONDS
+            while len(timeline.completed) < count and time.monotonic() < deadline:
+                if operator.poll() is not None:
+                    raise RuntimeError(f"the operator exited; see {workdir / 'operator.log'}")
+                time.sleep(0.5)
+            wall = time.monotonic() - started
+            peak_rss = _peak_rss_mib(operator.pid)
+    finally:
+        stop.set()
+        agent.stop()
+        for watcher in watchers:
+            watcher.join(timeout=10)
+        kube.request("DELETE", f"/api/v1/namespaces/{namespace}")
+        shutil.rmtree(node_dir, ignore_errors=True)
+    done = [n for n in names if n in timeline.completed]
+    if len(done) < count:
+        raise RuntimeError(f"only {len(done)} of {count} resources completed")
+    return {
+        "resources": count,
+        "creation_to_job": percentiles(
+            [timeline.job_created[n] - timeline.created[n] for n in done]
+        ),
+        "job_complete_to_completed": percentiles(
+            [timeline.completed[n] - timeline.job_complete[n] for n in done]
+        ),
+        "wall_seconds": round(wall, 1),
+        "operator_peak_rss_mib": round(peak_rss, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300, help="how many resources (default 300)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fluxlora-scale-") as folder:
+        work = Path(folder)
+        with running_control_plane(work / "control-plane") as plane:
+            kube = plane.admin()
+            install_crd(kube)
+            report = measure(plane, kube, args.count, work)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

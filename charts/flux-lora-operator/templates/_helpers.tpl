@@ -1,0 +1,64 @@
+{{/* The release's full name, at most 63 characters (a DNS label). */}}
+{{- define "fluxlora.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fluxlora.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "fluxlora.labels" -}}
+{{ include "fluxlora.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "fluxlora.serviceAccountName" -}}
+{{- default (include "fluxlora.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The operator's settings as FLUXLORA_* variables; unset values leave the operator's defaults. */}}
+{{- define "fluxlora.env" -}}
+{{- $v := .Values -}}
+{{- $settings := dict
+    "LOG_LEVEL" $v.logLevel
+    "METRICS_PORT" $v.metrics.port
+    "HEALTH_PORT" $v.health.port
+    "NAMESPACES" (join "," $v.watchNamespaces)
+    "PEERING" (ternary $v.peering.name "" $v.peering.enabled)
+    "TRAINER_IMAGE" $v.trainer.image
+    "TRAINER_IMAGE_PULL_POLICY" $v.trainer.imagePullPolicy
+    "IMAGE_PULL_SECRETS" $v.trainer.imagePullSecrets
+    "GPU_RESOURCE" $v.trainer.gpuResource
+    "CPU_REQUEST" $v.trainer.cpuRequest
+    "MEMORY_REQUEST" $v.trainer.memoryRequest
+    "MEMORY_LIMIT" $v.trainer.memoryLimit
+    "NODE_SELECTOR" $v.trainer.nodeSelector
+    "TOLERATIONS" $v.trainer.tolerations
+    "PRIORITY_CLASS_NAME" $v.trainer.priorityClassName
+    "RUNTIME_CLASS_NAME" $v.trainer.runtimeClassName
+    "DEFAULT_OUTPUT" $v.output.default
+    "S3_ENDPOINT" $v.output.s3Endpoint
+    "OUTPUT_SECRET" $v.output.credentialsSecret
+    "OUTPUT_PVC" $v.output.pvc
+    "MODEL_CACHE_PVC" $v.model.cachePvc
+    "HF_TOKEN_SECRET" $v.model.hfTokenSecret
+    "QUEUE_NAME" $v.kueue.defaultQueue
+-}}
+{{- $env := list -}}
+{{- range $name := keys $settings | sortAlpha -}}
+{{- $value := index $settings $name -}}
+{{- if $value -}}
+{{- $text := ternary $value (toJson $value) (kindIs "string" $value) -}}
+{{- $env = append $env (dict "name" (printf "FLUXLORA_%s" $name) "value" $text) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (concat $env $v.extraEnv) -}}
+{{- end -}}

@@ -1,0 +1,124 @@
+"""The Helm chart on its own, with the real helm: lint, the values schema, versions, docs."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fluxlora_operator.settings import OPERATOR_VERSION
+from tests.support.helm import CHART, helm, render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def objects(text: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def test_helm_lint_strict_passes():
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_app_version_is_the_operators_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == OPERATOR_VERSION == project["version"]
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("replicas=2", "additional properties 'replicas' not allowed"),
+        ("trainer.gpuResources=nvidia.com/gpu", "additional properties 'gpuResources'"),
+        ("replicaCount=two", "/replicaCount"),
+        ("logLevel=LOUD", "/logLevel"),
+        ("watchNamespaces=team-a", "/watchNamespaces"),
+        ("metrics.port=99999", "/metrics/port"),
+        ("output.default=bucket/prefix", "/output/default"),
+        ("trainer.memoryLimit=lots", "/trainer/memoryLimit"),
+        ("extraEnv[0].name=PATH", "/extraEnv/0/name"),
+    ],
+)
+def test_wrong_values_are_rejected_naming_the_key(value, complaint):
+    result = helm("template", "x", str(CHART), "--set", value)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_two_replicas_need_peering():
+    result = helm("template", "x", str(CHART), "--set", "replicaCount=2")
+    assert result.returncode != 0 and "replicaCount above 1 needs peering.enabled" in result.stderr
+    assert render("replicaCount=2", "peering.enabled=true")
+
+
+def test_every_value_is_documented_by_a_comment():
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for number, line in enumerate(lines):
+        key = re.match(r"^( {0,2})([A-Za-z]\w*):", line)
+        if key and not lines[number - 1].lstrip().startswith("#"):
+            parent = next(l for l in reversed(lines[:number]) if re.match(r"^\S", l))  # noqa: E741
+            if not (key.group(1) and parent.startswith("resources:")):
+                undocumented.append(line.strip())
+    assert undocumented == []
+
+
+def test_the_operator_runs_restricted_with_probes_and_recreate():
+    (deployment,) = [o for o in objects(render()) if o["kind"] == "Deployment"]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["image"] == f"flux-lora-operator:{OPERATOR_VERSION}"
+
+
+def test_settings_become_the_operators_environment():
+    rendered = render(
+        "trainer.gpuResource=amd.com/gpu",
+        "trainer.nodeSelector.pool=gpu",
+        "output.default=s3://loras/runs",
+        "output.credentialsSecret=s3-credentials",
+        "kueue.defaultQueue=gpu-queue",
+        "watchNamespaces={team-a,team-b}",
+    )
+    (deployment,) = [o for o in objects(rendered) if o["kind"] == "Deployment"]
+    env = {
+        e["name"]: e["value"]
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["FLUXLORA_GPU_RESOURCE"] == "amd.com/gpu"
+    assert yaml.safe_load(env["FLUXLORA_NODE_SELECTOR"]) == {"pool": "gpu"}
+    assert env["FLUXLORA_DEFAULT_OUTPUT"] == "s3://loras/runs"
+    assert env["FLUXLORA_OUTPUT_SECRET"] == "s3-credentials"
+    assert env["FLUXLORA_QUEUE_NAME"] == "gpu-queue"
+    assert env["FLUXLORA_NAMESPACES"] == "team-a,team-b"
+    assert "FLUXLORA_TRAINER_IMAGE" not in env  # unset values keep the operator's default
+
+
+def test_namespaced_mode_has_nothing_cluster_wide():
+    kinds = {
+        (o["kind"], o["metadata"].get("namespace"))
+        for o in objects(render("watchNamespaces={team-a,team-b}"))
+    }
+    assert ("Role", "team-a") in kinds and ("RoleBinding", "team-b") in kinds
+    assert not {kind for kind, _ in kinds} & {"ClusterRole", "ClusterRoleBinding"}
+
+
+def test_the_service_monitor_is_optional():
+    assert "ServiceMonitor" not in {o["kind"] for o in objects(render())}
+    monitors = [
+        o
+        for o in objects(render("metrics.serviceMonitor.enabled=true"))
+        if o["kind"] == "ServiceMonitor"
+    ]
+    assert monitors[0]["spec"]["endpoints"][0]["port"] == "metrics"

@@ -1,0 +1,193 @@
+"""The Helm chart on the real control plane: every documented variant is accepted by the API
+server, and `helm install` gives an operator that trains a LoRA end to end as the chart's
+Deployment pod under the chart's ServiceAccount (so a missing RBAC rule fails the run)."""
+
+import shutil
+import uuid
+
+import pytest
+
+from fluxlora_api import resource
+from fluxlora_operator import naming
+from tests.support.binaries import CACHE
+from tests.support.helm import CHART, helm, render
+from tests.support.minio import free_port
+from tests.support.node_agent import NodeAgent
+from tests.support.training_site import (
+    CREDENTIALS,
+    MODEL_CLAIM,
+    MODEL_PATH,
+    create_namespace,
+    model_cache_claim,
+    store_credentials,
+)
+from tests.support.waiting import eventually
+from tests.trainer.datasets import make_zip, photos
+
+pytestmark = pytest.mark.timeout(600)
+
+VARIANTS = {
+    "defaults": [],
+    "namespaced RBAC": ["watchNamespaces={NS}"],
+    "PVC output": ["output.pvc=lora-outputs", "output.default=/output/loras"],
+    "Kueue default": ["kueue.defaultQueue=gpu-queue"],
+    "peering": ["peering.enabled=true", "replicaCount=2"],
+    "namespaced peering": ["peering.enabled=true", "replicaCount=2", "watchNamespaces={NS}"],
+    "everything set": [
+        "trainer.image=registry.example/trainer:1",
+        "trainer.imagePullSecrets={pull}",
+        "trainer.tolerations[0].key=nvidia.com/gpu",
+        "trainer.tolerations[0].operator=Exists",
+        "trainer.runtimeClassName=nvidia",
+        "model.cachePvc=hf-cache",
+        "model.hfTokenSecret=hf-token",
+        "imagePullSecrets={pull}",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].key=role",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def peering_crds(control_plane):
+    applied = control_plane.kubectl("apply", "-f", str(CHART / "crds" / "kopf-peering.yaml"))
+    assert applied.returncode == 0, applied.stderr
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_documented_variant_is_accepted_by_the_api_server(
+    control_plane, cluster_admin, namespace, peering_crds, tmp_path, variant
+):
+    release_namespace = f"{namespace}-ops"
+    create_namespace(cluster_admin, release_namespace)
+    values = [v.replace("{NS}", "{" + namespace + "}") for v in VARIANTS[variant]]
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(render(*values).replace("fluxlora-system", release_namespace))
+    result = control_plane.kubectl("apply", "--dry-run=server", "-f", str(manifest))
+    cluster_admin.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
+    assert result.returncode == 0, result.stderr
+    assert "deployment.apps/fluxlora-flux-lora-operator created (server dry run)" in result.stdout
+
+
+@pytest.fixture
+def node(control_plane, cluster_admin, tiny_model):
+    workdir = CACHE / "node-agent" / uuid.uuid4().hex[:8]
+    agent = NodeAgent(
+        cluster_admin, "chart-node", workdir, control_plane.server, control_plane.ca_file
+    )
+    agent.start()
+    yield agent
+    agent.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def can_i(control_plane, account: str, *question: str) -> str:
+    answer = control_plane.kubectl("auth", "can-i", *question, "--as", account)
+    return answer.stdout.strip()
+
+
+async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstalls(
+    control_plane, cluster_admin, namespace, node, tiny_model, s3_server, tmp_path
+):
+    # The training namespace, as the chart's NOTES describe it.
+    store_credentials(cluster_admin, namespace, s3_server)
+    model_cache_claim(cluster_admin, node, namespace, tiny_model)
+    bucket = f"chart-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    s3_server.client().upload_file(
+        str(make_zip(tmp_path / "d.zip", photos(3))), bucket, "data/p.zip"
+    )
+    release_namespace = f"{namespace}-ops"
+    values = [
+        "--set", f"watchNamespaces={{{namespace}}}",
+        "--set", f"output.default=s3://{bucket}/loras",
+        "--set", f"output.s3Endpoint={s3_server.endpoint}",
+        "--set", f"output.credentialsSecret={CREDENTIALS}",
+        "--set", f"model.cachePvc={MODEL_CLAIM}",
+        "--set", "trainer.image=flux-lora-trainer:local",
+        "--set-string", "trainer.cpuRequest=1",
+        "--set", "trainer.memoryRequest=1Gi",
+        "--set", "trainer.memoryLimit=8Gi",
+        # The node agent's pods share the host's network: ports nobody else uses.
+        "--set", f"metrics.port={free_port()}",
+        "--set", f"health.port={free_port()}",
+    ]  # fmt: skip
+    kube, plane = cluster_admin, control_plane
+    installed = helm(
+        "install", "fluxlora", str(CHART), "--namespace", release_namespace,
+        "--create-namespace", "--wait", "--timeout", "180s", *values,
+        kubeconfig=plane.kubeconfig,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    assert "kubectl -n loras get ltj -w" in installed.stdout  # NOTES tell what to do next
+    account = f"system:serviceaccount:{release_namespace}:fluxlora-flux-lora-operator"
+    (operator_pod,) = kube.list_objects(
+        "Pod", release_namespace, "app.kubernetes.io/name=flux-lora-operator"
+    )
+    assert operator_pod["spec"]["serviceAccountName"] == "fluxlora-flux-lora-operator"
+
+    try:
+        body = {
+            "apiVersion": resource.API_VERSION,
+            "kind": resource.KIND,
+            "metadata": {"name": "portrait"},
+            "spec": {"data": f"s3://{bucket}/data/p.zip", "baseModel": MODEL_PATH,
+                     "resolution": 256, "steps": 500, "checkpointEverySteps": 0},
+        }  # fmt: skip
+        kube.request("POST", f"/apis/{resource.API_VERSION}/namespaces/{namespace}/"
+                     f"{resource.PLURAL}", body)  # fmt: skip
+
+        def final() -> dict | None:
+            status = (kube.get(resource.KIND, namespace, "portrait") or {}).get("status") or {}
+            return status if status.get("phase") in ("completed", "failed") else None
+
+        status = await eventually(final, "the chart's operator finishes the run", timeout=400)
+        assert status["phase"] == "completed", status.get("error")
+        key = status["outputs"][0].removeprefix(f"s3://{bucket}/")
+        assert s3_server.client().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+
+        # What the operator's ServiceAccount may not do.
+        assert can_i(plane, account, "create", "jobs", "-n", namespace) == "yes"
+        assert can_i(plane, account, "get", "secrets", "-n", namespace) == "no"
+        assert can_i(plane, account, "delete", "pods", "-n", namespace) == "no"
+        assert can_i(plane, account, "create", "deployments", "-n", namespace) == "no"
+        assert can_i(plane, account, "list", "loratrainingjobs", "--all-namespaces") == "no"
+        assert can_i(plane, account, "create", "jobs", "-n", "default") == "no"
+        assert can_i(plane, account, "create", "clusterroles") == "no"
+
+        # An upgrade with changed values rolls the operator (Recreate: the old pod goes first).
+        upgraded = helm(
+            "upgrade", "fluxlora", str(CHART), "--namespace", release_namespace,
+            "--wait", "--timeout", "180s", *values, "--set", "logLevel=DEBUG",
+            kubeconfig=plane.kubeconfig,
+        )  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stderr
+
+        def rolled() -> dict | None:
+            pods = kube.list_objects(
+                "Pod", release_namespace, "app.kubernetes.io/name=flux-lora-operator"
+            )
+            live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            if len(pods) == 1 and live and live[0]["status"].get("phase") == "Running":
+                return live[0]
+            return None
+
+        new_pod = await eventually(rolled, "one new operator pod runs", timeout=120)
+        assert new_pod["metadata"]["uid"] != operator_pod["metadata"]["uid"]
+        env = {e["name"]: e.get("value") for e in new_pod["spec"]["containers"][0]["env"]}
+        assert env["FLUXLORA_LOG_LEVEL"] == "DEBUG"
+    finally:
+        uninstalled = helm(
+            "uninstall", "fluxlora", "--namespace", release_namespace, "--wait",
+            kubeconfig=plane.kubeconfig,
+        )  # fmt: skip
+        kube.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    # Helm leaves the CRD and the users' resources (and their outputs) in place.
+    assert kube.get(resource.KIND, namespace, "portrait")["status"]["phase"] == "completed"
+    crd_name = f"{resource.PLURAL}.{resource.GROUP}"
+    crd = kube.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd_name}")
+    assert crd["metadata"]["name"] == crd_name
+    assert kube.get("Job", namespace, naming.job_name("portrait")) is not None

@@ -72,6 +72,9 @@ def register(
         settings.watching.client_timeout = 330
         # Only our explicit events reach users; kopf's per-handler chatter stays in the log.
         settings.posting.level = logging.WARNING
+        # Watching listed namespaces needs nothing cluster-wide: no CRD or namespace scanning,
+        # which would need cluster-wide list/watch rights (and retries a minute without them).
+        settings.scanning.disabled = not operator_settings.all_namespaces
 
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.resume(*RESOURCE, registry=registry)

@@ -21,7 +21,7 @@ class OperatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
     namespaces: list[str] = Field(default_factory=list)
-    """Namespaces to watch (comma-separated); empty watches all namespaces."""
+    """Namespaces to watch (comma-separated names, not patterns); empty watches all namespaces."""
     trainer_image: str = f"flux-lora-trainer:{OPERATOR_VERSION}"
     """Container image of the trainer."""
     trainer_image_pull_policy: str = "IfNotPresent"

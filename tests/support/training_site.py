@@ -1,6 +1,7 @@
 """A namespace ready to train in on the local control plane: the output store's credentials as
-a Secret, and a model-cache PersistentVolumeClaim holding the tiny model (used by the
-end-to-end tests and by `make demo`)."""
+a Secret, and a model-cache PersistentVolumeClaim holding the tiny model; and the operator's
+settings for it, as environment or as chart values (used by the end-to-end tests and by
+`make demo`)."""
 
 import base64
 import shutil
@@ -11,7 +12,7 @@ import yaml
 
 from fluxlora_api.crd import CRD_FILE
 from fluxlora_operator.kube import Kube
-from tests.support.minio import S3Server
+from tests.support.minio import S3Server, free_port
 from tests.support.node_agent import NodeAgent
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
@@ -37,12 +38,15 @@ def install_crd(kube: Kube) -> None:
     raise RuntimeError("the CRD was not established")
 
 
-def create_namespace(kube: Kube, name: str) -> None:
-    kube.request(
-        "POST",
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+def create_namespace(kube: Kube, name: str, labels: dict[str, str] | None = None) -> None:
+    """A namespace; RESTRICTED as `labels` makes the API server enforce that Pod Security
+    profile on every pod in it."""
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    body["metadata"]["labels"] = labels or {}
+    kube.request("POST", "/api/v1/namespaces", body)
 
 
 def store_credentials(kube: Kube, namespace: str, s3: S3Server) -> None:
@@ -106,3 +110,21 @@ def operator_environment(s3: S3Server, bucket: str) -> dict[str, str]:
         "FLUXLORA_MEMORY_LIMIT": "8Gi",
         "FLUXLORA_RESYNC_SECONDS": "2",
     }
+
+
+def chart_values(s3: S3Server, bucket: str, namespaces: list[str]) -> list[str]:
+    """The same site's settings as `helm install` arguments of the chart."""
+    return [
+        "--set", f"watchNamespaces={{{','.join(namespaces)}}}",
+        "--set", "trainer.image=flux-lora-trainer:local",
+        "--set", f"output.default=s3://{bucket}/loras",
+        "--set", f"output.s3Endpoint={s3.endpoint}",
+        "--set", f"output.credentialsSecret={CREDENTIALS}",
+        "--set", f"model.cachePvc={MODEL_CLAIM}",
+        "--set-string", "trainer.cpuRequest=1",
+        "--set", "trainer.memoryRequest=1Gi",
+        "--set", "trainer.memoryLimit=8Gi",
+        # The node agent's pods share the host's network: ports nobody else uses.
+        "--set", f"metrics.port={free_port()}",
+        "--set", f"health.port={free_port()}",
+    ]  # fmt: skip

@@ -217,3 +217,23 @@ async def test_an_image_that_cannot_be_pulled_fails_and_frees_the_gpu(site, node
         "the pod is gone",
     )
     assert site.kube.get("Job", site.namespace, naming.job_name("portrait")) is None
+
+
+async def test_a_job_deleted_while_training_is_made_again_and_resumes(site, node, tmp_path):
+    site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
+    site.submit("portrait", "data/p.zip", steps=1500, checkpointEverySteps=100)
+    job_name = naming.job_name("portrait")
+    await eventually(
+        lambda: (site.status("portrait").get("progress") or {}).get("step", 0) >= 150,
+        "training is past its first checkpoint",
+        timeout=180,
+    )
+    first = site.kube.get("Job", site.namespace, job_name)
+    site.kube.delete("Job", site.namespace, job_name)  # a person or a cleanup script
+
+    final = await site.final("portrait")
+    assert final["phase"] == "completed", final.get("error")
+    second = site.kube.get("Job", site.namespace, job_name)
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+    logs = [p.read_text() for p in node.workdir.glob("*/container.log")]
+    assert any("resuming from the checkpoint at step" in log for log in logs)

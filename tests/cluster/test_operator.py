@@ -232,3 +232,57 @@ async def test_an_operator_restarted_mid_flight_adopts_the_job_it_made(
         )
         jobs = cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
     assert [j["metadata"]["uid"] for j in jobs] == [first["metadata"]["uid"]]
+
+
+async def test_a_job_of_the_same_name_owned_by_someone_else_is_reported_not_taken(
+    operator, cluster_admin, namespace
+):
+    job_name = naming.job_name("portrait")
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name},
+        "spec": {
+            "suspend": True,  # someone else's, never run here
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "other", "image": "other:1"}],
+                }
+            },
+        },
+    }
+    cluster_admin.request("POST", path("Job", namespace), foreign)
+    submit(cluster_admin, namespace)
+    conflict = await eventually(
+        lambda: condition(cluster_admin, namespace, "JobCreated"), "the conflict is reported"
+    )
+    assert (conflict["status"], conflict["reason"]) == ("False", "NameConflict")
+    assert "already exists and does not belong" in conflict["message"]
+    job = cluster_admin.get("Job", namespace, job_name)
+    assert "ownerReferences" not in job["metadata"]  # left as it was
+    assert job["spec"]["template"]["spec"]["containers"][0]["name"] == "other"
+
+
+async def test_without_an_output_destination_the_resource_fails_and_gets_no_job(
+    control_plane, cluster_admin, namespace
+):
+    connection = kopf.ConnectionInfo(
+        server=control_plane.server,
+        ca_path=str(control_plane.ca_file),
+        token=control_plane.admin_token,
+        scheme="Bearer",
+    )
+    settings = SETTINGS.model_copy(update={"default_output": None})
+    async with embedded_operator(cluster_admin, connection, settings):
+        submit(cluster_admin, namespace)
+        status = await eventually(
+            lambda: (
+                (s := cluster_admin.get(resource.KIND, namespace, "portrait").get("status"))
+                and s.get("phase") == "failed"
+                and s
+            ),
+            "the resource fails",
+        )
+    assert status["error"].startswith("spec.output: no output destination")
+    assert cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR) == []

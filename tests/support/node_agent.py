@@ -39,6 +39,8 @@ from fluxlora_operator.kube import ApiError, Kube
 
 logger = logging.getLogger(__name__)
 
+# What the pods' commands run from: this checkout and its Python environment.
+_PROGRAM_FOLDERS = sorted({Path(__file__).resolve().parents[2], Path(sys.prefix).resolve()})
 HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 80
@@ -526,9 +528,23 @@ class NodeAgent:
         mounts = [(m["name"], m["mountPath"]) for m in container.get("volumeMounts") or []]
         if "__serviceaccount" in sources:
             mounts.append(("__serviceaccount", "/var/run/secrets/kubernetes.io/serviceaccount"))
+        # A volume mounted over a folder holding the project or its Python environment (a
+        # checkout under /tmp, say) would hide the program itself: stash those folders first
+        # and bind them back over the volume afterwards.
+        hidden = [
+            keep
+            for keep in _PROGRAM_FOLDERS
+            if any(keep.is_relative_to(path) for _, path in mounts)
+        ]
+        kept = [shlex.quote(str(keep)) for keep in hidden]
+        stash = [shlex.quote(str(folder / "stash" / str(i))) for i in range(len(hidden))]
+        for keep, place in zip(kept, stash, strict=True):
+            lines.append(f"mkdir -p {place} && mount --bind {keep} {place} &&")
         for name, path in mounts:
             source, target_path = shlex.quote(str(sources[name])), shlex.quote(path)
             lines.append(f"mkdir -p {target_path} && mount --bind {source} {target_path} &&")
+        for keep, place in zip(kept, stash, strict=True):
+            lines.append(f"mkdir -p {keep} && mount --bind {place} {keep} &&")
         target = container.get("terminationMessagePath") or "/dev/termination-log"
         lines.append(
             f"( [ -e {shlex.quote(target)} ] || touch {shlex.quote(target)} ) && "

@@ -109,8 +109,9 @@ class LoRATrainingJobSpec(TrainingParameters):
     """Destination prefix for the outputs (s3://bucket/prefix or an absolute path on a mounted
     volume), overriding the operator's default. Files land under
     <output>/<namespace>/<name>-<uid>/."""
-    gpus: int = Field(1, ge=1, le=8)
-    """Number of GPUs requested for the trainer pod."""
+    gpus: int | None = Field(None, ge=1, le=8)
+    """Number of GPUs requested for the trainer pod; unset takes the operator's default (1
+    unless configured)."""
     node_selector: dict[str, LabelValue] | None = Field(None, max_length=64)
     """Node labels the trainer pod must match, merged over the operator's defaults."""
     tolerations: list[Toleration] | None = Field(None, max_length=32)

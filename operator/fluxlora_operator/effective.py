@@ -34,6 +34,10 @@ def effective_placement(spec: LoRATrainingJobSpec, settings: OperatorSettings) -
     )
 
 
+def effective_gpus(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> int:
+    return spec.gpus or settings.gpus
+
+
 def effective_queue(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> str | None:
     return spec.queue_name or settings.queue_name
 

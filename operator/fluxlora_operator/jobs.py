@@ -9,6 +9,7 @@ from fluxlora_operator import naming
 from fluxlora_operator.effective import (
     MODEL_CACHE_MOUNT_PATH,
     OUTPUT_MOUNT_PATH,
+    effective_gpus,
     effective_output,
     effective_placement,
     effective_queue,
@@ -35,9 +36,13 @@ def build_training_config(
     ref: TrainingJobRef, spec: LoRATrainingJobSpec, settings: OperatorSettings
 ) -> TrainingConfig:
     """The trainer's config: the spec's training parameters plus where the outputs go."""
-    parameters = spec.model_dump(include=set(TrainingConfig.model_fields) - {"output", "job_id"})
+    own = {"output", "job_id", "gpus"}
+    parameters = spec.model_dump(include=set(TrainingConfig.model_fields) - own)
     return TrainingConfig(
-        **parameters, output=effective_output(spec, settings, ref), job_id=ref.uid
+        **parameters,
+        output=effective_output(spec, settings, ref),
+        job_id=ref.uid,
+        gpus=effective_gpus(spec, settings),
     )
 
 
@@ -130,7 +135,7 @@ def build_job(
         "envFrom": envs_from,
         "resources": {
             "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
-            "limits": {"memory": settings.memory_limit, settings.gpu_resource: str(spec.gpus)},
+            "limits": {"memory": settings.memory_limit, settings.gpu_resource: str(config.gpus)},
         },
         "volumeMounts": mounts,
         "securityContext": RESTRICTED_CONTAINER_SECURITY,

@@ -30,6 +30,8 @@ class OperatorSettings(BaseModel):
     """Secrets (in the training namespace) used to pull the trainer image."""
     gpu_resource: str = "nvidia.com/gpu"
     """Extended resource name of a GPU; the trainer requests spec.gpus of it."""
+    gpus: int = Field(1, ge=1, le=8)
+    """GPUs per trainer pod when spec.gpus is unset."""
     cpu_request: str = "4"
     """CPU request of the trainer container."""
     memory_request: str = "32Gi"

@@ -85,6 +85,7 @@ def test_the_operator_runs_restricted_with_probes_and_recreate():
 def test_settings_become_the_operators_environment():
     rendered = render(
         "trainer.gpuResource=amd.com/gpu",
+        "trainer.gpus=2",
         "trainer.nodeSelector.pool=gpu",
         "output.default=s3://loras/runs",
         "output.credentialsSecret=s3-credentials",
@@ -97,6 +98,7 @@ def test_settings_become_the_operators_environment():
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["FLUXLORA_GPU_RESOURCE"] == "amd.com/gpu"
+    assert env["FLUXLORA_GPUS"] == "2"
     assert yaml.safe_load(env["FLUXLORA_NODE_SELECTOR"]) == {"pool": "gpu"}
     assert env["FLUXLORA_DEFAULT_OUTPUT"] == "s3://loras/runs"
     assert env["FLUXLORA_OUTPUT_SECRET"] == "s3-credentials"

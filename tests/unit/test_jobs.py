@@ -79,6 +79,17 @@ def test_the_gpu_resource_is_requested_gpus_times(gpus, resource_name):
     assert limits[resource_name] == str(gpus)
 
 
+@pytest.mark.parametrize(
+    ("spec_gpus", "default", "expected"), [(None, 1, 1), (None, 2, 2), (4, 2, 4)]
+)
+def test_the_spec_gpus_win_over_the_operators_default(spec_gpus, default, expected):
+    settings = SETTINGS.model_copy(update={"gpus": default})
+    job = make(settings, gpus=spec_gpus) if spec_gpus else make(settings)
+    assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == str(expected)
+    config = next(e for e in container(job)["env"] if e["name"] == CONFIG_ENV)
+    assert json.loads(config["value"])["gpus"] == expected
+
+
 def test_the_pod_runs_under_the_restricted_pod_security_profile():
     job = make()
     pod_security = pod_spec(job)["securityContext"]

@@ -20,7 +20,7 @@ def test_a_spec_with_only_data_trains_like_the_hosted_api_defaults():
     assert spec.effective_trigger_word == "p3r5on"
     assert spec.effective_lora_alpha == 16
     assert spec.base_model == "black-forest-labs/FLUX.1-dev"
-    assert spec.gpus == 1
+    assert spec.gpus is None  # the operator's default applies
 
 
 def test_the_hosted_request_body_validates_with_its_snake_case_names():

@@ -37,6 +37,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
     "TRAINER_IMAGE_PULL_POLICY" $v.trainer.imagePullPolicy
     "IMAGE_PULL_SECRETS" $v.trainer.imagePullSecrets
     "GPU_RESOURCE" $v.trainer.gpuResource
+    "GPUS" $v.trainer.gpus
     "CPU_REQUEST" $v.trainer.cpuRequest
     "MEMORY_REQUEST" $v.trainer.memoryRequest
     "MEMORY_LIMIT" $v.trainer.memoryLimit

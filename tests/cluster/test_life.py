@@ -191,7 +191,15 @@ async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_pa
     assert first["phase"] == "completed", first.get("error")
     second = await site.final("second")
     assert second["phase"] == "completed", second.get("error")
-    assert second["startTime"] >= first["completionTime"]  # it got the GPU when it was free
+    # It got the GPU once the first trainer's pod had ended.
+    (first_pod,) = site.kube.list_objects(
+        "Pod", site.namespace, f"{naming.LABEL_TRAINING_JOB}=first"
+    )
+    (second_pod,) = site.kube.list_objects(
+        "Pod", site.namespace, f"{naming.LABEL_TRAINING_JOB}=second"
+    )
+    ended = first_pod["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+    assert second_pod["status"]["startTime"] >= ended
     scheduled = next(c for c in second["conditions"] if c["type"] == "Scheduled")
     assert scheduled["status"] == "True"
 

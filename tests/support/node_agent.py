@@ -227,6 +227,8 @@ class NodeAgent:
                     self._kill(running, grace)
                     self._report_exit(running)
                 self._remove(pod)
+            elif (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                self.finished.add(uid)  # ended before this agent started: never run again
             elif running is None and uid not in self.finished and uid not in self.waiting:
                 self._start(pod)
             elif running is not None and running.process.poll() is not None:

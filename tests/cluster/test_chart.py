@@ -2,16 +2,13 @@
 server, and `helm install` gives an operator that trains a LoRA end to end as the chart's
 Deployment pod under the chart's ServiceAccount (so a missing RBAC rule fails the run)."""
 
-import shutil
 import uuid
 
 import pytest
 
 from fluxlora_api import resource
 from fluxlora_operator import naming
-from tests.support.binaries import CACHE
 from tests.support.helm import CHART, helm, render
-from tests.support.node_agent import NodeAgent
 from tests.support.training_site import (
     MODEL_PATH,
     RESTRICTED,
@@ -68,18 +65,6 @@ def test_each_documented_variant_is_accepted_by_the_api_server(
     cluster_admin.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
     assert result.returncode == 0, result.stderr
     assert "deployment.apps/fluxlora-flux-lora-operator created (server dry run)" in result.stdout
-
-
-@pytest.fixture
-def node(control_plane, cluster_admin, tiny_model):
-    workdir = CACHE / "node-agent" / uuid.uuid4().hex[:8]
-    agent = NodeAgent(
-        cluster_admin, "chart-node", workdir, control_plane.server, control_plane.ca_file
-    )
-    agent.start()
-    yield agent
-    agent.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def can_i(control_plane, account: str, *question: str) -> str:

@@ -2,19 +2,15 @@
 model, on the node agent) on a dataset in MinIO, and the resource goes created -> processing ->
 completed with outputs that exist in MinIO."""
 
-import shutil
 import uuid
 from dataclasses import dataclass
 
-import kopf
 import pytest
 
 from fluxlora_api import resource
 from fluxlora_operator import naming
 from fluxlora_operator.kube import Kube, path
 from fluxlora_operator.settings import load_settings
-from tests.support.binaries import CACHE
-from tests.support.node_agent import NodeAgent
 from tests.support.operator import embedded_operator
 from tests.support.training_site import (
     MODEL_PATH,
@@ -26,19 +22,6 @@ from tests.support.waiting import eventually
 from tests.trainer.datasets import make_zip, photos
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-def node(control_plane, cluster_admin, tiny_model):
-    # Outside /tmp: the pods get their own /tmp, which would hide the agent's folders.
-    workdir = CACHE / "node-agent" / uuid.uuid4().hex[:8]
-    agent = NodeAgent(
-        cluster_admin, "gpu-node-1", workdir, control_plane.server, control_plane.ca_file
-    )
-    agent.start()
-    yield agent
-    agent.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass
@@ -88,12 +71,7 @@ async def site(request, control_plane, cluster_admin, namespace, node, tiny_mode
     marker = request.node.get_closest_marker("operator_env")
     environment = {**operator_environment(s3_server, bucket), **(marker.kwargs if marker else {})}
     settings = load_settings([], environment)
-    connection = kopf.ConnectionInfo(
-        server=control_plane.server,
-        ca_path=str(control_plane.ca_file),
-        token=control_plane.admin_token,
-        scheme="Bearer",
-    )
+    connection = control_plane.kopf_connection()
     async with embedded_operator(cluster_admin, connection, settings):
         yield Site(cluster_admin, namespace, bucket, s3)
 

@@ -4,7 +4,6 @@ garbage collector removes everything with the resource. (No node runs pods yet.)
 
 import asyncio
 
-import kopf
 import kubernetes
 import pytest
 
@@ -23,12 +22,7 @@ SETTINGS = OperatorSettings(
 
 @pytest.fixture
 async def operator(control_plane, cluster_admin):
-    connection = kopf.ConnectionInfo(
-        server=control_plane.server,
-        ca_path=str(control_plane.ca_file),
-        token=control_plane.admin_token,
-        scheme="Bearer",
-    )
+    connection = control_plane.kopf_connection()
     async with embedded_operator(cluster_admin, connection, SETTINGS) as running:
         yield running
 
@@ -215,12 +209,7 @@ async def test_a_queued_resource_waits_suspended_until_its_job_is_admitted(
 async def test_an_operator_restarted_mid_flight_adopts_the_job_it_made(
     control_plane, cluster_admin, namespace
 ):
-    connection = kopf.ConnectionInfo(
-        server=control_plane.server,
-        ca_path=str(control_plane.ca_file),
-        token=control_plane.admin_token,
-        scheme="Bearer",
-    )
+    connection = control_plane.kopf_connection()
     job_name = naming.job_name("portrait")
     async with embedded_operator(cluster_admin, connection, SETTINGS):
         submit(cluster_admin, namespace)
@@ -267,12 +256,7 @@ async def test_a_job_of_the_same_name_owned_by_someone_else_is_reported_not_take
 async def test_without_an_output_destination_the_resource_fails_and_gets_no_job(
     control_plane, cluster_admin, namespace
 ):
-    connection = kopf.ConnectionInfo(
-        server=control_plane.server,
-        ca_path=str(control_plane.ca_file),
-        token=control_plane.admin_token,
-        scheme="Bearer",
-    )
+    connection = control_plane.kopf_connection()
     settings = SETTINGS.model_copy(update={"default_output": None})
     async with embedded_operator(cluster_admin, connection, settings):
         submit(cluster_admin, namespace)

@@ -12,6 +12,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import kopf
 import kubernetes
 import urllib3
 import yaml
@@ -42,6 +43,12 @@ class ControlPlane:
         configuration.api_key = {"BearerToken": self.admin_token}
         configuration.api_key_prefix = {"BearerToken": "Bearer"}
         return kubernetes.client.ApiClient(configuration)
+
+    def kopf_connection(self) -> kopf.ConnectionInfo:
+        """The admin's credentials as kopf's login handler returns them."""
+        return kopf.ConnectionInfo(
+            server=self.server, ca_path=str(self.ca_file), token=self.admin_token, scheme="Bearer"
+        )
 
     def admin(self) -> Kube:
         """The operator's own client layer over `api_client()`."""

@@ -11,6 +11,8 @@ from pydantic import Field, StringConstraints
 
 from fluxlora_api.base import ApiModel
 
+# The hosted API's request fields, in its own (snake_case) spelling: the first five fields below.
+HOSTED_REQUEST_FIELDS = ("data", "trigger_word", "steps", "learning_rate", "lora_rank")
 DEFAULT_TRIGGER_WORD = "p3r5on"
 DEFAULT_BASE_MODEL = "black-forest-labs/FLUX.1-dev"
 

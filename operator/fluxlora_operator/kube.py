@@ -28,6 +28,7 @@ COLLECTIONS = {
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "Secret": ("/api/v1", "secrets"),
     resource.KIND: (f"/apis/{resource.API_VERSION}", resource.PLURAL),
 }
 

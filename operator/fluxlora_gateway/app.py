@@ -1,0 +1,140 @@
+"""The gateway's HTTP server (aiohttp): the hosted API's two endpoints plus output downloads,
+behind Bearer keys that each open one namespace."""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from fluxlora_api import resource
+from fluxlora_gateway import hosted
+from fluxlora_gateway.keys import KeyStore, Tenant
+from fluxlora_gateway.openapi import openapi_document
+from fluxlora_gateway.outputs import stream_output
+from fluxlora_operator.kube import ApiError, Kube, path
+
+logger = logging.getLogger(__name__)
+
+SUBMITTED_VIA_LABEL = f"{resource.GROUP}/submitted-via"
+NAME_PREFIX = "prediction-"
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'  # no headers: the key never reaches a log
+
+
+@dataclass
+class Gateway:
+    kube: Kube
+    keys: KeyStore
+    public_url: str | None = None  # how callers reach us; default: the request's own origin
+    spec_defaults: dict[str, Any] = field(default_factory=dict)  # see hosted.check_spec_defaults
+
+    def base_url(self, request: web.Request) -> str:
+        return (self.public_url or str(request.url.origin())).rstrip("/")
+
+    async def tenant(self, request: web.Request) -> Tenant:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Failure(401, "missing API key: send Authorization: Bearer <key>")
+        tenant = await asyncio.to_thread(self.keys.tenant, key.strip())
+        if tenant is None:
+            raise Failure(401, "unknown API key")
+        return tenant
+
+    async def find(self, tenant: Tenant, prediction_id: str) -> dict[str, Any]:
+        """The tenant's resource with this id; any other tenant's is as unknown as a made-up
+        one."""
+        items = await asyncio.to_thread(self.kube.list_objects, resource.KIND, tenant.namespace, "")
+        for item in items:
+            if item["metadata"]["uid"] == prediction_id:
+                return item
+        raise Failure(404, f"prediction {prediction_id} not found")
+
+
+class Failure(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _reply(code: int, message: str, data: dict[str, Any] | None = None) -> web.Response:
+    return web.json_response(hosted.envelope(code, message, data), status=code)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Failure as failure:
+        return _reply(failure.code, failure.message)
+    except hosted.RequestError as error:
+        return _reply(400, str(error))
+    except web.HTTPException as error:
+        if error.status >= 400:
+            return _reply(error.status, error.reason)
+        raise
+    except ApiError as error:
+        logger.warning("Kubernetes API error: %s", error)
+        if error.status == 422:  # the API server's own validation, should ours let it pass
+            return _reply(400, error.message)
+        return _reply(502, "the cluster did not accept the request")
+
+
+async def submit(request: web.Request) -> web.Response:
+    gateway: Gateway = request.app["gateway"]
+    tenant = await gateway.tenant(request)
+    if (request.content_length or 0) > hosted.MAX_BODY_BYTES:
+        raise hosted.RequestError(f"body: larger than {hosted.MAX_BODY_BYTES} bytes")
+    raw = await request.content.read(hosted.MAX_BODY_BYTES + 1)
+    spec = hosted.parse_request(raw)
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"generateName": NAME_PREFIX, "labels": {SUBMITTED_VIA_LABEL: "gateway"}},
+        "spec": {**gateway.spec_defaults, **spec},
+    }
+    created = await asyncio.to_thread(
+        gateway.kube.request, "POST", path(resource.KIND, tenant.namespace), body
+    )
+    meta = created["metadata"]
+    logger.info("%s created %s/%s", tenant.name, meta["namespace"], meta["name"])
+    return _reply(200, "success", hosted.prediction(created, gateway.base_url(request)))
+
+
+async def result(request: web.Request) -> web.Response:
+    gateway: Gateway = request.app["gateway"]
+    tenant = await gateway.tenant(request)
+    item = await gateway.find(tenant, request.match_info["id"])
+    return _reply(200, "success", hosted.prediction(item, gateway.base_url(request)))
+
+
+async def output(request: web.Request) -> web.StreamResponse:
+    gateway: Gateway = request.app["gateway"]
+    tenant = await gateway.tenant(request)
+    item = await gateway.find(tenant, request.match_info["id"])
+    status = item.get("status") or {}
+    wanted = request.match_info["file"]
+    urls = status.get("outputs") or [] if status.get("phase") == "completed" else []
+    url = next((u for u in urls if hosted.output_file(u) == wanted), None)
+    if url is None:
+        raise Failure(404, f"output {wanted} not found")
+    return await stream_output(request, url)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(request.app["gateway"].base_url(request)))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=hosted.MAX_BODY_BYTES)
+    app["gateway"] = gateway
+    app.router.add_post(hosted.SUBMIT_PATH, submit)
+    app.router.add_get(hosted.RESULT_PATH, result)
+    app.router.add_get(hosted.OUTPUT_PATH, output)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/healthz", healthz)
+    return app

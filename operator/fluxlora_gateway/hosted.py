@@ -1,0 +1,107 @@
+"""The hosted API's wire format, as pure functions: request bodies to specs, resources to the
+prediction object, and the response envelope. Field names, status words and the envelope are the
+reference's; the validation is the CRD's own model."""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from fluxlora_api.spec import HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
+from fluxlora_api.status import Phase
+
+MODEL_ID = "wavespeed-ai/flux-dev-lora-trainer"
+SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
+RESULT_PATH = "/api/v3/predictions/{id}/result"
+OUTPUT_PATH = "/api/v3/predictions/{id}/outputs/{file}"
+MAX_BODY_BYTES = 64 * 1024
+
+
+class RequestError(ValueError):
+    """A request the gateway answers with 400; the message names the field."""
+
+
+def parse_request(raw: bytes) -> dict[str, Any]:
+    """The LoRATrainingJob spec (camelCase) for a submission body, with only the fields the
+    caller gave, so the API server fills in the same defaults as for `kubectl apply`."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestError(f"body: larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RequestError(f"body: not valid JSON ({error})") from None
+    if not isinstance(body, dict):
+        raise RequestError("body: must be a JSON object")
+    unknown = sorted(set(body) - set(HOSTED_REQUEST_FIELDS))
+    if unknown:
+        allowed = ", ".join(HOSTED_REQUEST_FIELDS)
+        raise RequestError(f"{unknown[0]}: unknown field (the fields are {allowed})")
+    try:
+        spec = LoRATrainingJobSpec.model_validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        names = {info.alias: name for name, info in LoRATrainingJobSpec.model_fields.items()}
+        field = ".".join(names.get(str(part), str(part)) for part in first["loc"]) or "body"
+        message = "is required" if first["type"] == "missing" else first["msg"]
+        raise RequestError(f"{field}: {message}") from None
+    return spec.model_dump(mode="json", by_alias=True, include=set(body))
+
+
+def check_spec_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
+    """The platform's defaults for the spec fields the hosted API does not expose (baseModel,
+    resolution, output, placement...), checked against the spec model; callers' fields win."""
+    if not isinstance(defaults, dict):
+        raise ValueError("spec defaults: must be a JSON object")
+    hosted_given = sorted(set(defaults) & set(HOSTED_REQUEST_FIELDS))
+    if hosted_given:
+        raise ValueError(f"spec defaults: {hosted_given[0]} is the caller's to choose")
+    try:
+        spec = LoRATrainingJobSpec.model_validate({"data": "https://example.com/a.zip", **defaults})
+    except ValidationError as error:
+        raise ValueError(f"spec defaults: {error}") from None
+    return spec.model_dump(
+        mode="json", by_alias=True, include=set(spec.model_fields_set) - {"data"}
+    )
+
+
+def created_at(resource: dict[str, Any]) -> str:
+    status = resource.get("status") or {}
+    if status.get("createdAt"):
+        return status["createdAt"]
+    stamp = datetime.fromisoformat(resource["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def output_file(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def prediction(resource: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The `data` object of both endpoints, read from the resource and its status."""
+    status = resource.get("status") or {}
+    uid = resource["metadata"]["uid"]
+    phase = status.get("phase") or Phase.CREATED
+    completed = phase == Phase.COMPLETED
+    outputs = [
+        base_url + OUTPUT_PATH.format(id=uid, file=quote(output_file(url)))
+        for url in (status.get("outputs") or [] if completed else [])
+    ]
+    return {
+        "id": uid,
+        "model": MODEL_ID,
+        "outputs": outputs,
+        "urls": {"get": base_url + RESULT_PATH.format(id=uid)},
+        "has_nsfw_contents": (status.get("hasNsfwContents") or [False] * len(outputs))
+        if completed
+        else [],
+        "status": str(phase),
+        "created_at": created_at(resource),
+        "error": status.get("error") or "",
+        "timings": {"inference": int((status.get("timings") or {}).get("inference") or 0)},
+    }
+
+
+def envelope(code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "data": data if data is not None else {}}

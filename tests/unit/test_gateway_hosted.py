@@ -1,0 +1,110 @@
+"""The hosted API's wire format: request bodies to specs, resources to prediction objects."""
+
+import json
+
+import pytest
+from fluxlora_gateway import hosted
+
+DATA = "https://example.com/portrait.zip"
+
+
+def body(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_only_the_fields_given_reach_the_spec_so_the_api_server_fills_the_rest():
+    assert hosted.parse_request(body(data=DATA)) == {"data": DATA}
+    spec = hosted.parse_request(
+        body(data=DATA, trigger_word=None, steps=1500, learning_rate=0.001, lora_rank=32)
+    )
+    assert spec == {
+        "data": DATA,
+        "triggerWord": None,  # null means no trigger word: kept, not dropped
+        "steps": 1500,
+        "learningRate": 0.001,
+        "loraRank": 32,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (body(steps=1000), "data: is required"),
+        (body(data=DATA, steps=100), "steps: Input should be greater than or equal to 500"),
+        (body(data=DATA, lora_rank=65), "lora_rank: Input should be less than or equal to 64"),
+        (body(data=DATA, learning_rate="fast"), "learning_rate: Input should be a valid number"),
+        (body(data="ftp://x/y.zip"), "data: String should match pattern"),
+        (body(data=DATA, resolution=512), "resolution: unknown field"),
+        (body(data=DATA, loraRank=8), "loraRank: unknown field"),
+        (b"{not json", "body: not valid JSON"),
+        (b"[1, 2]", "body: must be a JSON object"),
+        (b"", "body: must be a JSON object"),
+        (b" " * (hosted.MAX_BODY_BYTES + 1), "body: larger than"),
+    ],
+)
+def test_bad_requests_name_the_field(raw, message):
+    with pytest.raises(hosted.RequestError) as error:
+        hosted.parse_request(raw)
+    assert str(error.value).startswith(message)
+
+
+def resource(status: dict | None = None) -> dict:
+    return {
+        "metadata": {"uid": "u-1", "creationTimestamp": "2026-11-24T10:00:00Z"},
+        "status": status or {},
+    }
+
+
+def test_a_new_resource_is_a_created_prediction():
+    data = hosted.prediction(resource(), "https://gw.example")
+    assert data == {
+        "id": "u-1",
+        "model": "wavespeed-ai/flux-dev-lora-trainer",
+        "outputs": [],
+        "urls": {"get": "https://gw.example/api/v3/predictions/u-1/result"},
+        "has_nsfw_contents": [],
+        "status": "created",
+        "created_at": "2026-11-24T10:00:00.000Z",
+        "error": "",
+        "timings": {"inference": 0},
+    }
+
+
+def test_a_completed_prediction_links_its_outputs_through_the_gateway():
+    status = {
+        "phase": "completed",
+        "createdAt": "2026-11-24T10:00:00.123Z",
+        "outputs": ["s3://b/p/lora.safetensors", "s3://b/p/loss.png"],
+        "hasNsfwContents": [False, False],
+        "timings": {"inference": 81234},
+    }
+    data = hosted.prediction(resource(status), "https://gw.example")
+    assert data["outputs"] == [
+        "https://gw.example/api/v3/predictions/u-1/outputs/lora.safetensors",
+        "https://gw.example/api/v3/predictions/u-1/outputs/loss.png",
+    ]
+    assert data["status"] == "completed" and data["timings"] == {"inference": 81234}
+    assert data["created_at"] == "2026-11-24T10:00:00.123Z"
+
+
+def test_outputs_are_hidden_until_completed_and_errors_show():
+    failed = hosted.prediction(
+        resource({"phase": "failed", "error": "portrait.zip: not a zip", "outputs": ["s3://b/x"]}),
+        "https://gw",
+    )
+    assert (failed["status"], failed["outputs"], failed["error"]) == (
+        "failed",
+        [],
+        "portrait.zip: not a zip",
+    )
+
+
+def test_spec_defaults_cover_only_what_callers_cannot_set():
+    assert hosted.check_spec_defaults({"baseModel": "/models/flux", "resolution": 512}) == {
+        "baseModel": "/models/flux",
+        "resolution": 512,
+    }
+    with pytest.raises(ValueError, match="steps is the caller's to choose"):
+        hosted.check_spec_defaults({"steps": 600})
+    with pytest.raises(ValueError, match="resolution"):
+        hosted.check_spec_defaults({"resolution": 100})

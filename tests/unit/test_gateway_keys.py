@@ -1,6 +1,7 @@
 """API keys: hashes in a Secret, one namespace each, found in constant time."""
 
 import base64
+import json
 
 from fluxlora_gateway.keys import (
     Tenant,
@@ -44,3 +45,13 @@ def test_a_malformed_entry_is_skipped_and_the_others_still_work():
         )
     )
     assert list(tenants.values()) == [Tenant("good", "team-a")]
+
+
+def test_the_key_command_prints_a_key_and_the_entry_holding_its_hash(capsys):
+    from fluxlora_gateway.main import main
+
+    assert main(["key", "team-a"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    key = printed[0].rsplit(" ", 1)[1]
+    entry = json.loads(printed[2])
+    assert entry == {"namespace": "team-a", "sha256": hash_key(key)}

@@ -1,0 +1,281 @@
+"""The hosted API served by the cluster: `fluxlora-gateway serve` (the installed module, in a
+process of its own) against the real API server. The reference's curl commands, with only the
+base URL and key changed, train a LoRA to `completed` and its output downloads with the same
+key; every error answers in the hosted envelope; tenants never see each other's predictions."""
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fluxlora_gateway.keys import new_key, secret_entry
+
+from fluxlora_operator.kube import Kube
+from fluxlora_operator.settings import load_settings
+from tests.support.minio import free_port
+from tests.support.operator import embedded_operator
+from tests.support.processes import stop
+from tests.support.training_site import (
+    MODEL_PATH,
+    create_namespace,
+    model_cache_claim,
+    operator_environment,
+    store_credentials,
+)
+from tests.support.waiting import eventually
+from tests.trainer.datasets import make_zip, photos
+
+pytestmark = pytest.mark.timeout(600)
+
+KEY_SECRET = "fluxlora-gateway-keys"
+SUBMIT = "/api/v3/wavespeed-ai/flux-dev-lora-trainer"
+# For what callers cannot choose: the tiny model (in the model cache) at a CPU-sized resolution.
+SPEC_DEFAULTS = {"baseModel": MODEL_PATH, "resolution": 256, "checkpointEverySteps": 0}
+
+
+@dataclass
+class Gateway:
+    url: str
+    kube: Kube
+    key_namespace: str
+
+    def set_keys(self, **keys: tuple[str, str]) -> None:
+        """The key Secret's entries: name -> (key, namespace)."""
+        data = {
+            name: base64.b64encode(secret_entry(key, namespace).encode()).decode()
+            for name, (key, namespace) in keys.items()
+        }
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEY_SECRET}}
+        url = f"/api/v1/namespaces/{self.key_namespace}/secrets"
+        if self.kube.get("Secret", self.key_namespace, KEY_SECRET) is None:
+            self.kube.request("POST", url, {**body, "data": data})
+        else:
+            self.kube.request("PUT", f"{url}/{KEY_SECRET}", {**body, "data": data})
+
+    def call(self, method: str, path: str, key: str | None = None, body: bytes | None = None):
+        """(HTTP status, JSON answer) of one request."""
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.url + path, body, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+
+def curl(*args: str) -> str:
+    result = subprocess.run(["curl", "--silent", "--show-error", *args], capture_output=True,
+                            text=True, timeout=60, check=True)  # fmt: skip
+    return result.stdout
+
+
+@pytest.fixture
+def gateway(control_plane, cluster_admin, namespace, s3_server, tmp_path) -> Iterator[Gateway]:
+    port = free_port()
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        **s3_server.environment(),  # for streaming outputs
+    }
+    command = [
+        sys.executable, "-m", "fluxlora_gateway.main", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--key-namespace", namespace, "--reload-seconds", "0.5",
+        "--spec-defaults", json.dumps(SPEC_DEFAULTS),
+    ]  # fmt: skip
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
+    gateway = Gateway(f"http://127.0.0.1:{port}", cluster_admin, namespace)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(gateway.url + "/healthz", timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the gateway did not start:\n{log.read_text()}") from None
+                time.sleep(0.2)
+        yield gateway
+    finally:
+        stop(process)
+    assert "Bearer" not in log.read_text() and "flk_" not in log.read_text()  # no keys logged
+
+
+def test_the_reference_request_without_data_is_refused_naming_data(gateway, namespace):
+    key = new_key()
+    gateway.set_keys(team=(key, namespace))
+    # The reference's first curl command, verbatim but for the base URL and the key: its body
+    # has no `data`, which its own parameter table requires.
+    answer = json.loads(
+        curl(
+            "--location",
+            "--request",
+            "POST",
+            f"{gateway.url}{SUBMIT}",
+            "--header",
+            "Content-Type: application/json",
+            "--header",
+            f"Authorization: Bearer {key}",
+            "--data-raw",
+            '{\n"trigger_word": "p3r5on",\n"steps": 1000,\n"learning_rate": 0.0004,\n'
+            '"lora_rank": 16\n}',
+        )
+    )
+    assert answer == {"code": 400, "message": "data: is required", "data": {}}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"data": "https://x/a.zip", "steps": 10}', "steps: Input should be greater than"),
+        (b'{"data": "https://x/a.zip", "lora_rank": "big"}', "lora_rank: Input should be"),
+        (b'{"data": "https://x/a.zip", "resolution": 512}', "resolution: unknown field"),
+        (b'{"data": "https://x/a.zip",', "body: not valid JSON"),
+        (b'{"data": "' + b"x" * 70000 + b'"}', "body: larger than"),
+    ],
+)
+def test_bad_bodies_get_400_naming_the_field(gateway, namespace, body, message):
+    key = new_key()
+    gateway.set_keys(team=(key, namespace))
+    status, answer = gateway.call("POST", SUBMIT, key, body)
+    assert (status, answer["code"]) == (400, 400)
+    assert answer["message"].startswith(message)
+
+
+def test_keys_are_required_and_a_changed_secret_applies_without_a_restart(gateway, namespace):
+    old, new = new_key(), new_key()
+    gateway.set_keys(team=(old, namespace))
+    body = b'{"data": "https://example.com/a.zip"}'
+    assert gateway.call("POST", SUBMIT, None, body)[1] == {
+        "code": 401,
+        "message": "missing API key: send Authorization: Bearer <key>",
+        "data": {},
+    }
+    assert gateway.call("POST", SUBMIT, new_key(), body)[0] == 401
+    assert gateway.call("POST", SUBMIT, old, body)[0] == 200
+
+    gateway.set_keys(team=(new, namespace))  # rotate: the old key stops, the new one works
+    time.sleep(1)
+    assert gateway.call("POST", SUBMIT, old, body)[0] == 401
+    assert gateway.call("POST", SUBMIT, new, body)[0] == 200
+
+
+def test_tenants_never_see_each_others_predictions(gateway, cluster_admin, namespace):
+    other = f"{namespace}-b"
+    create_namespace(cluster_admin, other)
+    try:
+        mine, theirs = new_key(), new_key()
+        gateway.set_keys(a=(mine, namespace), b=(theirs, other))
+        status, answer = gateway.call(
+            "POST", SUBMIT, mine, b'{"data": "https://example.com/a.zip", "trigger_word": null}'
+        )
+        assert status == 200 and answer["message"] == "success"
+        prediction = answer["data"]
+        assert prediction["status"] == "created" and prediction["outputs"] == []
+        result = f"/api/v3/predictions/{prediction['id']}/result"
+        assert prediction["urls"]["get"] == gateway.url + result
+
+        status, again = gateway.call("GET", result, mine)
+        assert status == 200 and again["data"]["id"] == prediction["id"]
+        # The same id with another tenant's key is as unknown as a made-up id.
+        unknown = {"code": 404, "message": f"prediction {prediction['id']} not found", "data": {}}
+        assert gateway.call("GET", result, theirs) == (404, unknown)
+        made_up = str(uuid.uuid4())
+        assert gateway.call("GET", f"/api/v3/predictions/{made_up}/result", mine)[0] == 404
+
+        (item,) = cluster_admin.list_objects("LoRATrainingJob", namespace, "")
+        assert item["metadata"]["uid"] == prediction["id"]
+        assert item["spec"]["triggerWord"] is None  # null kept: no trigger word
+        assert item["spec"]["steps"] == 1000  # the API server's default, as for kubectl
+        assert item["spec"]["baseModel"] == MODEL_PATH  # the gateway's spec defaults
+        assert cluster_admin.list_objects("LoRATrainingJob", other, "") == []
+    finally:
+        cluster_admin.request("DELETE", f"/api/v1/namespaces/{other}")
+
+
+def test_the_openapi_document_describes_both_endpoints(gateway):
+    with urllib.request.urlopen(gateway.url + "/openapi.json", timeout=10) as response:
+        document = json.loads(response.read())
+    assert SUBMIT in document["paths"]
+    assert "/api/v3/predictions/{id}/result" in document["paths"]
+    request = document["components"]["schemas"]["TrainingRequest"]
+    assert set(request["properties"]) == {
+        "data", "trigger_word", "steps", "learning_rate", "lora_rank"
+    }  # fmt: skip
+    assert request["properties"]["steps"]["maximum"] == 4000
+
+
+async def test_the_reference_curl_flow_trains_and_the_output_downloads(
+    gateway, control_plane, cluster_admin, namespace, node, tiny_model, s3_server, tmp_path
+):
+    bucket = f"gw-{uuid.uuid4().hex[:8]}"
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket=bucket)
+    s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), bucket, "data/portrait.zip")
+    store_credentials(cluster_admin, namespace, s3_server)
+    model_cache_claim(cluster_admin, node, namespace, tiny_model)
+    key = new_key()
+    gateway.set_keys(team=(key, namespace))
+    settings = load_settings([], operator_environment(s3_server, bucket))
+    async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
+        # The reference's two commands; the body also carries the `data` it requires.
+        submitted = json.loads(
+            curl(
+                "--location",
+                "--request",
+                "POST",
+                f"{gateway.url}{SUBMIT}",
+                "--header",
+                "Content-Type: application/json",
+                "--header",
+                f"Authorization: Bearer {key}",
+                "--data-raw",
+                f'{{\n"data": "s3://{bucket}/data/portrait.zip",\n"trigger_word": "p3r5on",\n'
+                '"steps": 1000,\n"learning_rate": 0.0004,\n"lora_rank": 16\n}',
+            )
+        )
+        assert submitted["code"] == 200 and submitted["data"]["status"] == "created"
+        request_id = submitted["data"]["id"]
+
+        def result() -> dict | None:
+            answer = json.loads(
+                curl(
+                    "--location",
+                    "--request",
+                    "GET",
+                    f"{gateway.url}/api/v3/predictions/{request_id}/result",
+                    "--header",
+                    f"Authorization: Bearer {key}",
+                )
+            )
+            return answer if answer["data"]["status"] in ("completed", "failed") else None
+
+        final = await eventually(result, "the prediction ends", timeout=400)
+    data = final["data"]
+    assert data["status"] == "completed", data["error"]
+    assert data["error"] == "" and data["timings"]["inference"] > 0
+    assert data["has_nsfw_contents"] == [False] * len(data["outputs"])
+    lora_url = data["outputs"][0]
+    assert lora_url.endswith("/lora.safetensors")
+
+    downloaded = tmp_path / "lora.safetensors"
+    curl(
+        "--fail", "--output", str(downloaded), lora_url, "--header", f"Authorization: Bearer {key}"
+    )
+    (item,) = cluster_admin.list_objects("LoRATrainingJob", namespace, "")
+    stored_key = item["status"]["outputs"][0].removeprefix(f"s3://{bucket}/")
+    expected = s3.get_object(Bucket=bucket, Key=stored_key)["Body"].read()
+    assert downloaded.read_bytes() == expected
+    # Without the key, no download.
+    assert curl("--output", "/dev/null", "--write-out", "%{http_code}", lora_url) == "401"

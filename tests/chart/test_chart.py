@@ -124,3 +124,31 @@ def test_the_service_monitor_is_optional():
         if o["kind"] == "ServiceMonitor"
     ]
     assert monitors[0]["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_the_gateway_is_off_by_default_and_may_read_only_its_key_secret():
+    assert not [o for o in objects(render()) if "gateway" in o["metadata"]["name"]]
+    rendered = objects(render("gateway.enabled=true", "gateway.keySecret=api-keys"))
+    (keys_role,) = [
+        o for o in rendered if o["kind"] == "Role" and o["metadata"]["name"].endswith("-keys")
+    ]
+    assert keys_role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["api-keys"],
+            "verbs": ["get"],
+        }
+    ]
+    (deployment,) = [
+        o for o in rendered if o["kind"] == "Deployment" and "gateway" in o["metadata"]["name"]
+    ]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["fluxlora-gateway", "serve"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Its pods are not the operator's: the operator's Service and Deployment never select them.
+    (service,) = [
+        o for o in rendered if o["kind"] == "Service" and o["metadata"]["name"].endswith("-metrics")
+    ]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "operator"
+    assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"

@@ -1,16 +1,22 @@
 """The Helm chart on the real control plane: every documented variant is accepted by the API
-server, and `helm install` gives an operator that trains a LoRA end to end as the chart's
-Deployment pod under the chart's ServiceAccount (so a missing RBAC rule fails the run)."""
+server, and `helm install` gives an operator and a gateway that train a LoRA end to end as the
+chart's Deployment pods under the chart's ServiceAccounts (so a missing RBAC rule fails the
+run)."""
 
+import json
+import urllib.request
 import uuid
 
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_gateway.hosted import RESULT_PATH, SUBMIT_PATH
+from fluxlora_gateway.keys import new_key
 from fluxlora_operator import naming
+from tests.support.gateway_client import GatewayClient
 from tests.support.helm import CHART, helm, render
+from tests.support.minio import free_port
 from tests.support.training_site import (
-    MODEL_PATH,
     RESTRICTED,
     chart_values,
     create_namespace,
@@ -29,6 +35,15 @@ VARIANTS = {
     "Kueue default": ["kueue.defaultQueue=gpu-queue"],
     "peering": ["peering.enabled=true", "replicaCount=2"],
     "namespaced peering": ["peering.enabled=true", "replicaCount=2", "watchNamespaces={NS}"],
+    "gateway": ["gateway.enabled=true", "gateway.specDefaults.resolution=512"],
+    "namespaced gateway with ingress": [
+        "gateway.enabled=true",
+        "watchNamespaces={NS}",
+        "gateway.ingress.enabled=true",
+        "gateway.ingress.host=loras.example.com",
+        "gateway.ingress.tlsSecret=loras-tls",
+        "gateway.s3CredentialsSecret=s3-credentials",
+    ],
     "everything set": [
         "trainer.image=registry.example/trainer:1",
         "trainer.imagePullSecrets={pull}",
@@ -92,7 +107,8 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         {"metadata": {"labels": RESTRICTED}},
         content_type="application/merge-patch+json",
     )
-    values = chart_values(s3_server, bucket, [namespace])
+    store_credentials(cluster_admin, release_namespace, s3_server)  # for the gateway
+    values = chart_values(s3_server, bucket, [namespace], gateway_port=free_port())
     kube, plane = cluster_admin, control_plane
     installed = helm(
         "install", "fluxlora", str(CHART), "--namespace", release_namespace,
@@ -102,34 +118,44 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
     assert installed.returncode == 0, installed.stderr
     assert "kubectl -n loras get ltj -w" in installed.stdout  # NOTES tell what to do next
     account = f"system:serviceaccount:{release_namespace}:fluxlora-flux-lora-operator"
+    gateway_account = f"{account}-gateway"
     (operator_pod,) = kube.list_objects(
-        "Pod", release_namespace, "app.kubernetes.io/name=flux-lora-operator"
+        "Pod", release_namespace, "app.kubernetes.io/component=operator"
     )
     assert operator_pod["spec"]["serviceAccountName"] == "fluxlora-flux-lora-operator"
+    (gateway_pod,) = kube.list_objects(
+        "Pod", release_namespace, "app.kubernetes.io/component=gateway"
+    )
+    port = gateway_pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+    gateway = GatewayClient(f"http://127.0.0.1:{port}", kube, release_namespace)
+    key = new_key()
+    gateway.set_keys(team=(key, namespace))
+    assert gateway.ready()
 
     try:
-        body = {
-            "apiVersion": resource.API_VERSION,
-            "kind": resource.KIND,
-            "metadata": {"name": "portrait"},
-            "spec": {"data": f"s3://{bucket}/data/p.zip", "baseModel": MODEL_PATH,
-                     "resolution": 256, "steps": 500, "checkpointEverySteps": 0},
-        }  # fmt: skip
-        kube.request("POST", f"/apis/{resource.API_VERSION}/namespaces/{namespace}/"
-                     f"{resource.PLURAL}", body)  # fmt: skip
+        # A hosted-API client submits through the chart's gateway.
+        request = json.dumps({"data": f"s3://{bucket}/data/p.zip", "steps": 500}).encode()
+        status, submitted = gateway.call("POST", SUBMIT_PATH, key, request)
+        assert status == 200, submitted
+        result_path = RESULT_PATH.format(id=submitted["data"]["id"])
 
         def final() -> dict | None:
-            status = (kube.get(resource.KIND, namespace, "portrait") or {}).get("status") or {}
-            return status if status.get("phase") in ("completed", "failed") else None
+            data = gateway.call("GET", result_path, key)[1]["data"]
+            return data if data["status"] in ("completed", "failed") else None
 
-        status = await eventually(final, "the chart's operator finishes the run", timeout=400)
-        assert status["phase"] == "completed", status.get("error")
-        key = status["outputs"][0].removeprefix(f"s3://{bucket}/")
-        assert s3_server.client().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+        data = await eventually(final, "the chart's operator finishes the run", timeout=400)
+        assert data["status"] == "completed", data["error"]
+        with urllib.request.urlopen(
+            urllib.request.Request(data["outputs"][0], headers={"Authorization": f"Bearer {key}"})
+        ) as download:
+            assert download.read(4096)  # the LoRA streams from MinIO through the gateway
 
         # The operator never ran into a missing right (kopf retries those quietly).
         log = (node.workdir / operator_pod["metadata"]["uid"] / "container.log").read_text()
         assert "Forbidden" not in log and "kopf" in log
+        log = (node.workdir / gateway_pod["metadata"]["uid"] / "container.log").read_text()
+        assert "Kubernetes API error" not in log and "POST /api/v3/" in log
+        assert key not in log
 
         # What the operator's ServiceAccount may not do.
         assert can_i(plane, account, "create", "jobs", "-n", namespace) == "yes"
@@ -139,6 +165,18 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         assert can_i(plane, account, "list", "loratrainingjobs", "--all-namespaces") == "no"
         assert can_i(plane, account, "create", "jobs", "-n", "default") == "no"
         assert can_i(plane, account, "create", "clusterroles") == "no"
+        # And what the gateway's may not: anything but submitting, reading, and its keys.
+        ns = ["-n", namespace]
+        assert can_i(plane, gateway_account, "create", "loratrainingjobs", *ns) == "yes"
+        assert can_i(plane, gateway_account, "delete", "loratrainingjobs", *ns) == "no"
+        assert can_i(plane, gateway_account, "patch", "loratrainingjobs/status", *ns) == "no"
+        assert can_i(plane, gateway_account, "list", "pods", *ns) == "no"
+        assert can_i(plane, gateway_account, "get", "secrets", *ns) == "no"
+        keys = ["secrets/fluxlora-gateway-keys", "-n", release_namespace]
+        assert can_i(plane, gateway_account, "get", *keys) == "yes"
+        credentials = ["secrets/s3-credentials", "-n", release_namespace]
+        assert can_i(plane, gateway_account, "get", *credentials) == "no"
+        assert can_i(plane, gateway_account, "create", "loratrainingjobs", "-n", "default") == "no"
 
         # An upgrade with changed values rolls the operator (Recreate: the old pod goes first).
         upgraded = helm(
@@ -150,7 +188,7 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
 
         def rolled() -> dict | None:
             pods = kube.list_objects(
-                "Pod", release_namespace, "app.kubernetes.io/name=flux-lora-operator"
+                "Pod", release_namespace, "app.kubernetes.io/component=operator"
             )
             live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
             if len(pods) == 1 and live and live[0]["status"].get("phase") == "Running":
@@ -169,8 +207,9 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         kube.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
     assert uninstalled.returncode == 0, uninstalled.stderr
     # Helm leaves the CRD and the users' resources (and their outputs) in place.
-    assert kube.get(resource.KIND, namespace, "portrait")["status"]["phase"] == "completed"
+    (item,) = kube.list_objects(resource.KIND, namespace, "")
+    assert item["status"]["phase"] == "completed"
     crd_name = f"{resource.PLURAL}.{resource.GROUP}"
     crd = kube.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd_name}")
     assert crd["metadata"]["name"] == crd_name
-    assert kube.get("Job", namespace, naming.job_name("portrait")) is not None
+    assert kube.get("Job", namespace, naming.job_name(item["metadata"]["name"])) is not None

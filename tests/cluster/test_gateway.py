@@ -3,7 +3,6 @@ process of its own) against the real API server. The reference's curl commands, 
 base URL and key changed, train a LoRA to `completed` and its output downloads with the same
 key; every error answers in the hosted envelope; tenants never see each other's predictions."""
 
-import base64
 import json
 import subprocess
 import sys
@@ -12,17 +11,17 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from fluxlora_gateway.keys import new_key, secret_entry
 
-from fluxlora_operator.kube import Kube
+from fluxlora_gateway.keys import new_key
 from fluxlora_operator.settings import load_settings
+from tests.support.gateway_client import GatewayClient
 from tests.support.minio import free_port
 from tests.support.operator import embedded_operator
 from tests.support.processes import stop
 from tests.support.training_site import (
+    GATEWAY_SPEC_DEFAULTS,
     MODEL_PATH,
     create_namespace,
     model_cache_claim,
@@ -34,42 +33,7 @@ from tests.trainer.datasets import make_zip, photos
 
 pytestmark = pytest.mark.timeout(600)
 
-KEY_SECRET = "fluxlora-gateway-keys"
 SUBMIT = "/api/v3/wavespeed-ai/flux-dev-lora-trainer"
-# For what callers cannot choose: the tiny model (in the model cache) at a CPU-sized resolution.
-SPEC_DEFAULTS = {"baseModel": MODEL_PATH, "resolution": 256, "checkpointEverySteps": 0}
-
-
-@dataclass
-class Gateway:
-    url: str
-    kube: Kube
-    key_namespace: str
-
-    def set_keys(self, **keys: tuple[str, str]) -> None:
-        """The key Secret's entries: name -> (key, namespace)."""
-        data = {
-            name: base64.b64encode(secret_entry(key, namespace).encode()).decode()
-            for name, (key, namespace) in keys.items()
-        }
-        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEY_SECRET}}
-        url = f"/api/v1/namespaces/{self.key_namespace}/secrets"
-        if self.kube.get("Secret", self.key_namespace, KEY_SECRET) is None:
-            self.kube.request("POST", url, {**body, "data": data})
-        else:
-            self.kube.request("PUT", f"{url}/{KEY_SECRET}", {**body, "data": data})
-
-    def call(self, method: str, path: str, key: str | None = None, body: bytes | None = None):
-        """(HTTP status, JSON answer) of one request."""
-        headers = {"Content-Type": "application/json"}
-        if key is not None:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url + path, body, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
 
 
 def curl(*args: str) -> str:
@@ -79,7 +43,9 @@ def curl(*args: str) -> str:
 
 
 @pytest.fixture
-def gateway(control_plane, cluster_admin, namespace, s3_server, tmp_path) -> Iterator[Gateway]:
+def gateway(
+    control_plane, cluster_admin, namespace, s3_server, tmp_path
+) -> Iterator[GatewayClient]:
     port = free_port()
     environment = {
         "PATH": "/usr/bin:/bin",
@@ -90,22 +56,15 @@ def gateway(control_plane, cluster_admin, namespace, s3_server, tmp_path) -> Ite
         sys.executable, "-m", "fluxlora_gateway.main", "serve",
         "--host", "127.0.0.1", "--port", str(port),
         "--key-namespace", namespace, "--reload-seconds", "0.5",
-        "--spec-defaults", json.dumps(SPEC_DEFAULTS),
+        "--spec-defaults", json.dumps(GATEWAY_SPEC_DEFAULTS),
     ]  # fmt: skip
     log = tmp_path / "gateway.log"
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
-    gateway = Gateway(f"http://127.0.0.1:{port}", cluster_admin, namespace)
+    gateway = GatewayClient(f"http://127.0.0.1:{port}", cluster_admin, namespace)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(gateway.url + "/healthz", timeout=2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the gateway did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
+        if not gateway.ready(lambda: process.poll() is None):
+            raise AssertionError(f"the gateway did not start:\n{log.read_text()}")
         yield gateway
     finally:
         stop(process)

@@ -4,6 +4,7 @@ settings for it, as environment or as chart values (used by the end-to-end tests
 `make demo`)."""
 
 import base64
+import json
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
 MODEL_CLAIM = "model-cache"
 CREDENTIALS = "s3-credentials"
 MODEL_PATH = "/models/tiny-flux"  # where the trainer pod sees the tiny model
+# What hosted-API callers cannot choose, set by the gateway: the tiny model at a CPU-sized
+# resolution, without checkpoints.
+GATEWAY_SPEC_DEFAULTS = {"baseModel": MODEL_PATH, "resolution": 256, "checkpointEverySteps": 0}
 
 
 def install_crd(kube: Kube) -> None:
@@ -112,9 +116,21 @@ def operator_environment(s3: S3Server, bucket: str) -> dict[str, str]:
     }
 
 
-def chart_values(s3: S3Server, bucket: str, namespaces: list[str]) -> list[str]:
-    """The same site's settings as `helm install` arguments of the chart."""
+def chart_values(
+    s3: S3Server, bucket: str, namespaces: list[str], gateway_port: int | None = None
+) -> list[str]:
+    """The same site's settings as `helm install` arguments of the chart; with a port, the
+    gateway too (its keys in `KEY_SECRET`, its S3 credentials in CREDENTIALS, both in the
+    release namespace)."""
+    gateway = [
+        "--set", "gateway.enabled=true",
+        "--set", f"gateway.port={gateway_port}",
+        "--set-json", "gateway.reloadSeconds=0.5",  # --set keeps a decimal as a string
+        "--set", f"gateway.s3CredentialsSecret={CREDENTIALS}",
+        "--set-json", f"gateway.specDefaults={json.dumps(GATEWAY_SPEC_DEFAULTS)}",
+    ] if gateway_port else []  # fmt: skip
     return [
+        *gateway,
         "--set", f"watchNamespaces={{{','.join(namespaces)}}}",
         "--set", "trainer.image=flux-lora-trainer:local",
         "--set", f"output.default=s3://{bucket}/loras",

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from fluxlora_gateway import hosted
 
 DATA = "https://example.com/portrait.zip"

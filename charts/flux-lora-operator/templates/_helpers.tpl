@@ -10,14 +10,32 @@
 {{- define "fluxlora.selectorLabels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
 {{- end -}}
 
-{{- define "fluxlora.labels" -}}
-{{ include "fluxlora.selectorLabels" . }}
+{{- define "fluxlora.commonLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: operator
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* The operator's objects; the gateway's carry component: gateway instead. */}}
+{{- define "fluxlora.labels" -}}
+{{ include "fluxlora.commonLabels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "fluxlora.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "fluxlora.gatewayLabels" -}}
+{{ include "fluxlora.commonLabels" . }}
+app.kubernetes.io/component: gateway
 {{- end -}}
 
 {{- define "fluxlora.serviceAccountName" -}}

@@ -5,10 +5,12 @@ starts them and a node agent with one GPU; prepares a training namespace (storag
 a model cache holding a tiny FLUX model, a generated dataset in MinIO); installs the operator
 with `helm install` (its CRD, RBAC and Deployment; the node agent runs the operator pod);
 applies a LoRATrainingJob with kubectl and watches it until it completes; prints the output URLs;
-and shuts everything down (--keep leaves it running).
+then does the same through the hosted API's REST gateway with curl (submit, poll, download); and
+shuts everything down (--keep leaves it running).
 """
 
 import argparse
+import json
 import shlex
 import shutil
 import subprocess
@@ -24,12 +26,15 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from fluxlora_api import resource  # noqa: E402
+from fluxlora_gateway.hosted import SUBMIT_PATH  # noqa: E402
+from fluxlora_gateway.keys import new_key  # noqa: E402
 from fluxlora_operator.kube import Kube  # noqa: E402
 from fluxlora_trainer.tiny_model import write_tiny_model  # noqa: E402
 from tests.support.binaries import CACHE  # noqa: E402
 from tests.support.control_plane import ControlPlane, running_control_plane  # noqa: E402
+from tests.support.gateway_client import GatewayClient  # noqa: E402
 from tests.support.helm import CHART, helm  # noqa: E402
-from tests.support.minio import S3Server, running_minio  # noqa: E402
+from tests.support.minio import S3Server, free_port, running_minio  # noqa: E402
 from tests.support.node_agent import NodeAgent  # noqa: E402
 from tests.support.processes import stop  # noqa: E402
 from tests.support.training_site import (  # noqa: E402
@@ -65,10 +70,12 @@ def prepare_site(kube: Kube, agent: NodeAgent, s3: S3Server, work: Path) -> None
     print(f"dataset uploaded: s3://{BUCKET}/datasets/portrait.zip (5 images, 1 caption)")
 
 
-def install_operator(plane: ControlPlane, s3: S3Server) -> bool:
-    create_namespace(plane.admin(), OPERATOR_NAMESPACE, RESTRICTED)
+def install_operator(plane: ControlPlane, s3: S3Server, gateway_port: int) -> bool:
+    kube = plane.admin()
+    create_namespace(kube, OPERATOR_NAMESPACE, RESTRICTED)
+    store_credentials(kube, OPERATOR_NAMESPACE, s3)  # the gateway streams outputs with them
     arguments = ["install", "fluxlora", str(CHART), "--namespace", OPERATOR_NAMESPACE, "--wait",
-                 *chart_values(s3, BUCKET, [NAMESPACE])]  # fmt: skip
+                 *chart_values(s3, BUCKET, [NAMESPACE], gateway_port)]  # fmt: skip
     print(f"\n$ {shown(['helm', *arguments])}", flush=True)
     result = helm(*arguments, kubeconfig=plane.kubeconfig)
     print(result.stdout.split("NOTES:")[0].strip() or result.stderr.strip())
@@ -93,7 +100,52 @@ def watch_until_done(plane: ControlPlane, kube: Kube, name: str) -> dict:
     return item
 
 
-def train_and_show(plane: ControlPlane, kube: Kube, work: Path, keep: bool) -> int:
+def curl(*args: str, key: str, show: bool = True) -> str:
+    """Run curl; print the command with the key written as $KEY."""
+    if show:
+        print(f"\n$ curl {' '.join(shlex.quote(a) for a in args).replace(key, '$KEY')}", flush=True)
+    return subprocess.run(["curl", "--silent", "--show-error", *args], capture_output=True,
+                          text=True, check=True, timeout=60).stdout  # fmt: skip
+
+
+def hosted_api_flow(gateway: GatewayClient, key: str) -> int:
+    """The hosted API's two curl commands against the local gateway, then the download."""
+    print(f"\nThe same through the hosted API's gateway ({gateway.url}); KEY is a key for "
+          f"namespace {NAMESPACE} made with `fluxlora-gateway key {NAMESPACE}`:")  # fmt: skip
+    body = {"data": f"s3://{BUCKET}/datasets/portrait.zip", "trigger_word": "p3r5on",
+            "steps": 500, "learning_rate": 0.0004, "lora_rank": 16}  # fmt: skip
+    submitted = json.loads(curl(
+        "--location", "--request", "POST", gateway.url + SUBMIT_PATH,
+        "--header", "Content-Type: application/json",
+        "--header", f"Authorization: Bearer {key}",
+        "--data-raw", json.dumps(body), key=key,
+    ))  # fmt: skip
+    print(json.dumps(submitted, indent=2))
+    result_url = submitted["data"]["urls"]["get"]
+    deadline, data, shown = time.monotonic() + TIMEOUT_SECONDS, {}, ""
+    query = ["--location", "--request", "GET", result_url,
+             "--header", f"Authorization: Bearer {key}"]  # fmt: skip
+    curl(*query, key=key)  # shown once, then polled
+    while time.monotonic() < deadline:
+        data = json.loads(curl(*query, key=key, show=False))["data"]
+        if data["status"] != shown:
+            print(f"  status: {data['status']}", flush=True)
+            shown = data["status"]
+        if data["status"] in ("completed", "failed"):
+            break
+        time.sleep(2)
+    print(json.dumps(data, indent=2))
+    if data.get("status") != "completed":
+        return 1
+    downloaded = Path(tempfile.mkdtemp()) / "lora.safetensors"
+    curl("--fail", "--output", str(downloaded), data["outputs"][0],
+         "--header", f"Authorization: Bearer {key}", key=key)  # fmt: skip
+    print(f"downloaded lora.safetensors ({downloaded.stat().st_size} bytes)")
+    shutil.rmtree(downloaded.parent)
+    return 0
+
+
+def train_and_show(plane: ControlPlane, kube: Kube, work: Path) -> int:
     body = {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
@@ -121,13 +173,16 @@ def train_and_show(plane: ControlPlane, kube: Kube, work: Path, keep: bool) -> i
     print(f"\ncompleted in {status['timings']['inference'] / 1000:.1f} s; outputs:")
     for url in status["outputs"]:
         print(f"  {url}")
-    if keep:
-        print(f"\nstill running. Use it with:\n  export KUBECONFIG={plane.kubeconfig}\n"
-              f"  {plane.kubectl_binary} -n {NAMESPACE} get ltj\n"
-              "Press Ctrl-C to stop.")  # fmt: skip
-        while True:
-            time.sleep(3600)
     return 0
+
+
+def keep_running(plane: ControlPlane, gateway: GatewayClient, key: str) -> None:
+    print(f"\nstill running. Use it with:\n  export KUBECONFIG={plane.kubeconfig}\n"
+          f"  {plane.kubectl_binary} -n {NAMESPACE} get ltj\n"
+          f"  curl -H 'Authorization: Bearer {key}' {gateway.url}/openapi.json\n"
+          "Press Ctrl-C to stop.")  # fmt: skip
+    while True:
+        time.sleep(3600)
 
 
 def main() -> int:
@@ -147,9 +202,20 @@ def main() -> int:
             agent = NodeAgent(kube, "gpu-node-1", agent_dir, plane.server, plane.ca_file).start()
             try:
                 prepare_site(kube, agent, s3, work)
-                if not install_operator(plane, s3):
+                gateway_port = free_port()
+                if not install_operator(plane, s3, gateway_port) or train_and_show(
+                    plane, kube, work
+                ):
                     return 1
-                return train_and_show(plane, kube, work, args.keep)
+                gateway_url = f"http://127.0.0.1:{gateway_port}"
+                gateway = GatewayClient(gateway_url, kube, OPERATOR_NAMESPACE)
+                key = new_key()
+                gateway.set_keys(demo=(key, NAMESPACE))
+                if not gateway.ready() or hosted_api_flow(gateway, key):
+                    return 1
+                if args.keep:
+                    keep_running(plane, gateway, key)
+                return 0
             except KeyboardInterrupt:
                 return 0
             finally:

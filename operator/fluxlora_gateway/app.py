@@ -51,6 +51,9 @@ class Gateway:
         raise Failure(404, f"prediction {prediction_id} not found")
 
 
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
 class Failure(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -81,7 +84,7 @@ async def _errors(request: web.Request, handler) -> web.StreamResponse:
 
 
 async def submit(request: web.Request) -> web.Response:
-    gateway: Gateway = request.app["gateway"]
+    gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
     if (request.content_length or 0) > hosted.MAX_BODY_BYTES:
         raise hosted.RequestError(f"body: larger than {hosted.MAX_BODY_BYTES} bytes")
@@ -102,19 +105,19 @@ async def submit(request: web.Request) -> web.Response:
 
 
 async def result(request: web.Request) -> web.Response:
-    gateway: Gateway = request.app["gateway"]
+    gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
     item = await gateway.find(tenant, request.match_info["id"])
     return _reply(200, "success", hosted.prediction(item, gateway.base_url(request)))
 
 
 async def output(request: web.Request) -> web.StreamResponse:
-    gateway: Gateway = request.app["gateway"]
+    gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
     item = await gateway.find(tenant, request.match_info["id"])
     status = item.get("status") or {}
     wanted = request.match_info["file"]
-    urls = status.get("outputs") or [] if status.get("phase") == "completed" else []
+    urls = (status.get("outputs") or []) if status.get("phase") == "completed" else []
     url = next((u for u in urls if hosted.output_file(u) == wanted), None)
     if url is None:
         raise Failure(404, f"output {wanted} not found")
@@ -122,7 +125,7 @@ async def output(request: web.Request) -> web.StreamResponse:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(request.app["gateway"].base_url(request)))
+    return web.json_response(openapi_document(request.app[GATEWAY].base_url(request)))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -131,7 +134,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def build_app(gateway: Gateway) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=hosted.MAX_BODY_BYTES)
-    app["gateway"] = gateway
+    app[GATEWAY] = gateway
     app.router.add_post(hosted.SUBMIT_PATH, submit)
     app.router.add_get(hosted.RESULT_PATH, result)
     app.router.add_get(hosted.OUTPUT_PATH, output)

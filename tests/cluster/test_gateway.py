@@ -42,6 +42,23 @@ def curl(*args: str) -> str:
     return result.stdout
 
 
+# The reference's submission body, as its curl command sends it.
+REFERENCE_BODY = (
+    '{\n"trigger_word": "p3r5on",\n"steps": 1000,\n"learning_rate": 0.0004,\n"lora_rank": 16\n}'
+)
+
+
+def reference_submit(base_url: str, key: str, body: str) -> dict:
+    """The reference's first curl command with only the base URL, the key (and body) changed."""
+    command = [
+        "--location", "--request", "POST", f"{base_url}{SUBMIT}",
+        "--header", "Content-Type: application/json",
+        "--header", f"Authorization: Bearer {key}",
+        "--data-raw", body,
+    ]  # fmt: skip
+    return json.loads(curl(*command))
+
+
 @pytest.fixture
 def gateway(
     control_plane, cluster_admin, namespace, s3_server, tmp_path
@@ -76,21 +93,7 @@ def test_the_reference_request_without_data_is_refused_naming_data(gateway, name
     gateway.set_keys(team=(key, namespace))
     # The reference's first curl command, verbatim but for the base URL and the key: its body
     # has no `data`, which its own parameter table requires.
-    answer = json.loads(
-        curl(
-            "--location",
-            "--request",
-            "POST",
-            f"{gateway.url}{SUBMIT}",
-            "--header",
-            "Content-Type: application/json",
-            "--header",
-            f"Authorization: Bearer {key}",
-            "--data-raw",
-            '{\n"trigger_word": "p3r5on",\n"steps": 1000,\n"learning_rate": 0.0004,\n'
-            '"lora_rank": 16\n}',
-        )
-    )
+    answer = reference_submit(gateway.url, key, REFERENCE_BODY)
     assert answer == {"code": 400, "message": "data: is required", "data": {}}
 
 
@@ -189,21 +192,10 @@ async def test_the_reference_curl_flow_trains_and_the_output_downloads(
     settings = load_settings([], operator_environment(s3_server, bucket))
     async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
         # The reference's two commands; the body also carries the `data` it requires.
-        submitted = json.loads(
-            curl(
-                "--location",
-                "--request",
-                "POST",
-                f"{gateway.url}{SUBMIT}",
-                "--header",
-                "Content-Type: application/json",
-                "--header",
-                f"Authorization: Bearer {key}",
-                "--data-raw",
-                f'{{\n"data": "s3://{bucket}/data/portrait.zip",\n"trigger_word": "p3r5on",\n'
-                '"steps": 1000,\n"learning_rate": 0.0004,\n"lora_rank": 16\n}',
-            )
+        with_data = REFERENCE_BODY.replace(
+            "{\n", f'{{\n"data": "s3://{bucket}/data/portrait.zip",\n'
         )
+        submitted = reference_submit(gateway.url, key, with_data)
         assert submitted["code"] == 200 and submitted["data"]["status"] == "created"
         request_id = submitted["data"]["id"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from fluxlora_trainer.errors import BadInput
-from fluxlora_trainer.limits import DatasetLimits
+from fluxlora_api.limits import DatasetLimits
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 CAPTION_SUFFIX = ".txt"

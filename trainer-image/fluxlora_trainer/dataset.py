@@ -10,7 +10,7 @@ from fluxlora_trainer.captions import apply_caption_rule, read_caption
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.fetch import display_url, fetch
 from fluxlora_trainer.images import UnusableImage, image_size
-from fluxlora_trainer.limits import DatasetLimits
+from fluxlora_api.limits import DatasetLimits
 
 RECOMMENDED_IMAGES = 4
 

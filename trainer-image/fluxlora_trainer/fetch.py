@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import urllib3
 
 from fluxlora_trainer.errors import BadInput
-from fluxlora_trainer.limits import DatasetLimits
+from fluxlora_api.limits import DatasetLimits
 
 logger = logging.getLogger(__name__)
 

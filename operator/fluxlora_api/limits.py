@@ -1,6 +1,7 @@
-"""Limits that keep a hostile or broken dataset from exhausting the pod: download size, zip
-entries and their total size, image pixels. Defaults fit real datasets (hundreds of photos);
-each can be set through the environment, e.g. FLUXLORA_MAX_DOWNLOAD_BYTES."""
+"""Limits that keep a hostile or broken dataset from exhausting the trainer pod: download size,
+zip entries and their total size, image pixels. Defaults fit real datasets (hundreds of photos).
+The operator sets them (its settings) as the trainer's environment, e.g.
+FLUXLORA_MAX_DOWNLOAD_BYTES; the trainer reads them with from_env()."""
 
 import os
 from collections.abc import Mapping

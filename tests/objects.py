@@ -98,7 +98,14 @@ def pod(
             "namespace": namespace,
             "creationTimestamp": created,
             "labels": labels,
-            "ownerReferences": [{"kind": "Job", "name": naming.job_name(job_name), "uid": job_uid}],
+            "ownerReferences": [
+                {
+                    "kind": "Job",
+                    "name": naming.job_name(job_name),
+                    "uid": job_uid,
+                    "controller": True,
+                }
+            ],
         },
         "spec": spec,
         "status": status,

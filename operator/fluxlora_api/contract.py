@@ -1,9 +1,11 @@
 """The contract between the operator and the trainer container.
 
 Operator -> trainer: a TrainingConfig as JSON in the CONFIG_ENV variable (or a file for local
-runs), plus the resource's namespace/name so the trainer can patch status.progress.
-Trainer -> operator: a TrainingResult as JSON in the termination message, and the exit code:
-0 done, BAD_INPUT never retried, anything else retryable.
+runs), the dataset limits as FLUXLORA_* variables (see limits.py), and where to report
+progress.
+Trainer -> operator: a TrainingResult as JSON in the termination message (output file names,
+not URLs, so it always fits), progress reports to the operator's progress endpoint, and the exit
+code: 0 done, BAD_INPUT never retried, anything else retryable.
 """
 
 import json
@@ -16,8 +18,14 @@ from fluxlora_api.spec import TrainingParameters
 from fluxlora_api.status import Timings
 
 CONFIG_ENV = "FLUXLORA_TRAINING_CONFIG"
-RESOURCE_NAMESPACE_ENV = "FLUXLORA_RESOURCE_NAMESPACE"
-RESOURCE_NAME_ENV = "FLUXLORA_RESOURCE_NAME"
+# Progress: the trainer POSTs a Progress (JSON) to PROGRESS_URL_ENV with its pod-bound
+# service-account token for PROGRESS_AUDIENCE as Bearer. That token is useless against the API
+# server (wrong audience), so the trainer holds no Kubernetes rights at all.
+PROGRESS_URL_ENV = "FLUXLORA_PROGRESS_URL"
+PROGRESS_PATH = "/progress"
+PROGRESS_AUDIENCE = "fluxlora.dev/progress"
+PROGRESS_TOKEN_DIR = "/var/run/secrets/fluxlora.dev/progress"
+PROGRESS_TOKEN_FILE = "token"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Kubernetes truncates termination messages to 4096 bytes.
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -49,14 +57,34 @@ class TrainingResult(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
 
     outputs: list[str] = Field(default_factory=list)
-    """URLs of the uploaded files, the LoRA first."""
+    """Names of the uploaded files in the run's output folder, the LoRA first (the operator
+    turns them into URLs and drops anything that is not a plain file name)."""
     timings: Timings = Field(default_factory=Timings)
     error: str = ""
     """Human-readable reason when the run failed."""
     has_nsfw_contents: list[bool] | None = None
 
     def to_termination_message(self) -> str:
-        return json.dumps(self.to_wire(), separators=(",", ":"))
+        """JSON that always fits TERMINATION_MESSAGE_LIMIT (Kubernetes cuts longer messages,
+        which would leave invalid JSON): a long error loses its middle."""
+        wire = self.to_wire()
+
+        def encoded(kept: int) -> str:
+            if kept < len(self.error):
+                head, tail = self.error[: kept // 2], self.error[len(self.error) - kept // 2 :]
+                wire["error"] = f"{head} ... {tail}"
+            else:
+                wire["error"] = self.error
+            return json.dumps(wire, separators=(",", ":"))
+
+        low, high = 0, len(self.error)  # the most error characters that fit: binary search
+        while low < high:
+            middle = (low + high + 1) // 2
+            if len(encoded(middle).encode()) <= TERMINATION_MESSAGE_LIMIT:
+                low = middle
+            else:
+                high = middle - 1
+        return encoded(low)
 
 
 def parse_termination_message(message: str | None) -> TrainingResult | None:

@@ -31,18 +31,18 @@ class Timings(ApiModel):
 
 
 class Progress(ApiModel):
-    """Training progress, patched by the trainer pod while it trains."""
+    """Training progress, reported by the trainer pod while it trains (through the operator)."""
 
     step: int = Field(0, ge=0)
     """Steps done so far."""
     total_steps: int = Field(0, ge=0)
     """Steps the run will do."""
-    loss: float | None = None
+    loss: float | None = Field(None, allow_inf_nan=False)
     """Smoothed training loss at the last report."""
     eta_seconds: int | None = Field(None, ge=0)
     """Estimated seconds until training ends."""
     updated_at: str | None = Field(None, json_schema_extra=DATE_TIME)
-    """When the trainer last reported."""
+    """When the trainer last reported (the operator's clock)."""
 
 
 class Condition(ApiModel):
@@ -63,7 +63,7 @@ class Condition(ApiModel):
 
 
 class LoRATrainingJobStatus(ApiModel):
-    """Observed state, written by the operator (and status.progress by the trainer pod)."""
+    """Observed state, written by the operator alone (progress as the trainer reports it)."""
 
     phase: Phase | None = None
     """created (accepted, waiting for a GPU or a queue), processing (the trainer runs),
@@ -83,7 +83,7 @@ class LoRATrainingJobStatus(ApiModel):
     timings: Timings | None = None
     """Training time; inference is in milliseconds (hosted API naming)."""
     progress: Progress | None = None
-    """Live training progress reported by the trainer."""
+    """Live training progress reported by the trainer; the only thing the trainer can change."""
     job_name: str | None = None
     """Name of the batch/v1 Job that runs the trainer."""
     start_time: str | None = Field(None, json_schema_extra=DATE_TIME)

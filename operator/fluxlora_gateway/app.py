@@ -115,10 +115,8 @@ async def output(request: web.Request) -> web.StreamResponse:
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
     item = await gateway.find(tenant, request.match_info["id"])
-    status = item.get("status") or {}
     wanted = request.match_info["file"]
-    urls = (status.get("outputs") or []) if status.get("phase") == "completed" else []
-    url = next((u for u in urls if hosted.output_file(u) == wanted), None)
+    url = next((u for u in hosted.own_outputs(item) if hosted.output_file(u) == wanted), None)
     if url is None:
         raise Failure(404, f"output {wanted} not found")
     return await stream_output(request, url)

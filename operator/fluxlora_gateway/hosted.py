@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from fluxlora_api.outputs import belongs_to_run
 from fluxlora_api.spec import HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
 from fluxlora_api.status import Phase
 
@@ -78,24 +79,38 @@ def output_file(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
+def own_outputs(resource: dict[str, Any]) -> list[str]:
+    """The completed run's output URLs that lie in its own folder; anything else in the status
+    (written by whoever could patch it) is never shown or streamed."""
+    status = resource.get("status") or {}
+    if status.get("phase") != Phase.COMPLETED:
+        return []
+    meta = resource["metadata"]
+    prefix = (resource.get("spec") or {}).get("output")
+    return [
+        url
+        for url in status.get("outputs") or []
+        if isinstance(url, str)
+        and belongs_to_run(url, meta["namespace"], meta["name"], meta["uid"], prefix)
+    ]
+
+
 def prediction(resource: dict[str, Any], base_url: str) -> dict[str, Any]:
     """The `data` object of both endpoints, read from the resource and its status."""
     status = resource.get("status") or {}
     uid = resource["metadata"]["uid"]
     phase = status.get("phase") or Phase.CREATED
-    completed = phase == Phase.COMPLETED
     outputs = [
         base_url + OUTPUT_PATH.format(id=uid, file=quote(output_file(url)))
-        for url in (status.get("outputs") or [] if completed else [])
+        for url in own_outputs(resource)
     ]
     return {
         "id": uid,
         "model": MODEL_ID,
         "outputs": outputs,
         "urls": {"get": base_url + RESULT_PATH.format(id=uid)},
-        "has_nsfw_contents": (status.get("hasNsfwContents") or [False] * len(outputs))
-        if completed
-        else [],
+        # Nothing is checked for NSFW content (as the status says): one false per output.
+        "has_nsfw_contents": [False] * len(outputs),
         "status": str(phase),
         "created_at": created_at(resource),
         "error": status.get("error") or "",

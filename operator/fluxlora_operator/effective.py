@@ -1,9 +1,9 @@
 """What the spec and the operator's defaults make effective: the spec wins, defaults fill in."""
 
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluxlora_api.outputs import run_folder
 from fluxlora_api.spec import LoRATrainingJobSpec
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef
@@ -57,4 +57,4 @@ def effective_output(
             "spec.output: no output destination: set spec.output (s3://bucket/prefix or a mounted "
             "path) or configure the operator's default output (--default-output / --output-pvc)"
         )
-    return posixpath.join(prefix.rstrip("/") or "/", ref.namespace, f"{ref.name}-{ref.uid}")
+    return run_folder(prefix, ref.namespace, ref.name, ref.uid)

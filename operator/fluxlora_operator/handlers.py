@@ -1,9 +1,10 @@
 """The kopf handlers: a few lines each, calling the Reconciler.
 
-- a new or resumed LoRATrainingJob gets its status, identity and Job;
+- a new or resumed LoRATrainingJob gets its status and Job;
 - any change to a trainer Job or pod re-mirrors the owning resource at once;
 - a slow loop re-mirrors unfinished resources (time-based failures, missed events);
-- every resource event updates the phase gauge.
+- every resource event updates the phase gauge;
+- trainer pods report progress to an endpoint served beside the handlers.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ import kopf
 from fluxlora_api import resource
 from fluxlora_operator import naming
 from fluxlora_operator.metrics import Metrics
+from fluxlora_operator.progress_server import serve_progress
 from fluxlora_operator.reconciler import Reconciler, RetryLater
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.status_update import Event
@@ -94,12 +96,21 @@ def register(
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:
         memo["resync"] = asyncio.create_task(_resync_forever(reconciler, operator_settings))
 
+    @kopf.on.startup(registry=registry)
+    async def start_progress_endpoint(memo: kopf.Memo, **_: Any) -> None:
+        if operator_settings.progress_port:
+            memo["progress"] = await serve_progress(
+                reconciler.kube, operator_settings.progress_port
+            )
+
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
         task = memo.get("resync")
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if memo.get("progress") is not None:
+            await memo["progress"].cleanup()
 
     @kopf.on.event(*RESOURCE, registry=registry)
     def track_phase(

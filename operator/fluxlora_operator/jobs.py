@@ -22,6 +22,9 @@ TRAINER_COMMAND = ["fluxlora-trainer"]
 # The dataset, caches and outputs live on the scratch volume, not in the container's /tmp.
 TRAINER_ARGS = ["train", "--workdir", f"{WORK_MOUNT_PATH}/run"]
 
+PROGRESS_TOKEN_VOLUME = "progress-token"
+PROGRESS_TOKEN_SECONDS = 3600
+
 RESTRICTED_CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "privileged": False,
@@ -64,17 +67,17 @@ def build_pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _env(ref: TrainingJobRef, config: TrainingConfig, settings: OperatorSettings) -> list[dict]:
+def _env(config: TrainingConfig, settings: OperatorSettings) -> list[dict]:
     hf_home = (
         MODEL_CACHE_MOUNT_PATH if settings.model_cache_pvc else f"{WORK_MOUNT_PATH}/huggingface"
     )
     env: list[dict[str, Any]] = [
         {"name": contract.CONFIG_ENV, "value": config.model_dump_json(by_alias=True)},
-        {"name": contract.RESOURCE_NAMESPACE_ENV, "value": ref.namespace},
-        {"name": contract.RESOURCE_NAME_ENV, "value": ref.name},
         {"name": "HOME", "value": WORK_MOUNT_PATH},
         {"name": "HF_HOME", "value": hf_home},
     ]
+    if settings.progress_url:
+        env.append({"name": contract.PROGRESS_URL_ENV, "value": settings.progress_url})
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
     if settings.hf_token_secret:
@@ -87,6 +90,20 @@ def _env(ref: TrainingJobRef, config: TrainingConfig, settings: OperatorSettings
     return env
 
 
+def build_progress_token_volume() -> dict[str, Any]:
+    """The pod's only credential: a token bound to the pod, for the operator's progress
+    endpoint alone (the API server refuses its audience). The kubelet rotates it."""
+    token = {
+        "audience": contract.PROGRESS_AUDIENCE,
+        "expirationSeconds": PROGRESS_TOKEN_SECONDS,
+        "path": contract.PROGRESS_TOKEN_FILE,
+    }
+    return {
+        "name": PROGRESS_TOKEN_VOLUME,
+        "projected": {"sources": [{"serviceAccountToken": token}]},
+    }
+
+
 def _volumes(settings: OperatorSettings) -> tuple[list[dict], list[dict]]:
     work: dict[str, Any] = {}
     if settings.work_volume_size:
@@ -95,11 +112,13 @@ def _volumes(settings: OperatorSettings) -> tuple[list[dict], list[dict]]:
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
         {"name": "work", "emptyDir": work},
         {"name": "tmp", "emptyDir": {}},
+        build_progress_token_volume(),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "work", "mountPath": WORK_MOUNT_PATH},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": PROGRESS_TOKEN_VOLUME, "mountPath": contract.PROGRESS_TOKEN_DIR, "readOnly": True},
     ]
     if settings.output_pvc:
         volumes.append(
@@ -131,7 +150,7 @@ def build_job(
         "imagePullPolicy": settings.trainer_image_pull_policy,
         "command": TRAINER_COMMAND,
         "args": TRAINER_ARGS,
-        "env": _env(ref, config, settings),
+        "env": _env(config, settings),
         "envFrom": envs_from,
         "resources": {
             "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
@@ -147,7 +166,9 @@ def build_job(
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": naming.identity_name(ref.name),
+        # The namespace's default account, with no API token: the trainer runs untrusted data
+        # and holds no Kubernetes rights (it reports progress with the token above).
+        "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,

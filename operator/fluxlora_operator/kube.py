@@ -25,9 +25,6 @@ JOB_CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 COLLECTIONS = {
     "Job": ("/apis/batch/v1", "jobs"),
     "Pod": ("/api/v1", "pods"),
-    "ServiceAccount": ("/api/v1", "serviceaccounts"),
-    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
-    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "Secret": ("/api/v1", "secrets"),
     resource.KIND: (f"/apis/{resource.API_VERSION}", resource.PLURAL),
 }

@@ -24,11 +24,6 @@ def job_name(resource_name: str) -> str:
     return f"{resource_name}{resource.JOB_NAME_SUFFIX}"
 
 
-def identity_name(resource_name: str) -> str:
-    """ServiceAccount, Role and RoleBinding through which the trainer patches progress."""
-    return f"{resource_name}-trainer"
-
-
 def child_labels(resource_name: str) -> dict[str, str]:
     return {
         LABEL_NAME: "flux-lora-trainer",

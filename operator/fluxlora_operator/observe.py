@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fluxlora_api.contract import ExitCode, TrainingResult, parse_termination_message
+from fluxlora_api.outputs import resolve_output
 from fluxlora_api.status import Phase
 from fluxlora_operator import naming
 from fluxlora_operator.clock import parse_time
@@ -37,6 +38,8 @@ class Observation:
     completion_time: str | None = None
     attempts: int = 0
     pod_name: str | None = None  # the newest trainer pod
+    # Outputs the trainer reported outside the run's own folder: dropped, and named in an Event.
+    rejected_outputs: tuple[str, ...] = ()
     # The pod can never start (bad image, missing Secret): Kubernetes would retry it forever,
     # holding a GPU, so the operator deletes the Job once it has recorded the failure.
     delete_job: bool = False
@@ -124,8 +127,11 @@ def _failure(
     return reason, last_error or condition.get("message") or "the trainer Job failed"
 
 
-def _completion(pods: list[dict[str, Any]]) -> tuple[TrainingResult, str]:
-    """The trainer's result from the pod that succeeded, and a message for the condition."""
+def _completion(
+    pods: list[dict[str, Any]], output_folder: str
+) -> tuple[TrainingResult, tuple[str, ...], str]:
+    """The trainer's result from the pod that succeeded (its outputs as URLs in the run's own
+    folder), what it reported elsewhere, and a message for the condition."""
     succeeded = [pod for pod in pods if pod.get("status", {}).get("phase") == "Succeeded"]
     terminated = (
         _trainer_status(succeeded[0]).get("state", {}).get("terminated") or {} if succeeded else {}
@@ -138,10 +144,13 @@ def _completion(pods: list[dict[str, Any]]) -> tuple[TrainingResult, str]:
     ):
         elapsed = parse_time(terminated["finishedAt"]) - parse_time(terminated["startedAt"])
         result.timings.inference = int(elapsed.total_seconds() * 1000)
+    resolved = [(item, resolve_output(output_folder, item)) for item in result.outputs]
+    result.outputs = [url for _, url in resolved if url is not None]
+    rejected = tuple(item for item, url in resolved if url is None)
     message = f"training finished with {len(result.outputs)} output(s)"
     if not result.outputs:
         message = "training finished but the trainer reported no outputs"
-    return result, message
+    return result, rejected, message
 
 
 def observe(
@@ -149,8 +158,10 @@ def observe(
     pods: list[dict[str, Any]],
     now: datetime,
     start_grace_seconds: float,
+    output_folder: str,
 ) -> Observation:
-    """What the Job and its pods say about the training run."""
+    """What the Job and its pods say about the training run; `output_folder` is the run's own
+    folder, the only place its outputs may be."""
     pods = _newest_first(pods)
     common = {
         "start_time": _first_start(pods),
@@ -161,7 +172,7 @@ def observe(
 
     complete = _true_condition(job, "Complete")
     if complete:
-        result, message = _completion(pods)
+        result, rejected, message = _completion(pods, output_folder)
         return Observation(
             Phase.COMPLETED,
             (
@@ -169,6 +180,7 @@ def observe(
                 ConditionChange("Completed", "True", "TrainingSucceeded", message),
             ),
             result=result,
+            rejected_outputs=rejected,
             completion_time=complete.get("lastTransitionTime"),
             **common,
         )

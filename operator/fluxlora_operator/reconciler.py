@@ -15,7 +15,7 @@ from fluxlora_api.status import Phase
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, hosted_created_at, utcnow
 from fluxlora_operator.conditions import ConditionChange, find_condition
-from fluxlora_operator.identity import build_identity
+from fluxlora_operator.effective import effective_output
 from fluxlora_operator.jobs import build_job
 from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube
 from fluxlora_operator.metrics import Metrics
@@ -89,7 +89,7 @@ class Reconciler:
     # --- starting -----------------------------------------------------------------------------
 
     def start(self, namespace: str, name: str) -> None:
-        """Give a new (or resumed) resource its status, identity and Job."""
+        """Give a new (or resumed) resource its status and Job."""
         with self._lock(namespace, name):
             body = self.kube.get(resource.KIND, namespace, name)
             if body is None or _is_terminal(body):
@@ -121,8 +121,6 @@ class Reconciler:
                 )
 
             try:
-                for child in build_identity(ref):
-                    self.kube.create_or_adopt(child, ref)
                 _, created = self.kube.create_or_adopt(job, ref)
             except ForeignObjectError as error:
                 self._condition(
@@ -182,11 +180,19 @@ class Reconciler:
             else:
                 needs_start = False
                 now = utcnow()
+                # Where this run's outputs must be, from the spec and settings (never from the
+                # status, which the operator alone should write but does not trust).
+                folder = effective_output(parse_spec(body.get("spec") or {}), self.settings, ref)
+                observation = observe(
+                    job,
+                    self.kube.job_pods(job),
+                    now,
+                    self.settings.image_pull_grace_seconds,
+                    folder,
+                )
                 update = plan_status_update(
                     status,
-                    observe(
-                        job, self.kube.job_pods(job), now, self.settings.image_pull_grace_seconds
-                    ),
+                    observation,
                     format_time(now),
                     body["metadata"].get("generation"),
                 )

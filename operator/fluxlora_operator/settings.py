@@ -78,6 +78,11 @@ class OperatorSettings(BaseModel):
     """Port of the Prometheus /metrics endpoint; 0 disables it."""
     health_port: int = 8081
     """Port of the /healthz liveness endpoint; 0 disables it."""
+    progress_port: int = 8082
+    """Port of the endpoint trainer pods report progress to; 0 disables it."""
+    progress_url: str | None = None
+    """URL trainer pods report progress to (this operator's Service and progress-port, e.g.
+    http://flux-lora-operator.flux-lora-system.svc:8082); unset, progress is only logged."""
     peering: str | None = None
     """kopf peering object name, for a standby replica; unset runs standalone."""
     log_level: str = "INFO"

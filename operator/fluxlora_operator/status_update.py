@@ -60,6 +60,15 @@ def plan_status_update(
     if phase != current:
         patch["phase"] = phase.value
     conditions, events = apply_conditions(status, observation.conditions, now, generation)
+    if observation.rejected_outputs and phase != current:
+        shown = ", ".join(repr(item[:200]) for item in observation.rejected_outputs[:5])
+        events.append(
+            Event(
+                "Warning",
+                "OutputRejected",
+                f"the trainer reported output(s) outside this run's own folder, dropped: {shown}",
+            )
+        )
     if conditions is not None:
         patch["conditions"] = conditions
     if observation.start_time and not status.get("startTime"):

@@ -36,8 +36,16 @@ class TrainingJobRef:
         }
 
     def owns(self, obj: dict[str, Any]) -> bool:
+        """Whether this resource is `obj`'s controller. A mere ownerReference (anyone may add
+        one) is not enough: only the controller reference, with this resource's uid."""
         owners = obj.get("metadata", {}).get("ownerReferences") or []
-        return any(owner.get("uid") == self.uid for owner in owners)
+        return any(
+            owner.get("controller") is True
+            and owner.get("uid") == self.uid
+            and owner.get("kind") == resource.KIND
+            and owner.get("apiVersion") == resource.API_VERSION
+            for owner in owners
+        )
 
 
 def parse_spec(spec: dict[str, Any]) -> LoRATrainingJobSpec:

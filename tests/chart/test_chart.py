@@ -82,6 +82,14 @@ def test_the_operator_runs_restricted_with_probes_and_recreate():
     assert container["image"] == f"flux-lora-operator:{OPERATOR_VERSION}"
 
 
+def deployment_env(rendered: list[dict]) -> dict[str, str]:
+    (deployment,) = [o for o in rendered if o["kind"] == "Deployment"]
+    return {
+        e["name"]: e["value"]
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+
+
 def test_settings_become_the_operators_environment():
     rendered = render(
         "trainer.gpuResource=amd.com/gpu",
@@ -92,11 +100,7 @@ def test_settings_become_the_operators_environment():
         "kueue.defaultQueue=gpu-queue",
         "watchNamespaces={team-a,team-b}",
     )
-    (deployment,) = [o for o in objects(rendered) if o["kind"] == "Deployment"]
-    env = {
-        e["name"]: e["value"]
-        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
+    env = deployment_env(objects(rendered))
     assert env["FLUXLORA_GPU_RESOURCE"] == "amd.com/gpu"
     assert env["FLUXLORA_GPUS"] == "2"
     assert yaml.safe_load(env["FLUXLORA_NODE_SELECTOR"]) == {"pool": "gpu"}
@@ -107,13 +111,29 @@ def test_settings_become_the_operators_environment():
     assert "FLUXLORA_TRAINER_IMAGE" not in env  # unset values keep the operator's default
 
 
-def test_namespaced_mode_has_nothing_cluster_wide():
-    kinds = {
-        (o["kind"], o["metadata"].get("namespace"))
-        for o in objects(render("watchNamespaces={team-a,team-b}"))
-    }
+def test_namespaced_mode_has_nothing_cluster_wide_but_token_reviews():
+    rendered = objects(render("watchNamespaces={team-a,team-b}"))
+    kinds = {(o["kind"], o["metadata"].get("namespace")) for o in rendered}
     assert ("Role", "team-a") in kinds and ("RoleBinding", "team-b") in kinds
-    assert not {kind for kind, _ in kinds} & {"ClusterRole", "ClusterRoleBinding"}
+    cluster_rules = [r for o in rendered if o["kind"] == "ClusterRole" for r in o["rules"]]
+    assert cluster_rules == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+
+
+def test_the_operator_can_create_no_rbac_objects_and_trainers_report_to_its_service():
+    rendered = objects(render())
+    resources = {
+        res for o in rendered if "rules" in o for r in o["rules"] for res in r["resources"]
+    }
+    assert not resources & {"serviceaccounts", "roles", "rolebindings", "secrets"}
+    (service,) = [o for o in rendered if o["metadata"]["name"].endswith("-progress")]
+    env = deployment_env(rendered)
+    port = service["spec"]["ports"][0]["port"]
+    assert env["FLUXLORA_PROGRESS_PORT"] == str(port)
+    namespace = service["metadata"]["namespace"]
+    name = service["metadata"]["name"]
+    assert env["FLUXLORA_PROGRESS_URL"] == f"http://{name}.{namespace}.svc:{port}"
 
 
 def test_the_service_monitor_is_optional():

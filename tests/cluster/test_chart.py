@@ -145,6 +145,8 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
 
         data = await eventually(final, "the chart's operator finishes the run", timeout=400)
         assert data["status"] == "completed", data["error"]
+        (run,) = kube.list_objects(resource.KIND, namespace, "")
+        assert run["status"]["progress"]["step"] == 500  # reported through the operator
         with urllib.request.urlopen(
             urllib.request.Request(data["outputs"][0], headers={"Authorization": f"Bearer {key}"})
         ) as download:
@@ -165,6 +167,9 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         assert can_i(plane, account, "list", "loratrainingjobs", "--all-namespaces") == "no"
         assert can_i(plane, account, "create", "jobs", "-n", "default") == "no"
         assert can_i(plane, account, "create", "clusterroles") == "no"
+        assert can_i(plane, account, "create", "tokenreviews") == "yes"  # its one cluster right
+        for kind in ("serviceaccounts", "roles", "rolebindings"):
+            assert can_i(plane, account, "create", kind, "-n", namespace) == "no"
         # And what the gateway's may not: anything but submitting, reading, and its keys.
         ns = ["-n", namespace]
         assert can_i(plane, gateway_account, "create", "loratrainingjobs", *ns) == "yes"

@@ -1,22 +1,28 @@
 """The operator against the real control plane: its Job is run by the real Job controller, the
-real scheduler says why the pod waits, real RBAC confines the trainer's identity, and the real
-garbage collector removes everything with the resource. (No node runs pods yet.)"""
+real scheduler says why the pod waits, the trainer pod can report progress and nothing else, and
+the real garbage collector removes everything with the resource. (No node runs pods yet.)"""
 
 import asyncio
+import json
+import urllib.error
+import urllib.request
 
 import kubernetes
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH
 from fluxlora_operator import naming
 from fluxlora_operator.kube import ApiError, Kube, path
 from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.training_job import TrainingJobRef
+from tests.support.minio import free_port
 from tests.support.operator import embedded_operator
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
 SETTINGS = OperatorSettings(
-    default_output="s3://loras", trainer_image="trainer:test", resync_seconds=2
+    default_output="s3://loras", trainer_image="trainer:test", resync_seconds=2, progress_port=0
 )
 
 
@@ -71,57 +77,115 @@ async def test_without_a_free_gpu_the_resource_stays_created_and_says_why(
     assert status["phase"] == "created" and status["jobName"] == naming.job_name("portrait")
 
 
-async def test_the_trainer_identity_can_patch_only_its_own_status(
-    operator, control_plane, cluster_admin, namespace
-):
-    submit(cluster_admin, namespace)
-    submit(cluster_admin, namespace, name="other")
-    account = naming.identity_name("portrait")
-    await eventually(
-        lambda: cluster_admin.get("RoleBinding", namespace, account), "the identity exists"
-    )
-    token = cluster_admin.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 600},
-        },
-    )["status"]["token"]
+def client_with_token(control_plane, token: str) -> Kube:
     configuration = kubernetes.client.Configuration(host=control_plane.server)
     configuration.ssl_ca_cert = str(control_plane.ca_file)
     configuration.api_key = {"BearerToken": token}
     configuration.api_key_prefix = {"BearerToken": "Bearer"}
-    trainer = Kube(kubernetes.client.ApiClient(configuration))
+    return Kube(kubernetes.client.ApiClient(configuration))
 
-    assert trainer.get(resource.KIND, namespace, "portrait")["metadata"]["name"] == "portrait"
-    trainer.patch_status(namespace, "portrait", {"progress": {"step": 7, "totalSteps": 1000}})
-    assert (
-        cluster_admin.get(resource.KIND, namespace, "portrait")["status"]["progress"]["step"] == 7
+
+def create_token(control_plane, namespace: str, *flags: str) -> str:
+    """`kubectl create token` for the trainer pods' account (the namespace's default)."""
+    done = control_plane.kubectl("create", "token", "default", "-n", namespace, *flags)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def post_progress(url: str, token: str, body: dict) -> int:
+    request = urllib.request.Request(
+        url + PROGRESS_PATH,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
     )
-    denied = [
-        lambda: trainer.get(resource.KIND, namespace, "other"),
-        lambda: trainer.patch_status(namespace, "other", {"progress": {"step": 1}}),
-        lambda: trainer.request(
-            "PATCH",
-            path(resource.KIND, namespace, "portrait"),
-            {"metadata": {"labels": {"x": "y"}}},
-            content_type="application/merge-patch+json",
-        ),
-        lambda: trainer.get("Job", namespace, naming.job_name("portrait")),
-        lambda: trainer.list_objects("Pod", namespace, ""),
-        lambda: trainer.request("GET", f"/api/v1/namespaces/{namespace}/secrets"),
-    ]
-    for attempt in denied:
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+async def test_the_trainer_can_report_progress_and_nothing_else(
+    control_plane, cluster_admin, namespace
+):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = SETTINGS.model_copy(update={"progress_port": port, "progress_url": url})
+    async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
+        submit(cluster_admin, namespace)
+        (trainer_pod,) = await eventually(
+            lambda: cluster_admin.list_objects(
+                "Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait"
+            ),
+            "the trainer pod exists",
+        )
+        await eventually(
+            lambda: condition(cluster_admin, namespace, "Scheduled"), "the status is written"
+        )
+        pod_name = trainer_pod["metadata"]["name"]
+        assert trainer_pod["spec"]["automountServiceAccountToken"] is False
+        before = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
+
+        # An API token of the trainer pods' account, bound to the pod: it may change nothing.
+        api_token = create_token(
+            control_plane, namespace, "--bound-object-kind", "Pod",
+            "--bound-object-name", pod_name,
+        )  # fmt: skip
+        trainer = client_with_token(control_plane, api_token)
+        forged = [
+            {"phase": "completed"},
+            {"outputs": ["s3://loras/other-team/other-1234/lora.safetensors"]},
+            {"error": "forged"},
+            {"conditions": []},
+            {"progress": {"step": 999}},
+        ]
+        for status in forged:
+            with pytest.raises(ApiError) as error:
+                trainer.patch_status(namespace, "portrait", status)
+            assert error.value.status == 403
         with pytest.raises(ApiError) as error:
-            attempt()
+            trainer.get(resource.KIND, namespace, "portrait")
         assert error.value.status == 403
 
+        # The pod's progress token: the API server refuses it, the progress endpoint takes it.
+        progress_token = create_token(
+            control_plane, namespace, "--audience", PROGRESS_AUDIENCE,
+            "--bound-object-kind", "Pod", "--bound-object-name", pod_name,
+        )  # fmt: skip
+        with pytest.raises(ApiError) as error:
+            client_with_token(control_plane, progress_token).get("Pod", namespace, pod_name)
+        assert error.value.status == 401
+        assert post_progress(url, progress_token, {"step": 7, "totalSteps": 1000}) == 204
+        status = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
+        assert (status["progress"]["step"], status["progress"]["totalSteps"]) == (7, 1000)
+        unchanged = {k: v for k, v in status.items() if k != "progress"}
+        assert unchanged == {k: v for k, v in before.items() if k != "progress"}
 
-async def test_deleting_the_resource_removes_its_job_pods_and_identity(
-    operator, cluster_admin, namespace
-):
+        # Only progress, only from a trainer pod, only with a pod-bound progress token.
+        await asyncio.sleep(1.1)  # past the per-pod report interval
+        for body in forged[:4]:
+            assert post_progress(url, progress_token, {"step": 8, **body}) == 400
+        unbound = create_token(control_plane, namespace, "--audience", PROGRESS_AUDIENCE)
+        assert post_progress(url, unbound, {"step": 9}) == 401
+        assert post_progress(url, api_token, {"step": 9}) == 401
+        impostor = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "impostor", "labels": trainer_pod["metadata"]["labels"]},
+            "spec": {"containers": [{"name": "trainer", "image": "trainer:test"}]},
+        }
+        cluster_admin.request("POST", path("Pod", namespace), impostor)
+        impostor_token = create_token(
+            control_plane, namespace, "--audience", PROGRESS_AUDIENCE,
+            "--bound-object-kind", "Pod", "--bound-object-name", "impostor",
+        )  # fmt: skip
+        assert post_progress(url, impostor_token, {"step": 9}) == 403
+        final = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
+        assert final["progress"]["step"] == 7 and final["phase"] == before["phase"]
+
+
+async def test_deleting_the_resource_removes_its_job_and_pods(operator, cluster_admin, namespace):
     submit(cluster_admin, namespace)
     await eventually(
         lambda: cluster_admin.list_objects(
@@ -132,17 +196,11 @@ async def test_deleting_the_resource_removes_its_job_pods_and_identity(
     cluster_admin.delete(resource.KIND, namespace, "portrait")
 
     def all_gone() -> bool:
-        children = [
-            cluster_admin.get("Job", namespace, naming.job_name("portrait")),
-            *(
-                cluster_admin.get(kind, namespace, naming.identity_name("portrait"))
-                for kind in ("ServiceAccount", "Role", "RoleBinding")
-            ),
-        ]
+        job = cluster_admin.get("Job", namespace, naming.job_name("portrait"))
         pods = cluster_admin.list_objects("Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait")
-        return not any(children) and not pods
+        return job is None and not pods
 
-    await eventually(all_gone, "the garbage collector removes the Job, pods and identity")
+    await eventually(all_gone, "the garbage collector removes the Job and pods")
 
 
 async def test_a_finished_resource_never_gets_a_new_job(operator, cluster_admin, namespace):
@@ -223,9 +281,13 @@ async def test_an_operator_restarted_mid_flight_adopts_the_job_it_made(
     assert [j["metadata"]["uid"] for j in jobs] == [first["metadata"]["uid"]]
 
 
-async def test_a_job_of_the_same_name_owned_by_someone_else_is_reported_not_taken(
-    operator, cluster_admin, namespace
+@pytest.mark.parametrize("reference", ["none", "not-controller"])
+async def test_a_job_of_the_same_name_not_controlled_by_the_resource_is_reported_not_taken(
+    control_plane, cluster_admin, namespace, reference
 ):
+    """Anyone may add an ownerReference to a Job they create; only the controller reference
+    with the resource's uid makes the Job the resource's own."""
+    created = submit(cluster_admin, namespace)  # while no operator runs
     job_name = naming.job_name("portrait")
     foreign = {
         "apiVersion": "batch/v1",
@@ -241,16 +303,20 @@ async def test_a_job_of_the_same_name_owned_by_someone_else_is_reported_not_take
             },
         },
     }
+    if reference == "not-controller":
+        owner = TrainingJobRef.of(created).owner_reference()
+        foreign["metadata"]["ownerReferences"] = [{**owner, "controller": False}]
     cluster_admin.request("POST", path("Job", namespace), foreign)
-    submit(cluster_admin, namespace)
-    conflict = await eventually(
-        lambda: condition(cluster_admin, namespace, "JobCreated"), "the conflict is reported"
-    )
+    async with embedded_operator(cluster_admin, control_plane.kopf_connection(), SETTINGS):
+        conflict = await eventually(
+            lambda: condition(cluster_admin, namespace, "JobCreated"), "the conflict is reported"
+        )
     assert (conflict["status"], conflict["reason"]) == ("False", "NameConflict")
     assert "already exists and does not belong" in conflict["message"]
     job = cluster_admin.get("Job", namespace, job_name)
-    assert "ownerReferences" not in job["metadata"]  # left as it was
+    assert job["metadata"].get("ownerReferences") == foreign["metadata"].get("ownerReferences")
     assert job["spec"]["template"]["spec"]["containers"][0]["name"] == "other"
+    assert job["spec"]["suspend"] is True  # left as it was
 
 
 async def test_without_an_output_destination_the_resource_fails_and_gets_no_job(

@@ -18,7 +18,7 @@ from tests.handlers.emulator import ApiServerEmulator
 
 NAMESPACE = "team-a"
 SETTINGS = OperatorSettings(
-    default_output="s3://loras", trainer_image="trainer:test", resync_seconds=1
+    default_output="s3://loras", trainer_image="trainer:test", resync_seconds=1, progress_port=0
 )
 
 

@@ -42,6 +42,7 @@ async def test_the_command_runs_the_operator_with_a_kubeconfig(apiserver, tmp_pa
         "FLUXLORA_DEFAULT_OUTPUT": "s3://loras",
         "FLUXLORA_METRICS_PORT": "0",
         "FLUXLORA_HEALTH_PORT": "0",
+        "FLUXLORA_PROGRESS_PORT": "0",
     }
     command = Path(sys.executable).parent / "fluxlora-operator"
     process = subprocess.Popen(

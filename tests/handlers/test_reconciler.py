@@ -36,7 +36,7 @@ async def start_pod(
     return await cluster.apply(body)
 
 
-async def test_a_new_resource_gets_its_status_identity_and_exactly_one_job(cluster):
+async def test_a_new_resource_gets_its_status_and_exactly_one_job_and_nothing_else(cluster):
     created = await submit(cluster)
     await cluster.start("portrait")
 
@@ -53,9 +53,14 @@ async def test_a_new_resource_gets_its_status_identity_and_exactly_one_job(clust
     (job,) = await cluster.jobs()
     assert job["metadata"]["name"] == JOB
     assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
-    identity = naming.identity_name("portrait")
-    for kind in ("ServiceAccount", "Role", "RoleBinding"):
-        assert await cluster.get(kind, identity), f"{kind} missing"
+    # The trainer holds no Kubernetes rights: no account, role or binding is made for it.
+    for collection in (
+        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings",
+    ):
+        listing = await cluster.call(cluster.kube.request, "GET", collection)
+        assert listing.get("items") == [], collection
     assert [e.reason for _, e in cluster.events] == ["JobCreated"]
 
 

@@ -480,6 +480,28 @@ class NodeAgent:
             value = value.get(part, "") if isinstance(value, dict) else ""
         return value
 
+    def _pod_token(self, pod: dict, audience: str | None, wanted: dict) -> str:
+        """A service-account token bound to the pod, as the kubelet requests it (for the API
+        server's audience unless another is asked for)."""
+        meta = pod["metadata"]
+        account = pod["spec"].get("serviceAccountName") or "default"
+        request: dict[str, Any] = {
+            "expirationSeconds": wanted.get("expirationSeconds", TOKEN_SECONDS),
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+        }
+        if audience:
+            request["audiences"] = [audience]
+        return self.kube.request(
+            "POST",
+            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": request},
+        )["status"]["token"]
+
     def _mount_script(self, pod: dict, container: dict, folder: Path) -> str:
         """Shell lines that, inside the private mount namespace, put each volume at its path."""
         meta, spec = pod["metadata"], pod["spec"]
@@ -497,6 +519,12 @@ class NodeAgent:
                     meta["namespace"], volume["configMap"]["name"]
                 ).items():
                     (source / key).write_text(value)
+            elif "projected" in volume:
+                for item in volume["projected"].get("sources") or []:
+                    if "serviceAccountToken" in item:
+                        wanted = item["serviceAccountToken"]
+                        token = self._pod_token(pod, wanted.get("audience"), wanted)
+                        (source / wanted["path"]).write_text(token)
             elif "persistentVolumeClaim" in volume:
                 claim = (
                     self.workdir
@@ -507,20 +535,10 @@ class NodeAgent:
                 claim.mkdir(parents=True, exist_ok=True)
                 source = claim
             sources[volume["name"]] = source
-        account = spec.get("serviceAccountName") or "default"
         if spec.get("automountServiceAccountToken", True):
             token_dir = folder / "serviceaccount"
             token_dir.mkdir(exist_ok=True)
-            token = self.kube.request(
-                "POST",
-                f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token",
-                {
-                    "apiVersion": "authentication.k8s.io/v1",
-                    "kind": "TokenRequest",
-                    "spec": {"expirationSeconds": TOKEN_SECONDS},
-                },
-            )["status"]["token"]
-            (token_dir / "token").write_text(token)
+            (token_dir / "token").write_text(self._pod_token(pod, None, {}))
             (token_dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
             (token_dir / "namespace").write_text(meta["namespace"])
             sources["__serviceaccount"] = token_dir

@@ -61,7 +61,8 @@ def operator_process(kubeconfig: Path, environment: dict[str, str], log: Path) -
     """The installed `fluxlora-operator` command as a process of its own (as in a pod), with
     FLUXLORA_* settings from `environment`; its output goes to `log`."""
     command = [str(Path(sys.executable).parent / "fluxlora-operator")]
-    settings = {"FLUXLORA_METRICS_PORT": "0", "FLUXLORA_HEALTH_PORT": "0", **environment}
+    quiet = ("METRICS_PORT", "HEALTH_PORT", "PROGRESS_PORT")  # 0: no server on a shared port
+    settings = {**{f"FLUXLORA_{name}": "0" for name in quiet}, **environment}
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,

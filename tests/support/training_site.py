@@ -103,7 +103,10 @@ def model_cache_claim(kube: Kube, agent: NodeAgent, namespace: str, model: Path)
 
 def operator_environment(s3: S3Server, bucket: str) -> dict[str, str]:
     """The operator settings of a local site, as `fluxlora-operator` reads them."""
+    progress_port = free_port()  # the node agent's pods share the host's network
     return {
+        "FLUXLORA_PROGRESS_PORT": str(progress_port),
+        "FLUXLORA_PROGRESS_URL": f"http://127.0.0.1:{progress_port}",
         "FLUXLORA_TRAINER_IMAGE": "flux-lora-trainer:local",
         "FLUXLORA_DEFAULT_OUTPUT": f"s3://{bucket}/loras",
         "FLUXLORA_OUTPUT_SECRET": CREDENTIALS,
@@ -129,6 +132,7 @@ def chart_values(
         "--set", f"gateway.s3CredentialsSecret={CREDENTIALS}",
         "--set-json", f"gateway.specDefaults={json.dumps(GATEWAY_SPEC_DEFAULTS)}",
     ] if gateway_port else []  # fmt: skip
+    progress_port = free_port()
     return [
         *gateway,
         "--set", f"watchNamespaces={{{','.join(namespaces)}}}",
@@ -143,4 +147,6 @@ def chart_values(
         # The node agent's pods share the host's network: ports nobody else uses.
         "--set", f"metrics.port={free_port()}",
         "--set", f"health.port={free_port()}",
+        "--set", f"progress.port={progress_port}",
+        "--set", f"progress.url=http://127.0.0.1:{progress_port}",
     ]  # fmt: skip

@@ -1,20 +1,40 @@
-"""Progress reaches the resource's status at most every few seconds; a failed patch never stops
-training."""
+"""Progress goes to the operator's endpoint at most every few seconds, with the pod's token; a
+failed report never stops training."""
 
-import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import kmock
+import pytest
 
-from fluxlora_api import resource
-from fluxlora_operator.kube import path
-from fluxlora_trainer.progress import ProgressReporter, StatusTarget, progress_line
+from fluxlora_api.contract import PROGRESS_PATH
+from fluxlora_trainer.progress import ProgressReporter, ProgressTarget, progress_line
 from fluxlora_trainer.train_loop import StepReport
-from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
-from tests.objects import training_job
 
 
 def report(step: int, total: int = 1000) -> StepReport:
     return StepReport(step, total, 0.5, 0.25, step * 1.0, (total - step) * 1.0)
+
+
+@pytest.fixture
+def endpoint():
+    """An HTTP server that records what it is sent."""
+    received: list[tuple[str, str, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Authorization"], json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
 
 
 def test_the_log_line_has_a_bar_the_step_the_loss_and_the_eta():
@@ -23,36 +43,32 @@ def test_the_log_line_has_a_bar_the_step_the_loss_and_the_eta():
     )
 
 
-async def test_progress_is_patched_into_the_status_throttled(apiserver, tmp_path):
-    cluster = make_cluster(apiserver, SETTINGS)
-    body = training_job(namespace=NAMESPACE)
-    await cluster.apply(body)
+def test_progress_is_reported_with_the_pods_token_throttled(endpoint, tmp_path):
+    url, received = endpoint
     token = tmp_path / "token"
-    token.write_text("service-account-token")
-    url = str(apiserver.url).rstrip("/") + path(resource.KIND, NAMESPACE, "portrait", "status")
-    reporter = ProgressReporter(StatusTarget(url, token, tmp_path / "ca.crt"))
+    token.write_text("pod-bound-token\n")
+    reporter = ProgressReporter(ProgressTarget(url + PROGRESS_PATH, token))
 
-    for step in range(1, 6):  # five steps within the patch interval: one patch
-        await asyncio.to_thread(reporter, report(step, 10))
-    progress = (await cluster.status("portrait"))["progress"]
-    assert (progress["step"], progress["totalSteps"], progress["loss"]) == (1, 10, 0.25)
-    assert progress["etaSeconds"] == 9 and progress["updatedAt"].endswith("Z")
+    for step in range(1, 6):  # five steps within the report interval: one report
+        reporter(report(step, 10))
+    token.write_text("rotated-token")  # the kubelet rotates the file: read it afresh
+    reporter(report(10, 10))  # the last step is always reported
+    assert [(path, auth) for path, auth, _ in received] == [
+        (PROGRESS_PATH, "Bearer pod-bound-token"),
+        (PROGRESS_PATH, "Bearer rotated-token"),
+    ]
+    assert received[0][2] == {"step": 1, "totalSteps": 10, "loss": 0.25, "etaSeconds": 9}
+    assert received[1][2]["step"] == 10
 
-    await asyncio.to_thread(reporter, report(10, 10))  # the last step is always recorded
-    assert (await cluster.status("portrait"))["progress"]["step"] == 10
-    assert len(apiserver[kmock.method.PATCH]) == 2
 
-
-def test_an_unreachable_api_server_never_stops_training(tmp_path):
+def test_an_unreachable_operator_never_stops_training(tmp_path):
     token = tmp_path / "token"
     token.write_text("t")
-    reporter = ProgressReporter(
-        StatusTarget("http://127.0.0.1:9/status", token, tmp_path / "ca.crt")
-    )
+    reporter = ProgressReporter(ProgressTarget("http://127.0.0.1:9/progress", token))
     reporter(report(1, 10))  # logs a warning, raises nothing
     reporter(report(10, 10))
 
 
-def test_a_local_run_has_nothing_to_patch(monkeypatch):
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    assert StatusTarget.from_environment() is None
+def test_without_an_endpoint_progress_is_only_logged(monkeypatch):
+    monkeypatch.delenv("FLUXLORA_PROGRESS_URL", raising=False)
+    assert ProgressTarget.from_environment() is None

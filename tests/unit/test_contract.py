@@ -6,6 +6,8 @@ from fluxlora_api.contract import (
     TrainingResult,
     parse_termination_message,
 )
+from fluxlora_api.outputs import resolve_output, run_folder
+from fluxlora_api.spec import LoRATrainingJobSpec
 from fluxlora_api.status import Timings
 
 
@@ -17,12 +19,27 @@ def test_a_result_survives_the_termination_message_round_trip():
     assert parse_termination_message(result.to_termination_message()) == result
 
 
-def test_a_typical_result_fits_the_kubernetes_message_limit():
-    prefix = "s3://a-long-bucket-name/fluxlora/some-namespace/portrait-of-someone-" + "x" * 36
+def test_every_output_kind_under_the_longest_prefix_reaches_the_status():
+    """Names, not URLs, travel in the message: its size does not grow with the prefix."""
+    longest = "s3://b/" + "p" * (1024 - len("s3://b/"))  # spec.output's maxLength
+    spec = LoRATrainingJobSpec(data="https://example.com/a.zip", output=longest)
+    folder = run_folder(spec.output, "n" * 63, "r" * 57, "u" * 36)
     names = ["lora.safetensors", "lora_comfyui.safetensors", "config.json", "loss.csv"]
     names += ["loss.png"] + [f"sample_{i}.png" for i in range(8)]
-    result = TrainingResult(outputs=[f"{prefix}/{name}" for name in names])
-    assert len(result.to_termination_message().encode()) < TERMINATION_MESSAGE_LIMIT
+    message = TrainingResult(outputs=names).to_termination_message()
+    assert len(message.encode()) <= TERMINATION_MESSAGE_LIMIT
+    parsed = parse_termination_message(message)
+    assert [resolve_output(folder, name) for name in parsed.outputs] == [
+        f"{folder}/{name}" for name in names
+    ]
+
+
+def test_a_long_error_is_shortened_so_the_message_stays_valid_json():
+    error = "data: bad.zip: " + "é\n" * 5000 + "the end"
+    message = TrainingResult(error=error).to_termination_message()
+    assert len(message.encode()) <= TERMINATION_MESSAGE_LIMIT
+    parsed = parse_termination_message(message)
+    assert parsed.error.startswith("data: bad.zip") and parsed.error.endswith("the end")
 
 
 def test_a_log_tail_is_not_mistaken_for_a_result():

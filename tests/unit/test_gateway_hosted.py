@@ -49,9 +49,18 @@ def test_bad_requests_name_the_field(raw, message):
     assert str(error.value).startswith(message)
 
 
-def resource(status: dict | None = None) -> dict:
+RUN = "s3://b/p/team-a/prediction-x-u-1"  # the run's own folder under the output prefix
+
+
+def resource(status: dict | None = None, spec: dict | None = None) -> dict:
     return {
-        "metadata": {"uid": "u-1", "creationTimestamp": "2026-11-24T10:00:00Z"},
+        "metadata": {
+            "uid": "u-1",
+            "name": "prediction-x",
+            "namespace": "team-a",
+            "creationTimestamp": "2026-11-24T10:00:00Z",
+        },
+        "spec": spec or {},
         "status": status or {},
     }
 
@@ -75,7 +84,7 @@ def test_a_completed_prediction_links_its_outputs_through_the_gateway():
     status = {
         "phase": "completed",
         "createdAt": "2026-11-24T10:00:00.123Z",
-        "outputs": ["s3://b/p/lora.safetensors", "s3://b/p/loss.png"],
+        "outputs": [f"{RUN}/lora.safetensors", f"{RUN}/loss.png"],
         "hasNsfwContents": [False, False],
         "timings": {"inference": 81234},
     }
@@ -86,6 +95,23 @@ def test_a_completed_prediction_links_its_outputs_through_the_gateway():
     ]
     assert data["status"] == "completed" and data["timings"] == {"inference": 81234}
     assert data["created_at"] == "2026-11-24T10:00:00.123Z"
+
+
+@pytest.mark.parametrize(
+    "spec", [{}, {"output": "s3://b/p"}], ids=["default-prefix", "spec-output"]
+)
+def test_only_outputs_in_the_runs_own_folder_are_ever_shown(spec):
+    """Defense in depth: whatever reached the status, another run's files are never linked."""
+    foreign = [
+        "s3://b/p/team-b/other-u-2/lora.safetensors",  # another tenant's run
+        f"{RUN}/../../team-b/other-u-2/lora.safetensors",
+        f"{RUN}/sub/lora.safetensors",
+        "s3://b/p/team-a/prediction-x-u-1-evil/lora.safetensors",
+    ]
+    status = {"phase": "completed", "outputs": [f"{RUN}/lora.safetensors", *foreign]}
+    assert hosted.own_outputs(resource(status, spec)) == [f"{RUN}/lora.safetensors"]
+    elsewhere = resource(status, {"output": "s3://other-bucket/p"})  # not where this run wrote
+    assert hosted.own_outputs(elsewhere) == []
 
 
 def test_outputs_are_hidden_until_completed_and_errors_show():

@@ -4,9 +4,15 @@ import json
 
 import pytest
 
-from fluxlora_api.contract import CONFIG_ENV, ExitCode, TrainingConfig
+from fluxlora_api.contract import (
+    CONFIG_ENV,
+    PROGRESS_AUDIENCE,
+    PROGRESS_TOKEN_DIR,
+    PROGRESS_URL_ENV,
+    ExitCode,
+    TrainingConfig,
+)
 from fluxlora_api.spec import LoRATrainingJobSpec
-from fluxlora_operator.identity import build_identity
 from fluxlora_operator.jobs import build_job
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef
@@ -118,10 +124,7 @@ def test_the_trainer_gets_its_config_and_its_resource():
     assert cfg.trigger_word is None  # explicit null survives: no trigger word
     assert (cfg.steps, cfg.lora_rank, cfg.job_id) == (1500, 8, "uid-123")
     assert cfg.output == "s3://loras/team-a/portrait-uid-123"
-    assert env(job)["FLUXLORA_RESOURCE_NAMESPACE"] == "team-a"
-    assert env(job)["FLUXLORA_RESOURCE_NAME"] == "portrait"
     assert container(job)["image"] == "registry/trainer:1"
-    assert pod_spec(job)["serviceAccountName"] == build_identity(REF)[0]["metadata"]["name"]
 
 
 @pytest.mark.parametrize(
@@ -218,29 +221,20 @@ def test_credentials_and_caches_come_from_the_operator_settings():
     assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(job)
 
 
-def test_the_trainer_identity_can_only_touch_its_own_resource():
-    account, role, binding = build_identity(REF)
-    assert account["kind"] == "ServiceAccount"
-    assert role["rules"] == [
-        {
-            "apiGroups": ["fluxlora.dev"],
-            "resources": ["loratrainingjobs"],
-            "resourceNames": ["portrait"],
-            "verbs": ["get"],
-        },
-        {
-            "apiGroups": ["fluxlora.dev"],
-            "resources": ["loratrainingjobs/status"],
-            "resourceNames": ["portrait"],
-            "verbs": ["patch"],
-        },
-    ]
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "team-a"}
-    ]
-    for obj in (account, role, binding):
-        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-123"
+def test_the_trainer_holds_no_api_token_only_a_progress_token_bound_to_its_pod():
+    settings = SETTINGS.model_copy(update={"progress_url": "http://op.ops.svc:8082"})
+    job = make(settings)
+    spec = pod_spec(job)
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec  # the namespace's default account, no rights
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (mount,) = [m for m in container(job)["volumeMounts"] if m["mountPath"] == PROGRESS_TOKEN_DIR]
+    assert mount["readOnly"] is True
+    (source,) = volumes[mount["name"]]["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == PROGRESS_AUDIENCE
+    assert source["serviceAccountToken"]["expirationSeconds"] <= 3600
+    assert env(job)[PROGRESS_URL_ENV] == "http://op.ops.svc:8082"
+    assert PROGRESS_URL_ENV not in env(make())  # no endpoint configured: log only
 
 
 def test_the_trainer_works_on_the_work_volume():
@@ -249,3 +243,15 @@ def test_the_trainer_works_on_the_work_volume():
     workdir = command[command.index("--workdir") + 1]
     mounts = [m["mountPath"] for m in container(make())["volumeMounts"]]
     assert any(workdir.startswith(mount + "/") for mount in mounts)
+
+
+def test_only_the_controller_reference_with_the_uid_makes_an_object_the_resources_own():
+    own = {"metadata": {"ownerReferences": [REF.owner_reference()]}}
+    assert REF.owns(own)
+    not_controller = {
+        "metadata": {"ownerReferences": [{**REF.owner_reference(), "controller": False}]}
+    }
+    other_uid = {"metadata": {"ownerReferences": [{**REF.owner_reference(), "uid": "uid-999"}]}}
+    other_kind = {"metadata": {"ownerReferences": [{**REF.owner_reference(), "kind": "Job"}]}}
+    for obj in (not_controller, other_uid, other_kind, {"metadata": {}}):
+        assert not REF.owns(obj)

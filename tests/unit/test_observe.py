@@ -11,10 +11,11 @@ from tests.objects import job, job_condition, pod, result_message, running, term
 
 NOW = datetime.fromisoformat("2026-11-24T10:02:00+00:00")
 GRACE = 300
+FOLDER = "s3://o/loras/team-a/portrait-1234"
 
 
 def look(job_obj, pods, now=NOW):
-    return observe(job_obj, pods, now, GRACE)
+    return observe(job_obj, pods, now, GRACE, FOLDER)
 
 
 def condition(observation, type_):
@@ -89,14 +90,33 @@ def test_a_pod_that_cannot_start_fails_after_the_grace_period(reason, age_second
 
 
 def test_completion_reports_the_trainers_outputs_and_timings():
-    message = result_message(outputs=["s3://o/lora.safetensors"], timings={"inference": 1800000})
+    message = result_message(outputs=["lora.safetensors"], timings={"inference": 1800000})
     done = pod(phase="Succeeded", state=terminated(0, message, reason="Completed"))
     seen = look(job(conditions=[job_condition("Complete")], succeeded=1), [done])
     assert seen.phase == Phase.COMPLETED
-    assert seen.result.outputs == ["s3://o/lora.safetensors"]
+    assert seen.result.outputs == [f"{FOLDER}/lora.safetensors"]
+    assert seen.rejected_outputs == ()
     assert seen.result.timings.inference == 1800000
     assert seen.completion_time == "2026-11-24T11:00:00Z"
     assert condition(seen, "Completed").status == "True"
+
+
+def test_outputs_outside_the_runs_own_folder_are_dropped():
+    """A hostile trainer (it runs untrusted data) must not point the tenant at other files."""
+    foreign = [
+        "s3://o/loras/team-b/other-5678/lora.safetensors",  # another tenant's run
+        "../team-b/other-5678/lora.safetensors",
+        "sub/lora.safetensors",
+        "..",
+        f"{FOLDER}/../other-5678/lora.safetensors",
+        f"{FOLDER}-evil/lora.safetensors",
+    ]
+    own = ["lora.safetensors", f"{FOLDER}/config.json"]  # a name, or a URL in the folder
+    message = result_message(outputs=[*own, *foreign])
+    done = pod(phase="Succeeded", state=terminated(0, message, "Completed"))
+    seen = look(job(conditions=[job_condition("Complete")]), [done])
+    assert seen.result.outputs == [f"{FOLDER}/lora.safetensors", f"{FOLDER}/config.json"]
+    assert seen.rejected_outputs == tuple(foreign)
 
 
 def test_completion_without_a_timing_uses_the_container_run_time():

@@ -22,10 +22,10 @@ from fluxlora_api.contract import (
     TrainingConfig,
     TrainingResult,
 )
+from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
 from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset
 from fluxlora_trainer.errors import BadInput
-from fluxlora_api.limits import DatasetLimits
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -99,12 +99,12 @@ def _report(result: TrainingResult, result_file: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fluxlora_trainer.progress import ProgressReporter, StatusTarget
+    from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
     from fluxlora_trainer.run import run_training  # imports torch: only when asked
 
     try:
         config = _read_config(args.config)
-        reporter = ProgressReporter(StatusTarget.from_environment())
+        reporter = ProgressReporter(ProgressTarget.from_environment())
         if args.workdir:
             result = run_training(config, Path(args.workdir), reporter)
         else:

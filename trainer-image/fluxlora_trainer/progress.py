@@ -1,25 +1,27 @@
-"""Progress: a progress line in the log, and status.progress patched on the trainer's own
-LoRATrainingJob (through the pod's service account, which may patch nothing else) at most every
-few seconds. A failed patch is logged and training goes on."""
+"""Progress: a progress line in the log, and a report to the operator's progress endpoint at
+most every few seconds, which the operator writes to status.progress (the trainer itself holds
+no Kubernetes rights). A failed report is logged and training goes on."""
 
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import urllib3
 
-from fluxlora_api import resource
-from fluxlora_api.contract import RESOURCE_NAME_ENV, RESOURCE_NAMESPACE_ENV
+from fluxlora_api.contract import (
+    PROGRESS_PATH,
+    PROGRESS_TOKEN_DIR,
+    PROGRESS_TOKEN_FILE,
+    PROGRESS_URL_ENV,
+)
 from fluxlora_trainer.train_loop import StepReport
 
 logger = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-PATCH_INTERVAL_SECONDS = 5.0
+REPORT_INTERVAL_SECONDS = 5.0
 LOG_INTERVAL_SECONDS = 10.0
 BAR_WIDTH = 30
 
@@ -40,46 +42,31 @@ def progress_status(report: StepReport) -> dict:
         "totalSteps": report.total_steps,
         "loss": round(report.smoothed_loss, 6),
         "etaSeconds": int(report.eta_seconds),
-        "updatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
 @dataclass
-class StatusTarget:
-    """The own resource's status endpoint and the credentials to patch it."""
+class ProgressTarget:
+    """The operator's progress endpoint and the pod-bound token that proves who reports."""
 
     url: str
     token_file: Path
-    ca_file: Path
 
     @classmethod
-    def from_environment(cls) -> "StatusTarget | None":
-        namespace = os.environ.get(RESOURCE_NAMESPACE_ENV)
-        name = os.environ.get(RESOURCE_NAME_ENV)
-        host = os.environ.get("KUBERNETES_SERVICE_HOST")
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if not (namespace and name and host and (SERVICE_ACCOUNT / "token").is_file()):
-            return None  # a local run: nothing to patch
-        if ":" in host:
-            host = f"[{host}]"
-        path = (
-            f"/apis/{resource.API_VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}/status"
-        )
-        return cls(
-            f"https://{host}:{port}{path}", SERVICE_ACCOUNT / "token", SERVICE_ACCOUNT / "ca.crt"
-        )
+    def from_environment(cls) -> "ProgressTarget | None":
+        url = os.environ.get(PROGRESS_URL_ENV)
+        token_file = Path(PROGRESS_TOKEN_DIR) / PROGRESS_TOKEN_FILE
+        if not url or not token_file.is_file():
+            return None  # a local run, or an operator without the endpoint: log only
+        return cls(url.rstrip("/") + PROGRESS_PATH, token_file)
 
 
 class ProgressReporter:
-    def __init__(self, target: StatusTarget | None) -> None:
+    def __init__(self, target: ProgressTarget | None) -> None:
         self.target = target
-        self.last_patch = 0.0
+        self.last_report = 0.0
         self.last_log = 0.0
-        self.pool = (
-            urllib3.PoolManager(ca_certs=str(target.ca_file), timeout=5.0, retries=False)
-            if target
-            else None
-        )
+        self.pool = urllib3.PoolManager(timeout=5.0, retries=False) if target else None
 
     def __call__(self, report: StepReport) -> None:
         now = time.monotonic()
@@ -87,21 +74,18 @@ class ProgressReporter:
         if final or now - self.last_log >= LOG_INTERVAL_SECONDS:
             self.last_log = now
             logger.info("%s", progress_line(report))
-        if self.target and (final or now - self.last_patch >= PATCH_INTERVAL_SECONDS):
-            self.last_patch = now
-            self.patch({"progress": progress_status(report)})
+        if self.target and (final or now - self.last_report >= REPORT_INTERVAL_SECONDS):
+            self.last_report = now
+            self.send(progress_status(report))
 
-    def patch(self, status: dict) -> None:
+    def send(self, progress: dict) -> None:
         try:
             token = self.target.token_file.read_text().strip()  # rotated by the kubelet
             response = self.pool.request(
-                "PATCH",
+                "POST",
                 self.target.url,
-                body=json.dumps({"status": status}).encode(),
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/merge-patch+json",
-                },
+                body=json.dumps(progress).encode(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             )
             if response.status >= 300:
                 logger.warning("progress not recorded: HTTP %s", response.status)

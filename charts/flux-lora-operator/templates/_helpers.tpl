@@ -42,6 +42,10 @@ app.kubernetes.io/component: gateway
 {{- default (include "fluxlora.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{- define "fluxlora.progressUrl" -}}
+{{- .Values.progress.url | default (printf "http://%s-progress.%s.svc:%v" (include "fluxlora.fullname" .) .Release.Namespace .Values.progress.port) -}}
+{{- end -}}
+
 {{/* The operator's settings as FLUXLORA_* variables; unset values leave the operator's defaults. */}}
 {{- define "fluxlora.env" -}}
 {{- $v := .Values -}}
@@ -49,6 +53,8 @@ app.kubernetes.io/component: gateway
     "LOG_LEVEL" $v.logLevel
     "METRICS_PORT" $v.metrics.port
     "HEALTH_PORT" $v.health.port
+    "PROGRESS_PORT" $v.progress.port
+    "PROGRESS_URL" (include "fluxlora.progressUrl" .)
     "NAMESPACES" (join "," $v.watchNamespaces)
     "PEERING" (ternary $v.peering.name "" $v.peering.enabled)
     "TRAINER_IMAGE" $v.trainer.image

@@ -1,0 +1,46 @@
+"""Where a run's files live, and which output URLs belong to a run (one definition, used by the
+operator when it reads the trainer's result and by the gateway before it streams a byte).
+
+Every run writes under its own folder `<prefix>/<namespace>/<name>-<uid>/`. The trainer reports
+plain file names; only names that stay inside that folder become outputs, so a hostile trainer
+(it runs untrusted data) can never point a tenant at another run's files.
+"""
+
+import posixpath
+import re
+
+# A plain file name: no folder, no "." or "..", no control characters.
+_FILE_NAME = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]{1,255}$")
+
+
+def run_folder(prefix: str, namespace: str, name: str, uid: str) -> str:
+    """`<prefix>/<namespace>/<name>-<uid>`: the uid keeps a re-created resource of the same name
+    from resuming (or serving) the old one's files."""
+    return posixpath.join(prefix.rstrip("/") or "/", namespace, f"{name}-{uid}")
+
+
+def is_file_name(name: str) -> bool:
+    return bool(_FILE_NAME.match(name))
+
+
+def resolve_output(folder: str, reported: str) -> str | None:
+    """The URL of one reported output under the run's `folder`, or None when it points anywhere
+    else. A plain file name is joined to the folder; a full URL is kept only when it names a
+    file directly inside the folder (what older trainers reported)."""
+    if is_file_name(reported):
+        return f"{folder}/{reported}"
+    inside = reported.removeprefix(folder.rstrip("/") + "/")
+    if inside != reported and is_file_name(inside):
+        return reported
+    return None
+
+
+def belongs_to_run(url: str, namespace: str, name: str, uid: str, prefix: str | None) -> bool:
+    """Whether `url` is a file directly in the run's own folder. Without a known prefix (the
+    operator's default output), the folder's last two parts must still be the run's own."""
+    parent, _, file_name = url.rpartition("/")
+    if not is_file_name(file_name):
+        return False
+    if prefix:
+        return parent == run_folder(prefix, namespace, name, uid)
+    return parent.endswith(f"/{namespace}/{name}-{uid}") and "/../" not in f"{parent}/"

@@ -1,0 +1,217 @@
+"""The progress endpoint: trainer pods report progress here, and nothing else reaches the status
+from them (the design of Kubeflow Trainer's progress server).
+
+A trainer pod runs untrusted data, so it holds no Kubernetes rights at all. It proves who it is
+with its projected service-account token for PROGRESS_AUDIENCE: the API server's TokenReview
+says which pod the token is bound to (pod name and uid); that pod must be the live trainer pod
+of a LoRATrainingJob's own Job. Only then is its report, checked against the Progress model,
+written to that resource's status.progress, at most once per REPORT_INTERVAL_SECONDS per pod.
+"""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from fluxlora_api import resource
+from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH
+from fluxlora_api.status import Progress
+from fluxlora_operator import naming
+from fluxlora_operator.clock import format_time, utcnow
+from fluxlora_operator.kube import ApiError, Kube
+from fluxlora_operator.training_job import TrainingJobRef
+
+logger = logging.getLogger(__name__)
+
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+MAX_BODY_BYTES = 4096
+REPORT_INTERVAL_SECONDS = 1.0
+REVIEW_CACHE_SECONDS = 60.0
+CACHE_ENTRIES = 4096
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """The pod a progress token is bound to."""
+
+    namespace: str
+    pod_name: str
+    pod_uid: str
+
+
+def reporter_of(review: dict[str, Any]) -> Reporter | None:
+    """The pod behind an authenticated, pod-bound token for our audience; None otherwise."""
+    status = review.get("status") or {}
+    if not status.get("authenticated") or PROGRESS_AUDIENCE not in (status.get("audiences") or []):
+        return None
+    user = status.get("user") or {}
+    username = user.get("username") or ""
+    if not username.startswith(SERVICE_ACCOUNT_PREFIX):
+        return None
+    namespace = username.removeprefix(SERVICE_ACCOUNT_PREFIX).partition(":")[0]
+    extra = user.get("extra") or {}
+    pod_name = (extra.get(POD_NAME_EXTRA) or [""])[0]
+    pod_uid = (extra.get(POD_UID_EXTRA) or [""])[0]
+    if not (namespace and pod_name and pod_uid):
+        return None  # not bound to a pod: a token anyone with `create token` could mint
+    return Reporter(namespace, pod_name, pod_uid)
+
+
+def training_job_of(pod: dict[str, Any], reporter: Reporter) -> tuple[str, str] | None:
+    """(resource name, Job uid) when `pod` is the reporter's pod and a trainer pod of the
+    operator's making: labelled for a resource and controlled by that resource's Job."""
+    meta = pod.get("metadata") or {}
+    if meta.get("uid") != reporter.pod_uid or meta.get("namespace") != reporter.namespace:
+        return None  # the token's pod is gone and the name was reused
+    labels = meta.get("labels") or {}
+    name = labels.get(naming.LABEL_TRAINING_JOB)
+    if not name or labels.get(naming.LABEL_MANAGED_BY) != naming.MANAGED_BY:
+        return None
+    for owner in meta.get("ownerReferences") or []:
+        if (
+            owner.get("controller") is True
+            and owner.get("kind") == "Job"
+            and owner.get("name") == naming.job_name(name)
+        ):
+            return name, owner.get("uid") or ""
+    return None
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Cache(OrderedDict):
+    """A small LRU map."""
+
+    def remember(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > CACHE_ENTRIES:
+            self.popitem(last=False)
+
+
+class ProgressServer:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._reviews = _Cache()  # token hash -> (Reporter | None, expiry)
+        self._trainers = _Cache()  # pod uid -> (namespace, resource name)
+        self._last_report = _Cache()  # pod uid -> monotonic time
+
+    def _review(self, token: str) -> Reporter | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._reviews.get(key)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        review = self.kube.request(
+            "POST",
+            TOKEN_REVIEWS,
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token, "audiences": [PROGRESS_AUDIENCE]},
+            },
+        )
+        reporter = reporter_of(review)
+        self._reviews.remember(key, (reporter, time.monotonic() + REVIEW_CACHE_SECONDS))
+        return reporter
+
+    def _training_job(self, reporter: Reporter) -> tuple[str, str]:
+        known = self._trainers.get(reporter.pod_uid)
+        if known:
+            return known
+        pod = self.kube.get("Pod", reporter.namespace, reporter.pod_name)
+        found = training_job_of(pod or {}, reporter)
+        if found is None:
+            raise Refused(403, "the token's pod is not a trainer pod of this operator")
+        name, job_uid = found
+        body = self.kube.get(resource.KIND, reporter.namespace, name)
+        job = self.kube.get("Job", reporter.namespace, naming.job_name(name))
+        if body is None or job is None or job["metadata"]["uid"] != job_uid:
+            raise Refused(403, "the pod's Job does not belong to a LoRATrainingJob")
+        if not TrainingJobRef.of(body).owns(job):
+            raise Refused(403, "the pod's Job does not belong to a LoRATrainingJob")
+        self._trainers.remember(reporter.pod_uid, (reporter.namespace, name))
+        return reporter.namespace, name
+
+    def report(self, token: str, body: bytes) -> tuple[str, str]:
+        """Write one report; returns the resource (namespace, name). Blocking: run in a
+        thread."""
+        try:
+            reporter = self._review(token)
+        except ApiError as error:
+            logger.warning("progress: token review failed: %s", error)
+            raise Refused(503, "the token could not be checked; try again") from None
+        if reporter is None:
+            raise Refused(401, f"not a pod-bound token for audience {PROGRESS_AUDIENCE}")
+        now = time.monotonic()
+        last = self._last_report.get(reporter.pod_uid)
+        if last is not None and now - last < REPORT_INTERVAL_SECONDS:
+            raise Refused(429, f"at most one report per {REPORT_INTERVAL_SECONDS:g} s")
+        try:
+            progress = Progress.model_validate_json(body)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            field = ".".join(str(part) for part in problem["loc"]) or "body"
+            raise Refused(400, f"{field}: {problem['msg']}") from None
+        namespace, name = self._training_job(reporter)
+        self._last_report.remember(reporter.pod_uid, now)
+        progress.updated_at = format_time(utcnow())
+        try:
+            self.kube.patch_status(namespace, name, {"progress": progress.to_wire()})
+        except ApiError as error:
+            if error.status == 404:
+                raise Refused(404, "the LoRATrainingJob is gone") from None
+            raise
+        return namespace, name
+
+
+PROGRESS_SERVER = web.AppKey("progress_server", ProgressServer)
+
+
+async def _post_progress(request: web.Request) -> web.Response:
+    server = request.app[PROGRESS_SERVER]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return web.json_response({"error": "missing Bearer token"}, status=401)
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return web.json_response({"error": f"body over {MAX_BODY_BYTES} bytes"}, status=413)
+    body = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        return web.json_response({"error": f"body over {MAX_BODY_BYTES} bytes"}, status=413)
+    try:
+        await asyncio.to_thread(server.report, token.strip(), body)
+    except Refused as refused:
+        return web.json_response({"error": str(refused)}, status=refused.status)
+    except ApiError as error:
+        logger.warning("progress: %s", error)
+        return web.json_response({"error": "the API server refused; try again"}, status=503)
+    return web.Response(status=204)
+
+
+def build_progress_app(server: ProgressServer) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[PROGRESS_SERVER] = server
+    app.router.add_post(PROGRESS_PATH, _post_progress)
+    return app
+
+
+async def serve_progress(kube: Kube, port: int) -> web.AppRunner:
+    """Start the endpoint on all addresses (trainer pods reach it through the operator's
+    Service); the caller cleans the returned runner up."""
+    runner = web.AppRunner(build_progress_app(ProgressServer(kube)), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    logger.info("progress endpoint listening on port %d", port)
+    return runner

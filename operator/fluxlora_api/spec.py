@@ -7,7 +7,7 @@ holding only `data`. Every other field is optional and its default keeps that be
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
 from fluxlora_api.base import ApiModel
 
@@ -29,11 +29,16 @@ SamplePrompt = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 
 
+SYSTEM_PRIORITY_PREFIX = "system-"
+SYSTEM_PRIORITY = "priorityClassName: system-* classes are for cluster components, not training"
+
+
 class Toleration(ApiModel):
     """A Kubernetes toleration for the trainer pod (core/v1 Toleration)."""
 
-    key: str | None = Field(None, max_length=316)
-    """Taint key the toleration applies to; empty with operator Exists matches every taint."""
+    key: str = Field(min_length=1, max_length=316)
+    """Taint key the toleration applies to (required: a toleration of every taint is never
+    given to a trainer); the operator allows only its allowed-toleration-keys."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists or Equal (the Kubernetes default is Equal)."""
     value: str | None = Field(None, max_length=63)
@@ -115,11 +120,26 @@ class LoRATrainingJobSpec(TrainingParameters):
     """Number of GPUs requested for the trainer pod; unset takes the operator's default (1
     unless configured)."""
     node_selector: dict[str, LabelValue] | None = Field(None, max_length=64)
-    """Node labels the trainer pod must match, merged over the operator's defaults."""
+    """Node labels the trainer pod must match, added to the operator's node selector (whose
+    keys the spec cannot change)."""
     tolerations: list[Toleration] | None = Field(None, max_length=32)
-    """Tolerations for the trainer pod, added to the operator's defaults."""
-    priority_class_name: str | None = Field(None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
-    """PriorityClass of the trainer pod, overriding the operator's default."""
+    """Tolerations for the trainer pod, added to the operator's defaults; only taint keys the
+    operator allows (allowed-toleration-keys)."""
+    priority_class_name: str | None = Field(
+        None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"!self.startsWith('{SYSTEM_PRIORITY_PREFIX}')",
+                    "message": SYSTEM_PRIORITY,
+                }
+            ]
+        },
+    )
+    """PriorityClass of the trainer pod, overriding the operator's default; only those the
+    operator allows (allowed-priority-classes), never a system-* class."""
     queue_name: str | None = Field(None, pattern=DNS_LABEL_PATTERN, max_length=63)
     """Kueue LocalQueue to submit the Job to. The Job is created suspended and Kueue starts it;
     the phase stays created while it waits. Overrides the operator's default queue."""
@@ -128,3 +148,11 @@ class LoRATrainingJobSpec(TrainingParameters):
     (an unusable dataset) is never retried."""
     active_deadline_seconds: int | None = Field(None, ge=60)
     """Wall-clock limit for the whole Job, retries included; the resource fails when it passes."""
+
+    @field_validator("priority_class_name")
+    @classmethod
+    def _not_a_system_class(cls, value: str | None) -> str | None:
+        # The same rule as the CRD's CEL rule, for specs that bypass the API server.
+        if value and value.startswith(SYSTEM_PRIORITY_PREFIX):
+            raise ValueError(SYSTEM_PRIORITY)
+        return value

@@ -21,17 +21,42 @@ class Placement:
 
 
 def effective_placement(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> Placement:
-    tolerations: list[dict[str, Any]] = []
-    for toleration in [*settings.tolerations, *(spec.tolerations or [])]:
-        wire = toleration.to_wire()
-        if wire not in tolerations:
-            tolerations.append(wire)
+    """Where the trainer pod may run: the operator's choices, plus what its allow-lists let a
+    spec add. A user who may only create LoRATrainingJobs must not gain scheduling power
+    (system priority, tolerating every taint, leaving the GPU pool)."""
+    for key, value in (spec.node_selector or {}).items():
+        pinned = settings.node_selector.get(key)
+        if pinned is not None and pinned != value:
+            raise InvalidSpec(
+                f"spec.nodeSelector.{key}: the operator pins it to {pinned!r}; leave it out"
+            )
+    tolerations: list[dict[str, Any]] = [t.to_wire() for t in settings.tolerations]
+    for index, toleration in enumerate(spec.tolerations or []):
+        if toleration.key not in settings.allowed_toleration_keys:
+            raise InvalidSpec(
+                f"spec.tolerations[{index}].key: {toleration.key!r} is not allowed "
+                f"(the operator allows {_listed(settings.allowed_toleration_keys)}; "
+                "--allowed-toleration-keys)"
+            )
+        if toleration.to_wire() not in tolerations:
+            tolerations.append(toleration.to_wire())
+    priority = spec.priority_class_name
+    allowed = {settings.priority_class_name, *settings.allowed_priority_classes} - {None}
+    if priority and priority not in allowed:
+        raise InvalidSpec(
+            f"spec.priorityClassName: {priority!r} is not allowed (the operator allows "
+            f"{_listed(sorted(allowed))}; --allowed-priority-classes)"
+        )
     return Placement(
-        node_selector={**settings.node_selector, **(spec.node_selector or {})},
+        node_selector={**(spec.node_selector or {}), **settings.node_selector},
         tolerations=tolerations,
-        priority_class_name=spec.priority_class_name or settings.priority_class_name,
+        priority_class_name=priority or settings.priority_class_name,
         runtime_class_name=settings.runtime_class_name,
     )
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
 
 
 def effective_gpus(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> int:

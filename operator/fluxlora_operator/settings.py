@@ -43,11 +43,16 @@ class OperatorSettings(BaseModel):
     work_volume_size: str | None = None
     """sizeLimit of the /scratch volume (downloaded dataset, caches); unset is unlimited."""
     node_selector: dict[str, str] = Field(default_factory=dict)
-    """Default node selector of trainer pods (JSON object or k=v,k=v); the spec's keys win."""
+    """Node selector of trainer pods (JSON object or k=v,k=v), pinned: a spec may add keys but
+    not change these."""
     tolerations: list[Toleration] = Field(default_factory=list)
     """Default tolerations of trainer pods (JSON list); the spec's are added."""
+    allowed_toleration_keys: list[str] = Field(default_factory=list)
+    """Taint keys a spec's tolerations may name; empty: a spec may add no tolerations."""
     priority_class_name: str | None = None
-    """Default PriorityClass of trainer pods; spec.priorityClassName wins."""
+    """Default PriorityClass of trainer pods."""
+    allowed_priority_classes: list[str] = Field(default_factory=list)
+    """PriorityClasses a spec may choose besides the default; empty: only the default."""
     runtime_class_name: str | None = None
     """RuntimeClass of trainer pods (for example nvidia)."""
     queue_name: str | None = None

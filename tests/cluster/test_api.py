@@ -53,6 +53,15 @@ def test_an_explicit_null_trigger_word_is_kept(cluster_admin, namespace):
         ({"data": "https://x/a.zip", "optimizer": "sgd"}, "spec.optimizer"),
         ({"data": "https://x/a.zip", "gpus": 0}, "spec.gpus"),
         ({"data": "https://x/a.zip", "queueName": "Bad_Queue"}, "spec.queueName"),
+        # Scheduling power a training user must not get, refused at admission.
+        (
+            {"data": "https://x/a.zip", "priorityClassName": "system-node-critical"},
+            "spec.priorityClassName",
+        ),
+        (
+            {"data": "https://x/a.zip", "tolerations": [{"operator": "Exists"}]},
+            "spec.tolerations[0].key",
+        ),
     ],
 )
 def test_bad_fields_are_rejected_naming_the_field(cluster_admin, namespace, spec, field):

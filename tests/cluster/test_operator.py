@@ -336,3 +336,45 @@ async def test_without_an_output_destination_the_resource_fails_and_gets_no_job(
         )
     assert status["error"].startswith("spec.output: no output destination")
     assert cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"tolerations": [{"key": "node-role.kubernetes.io/control-plane"}]}, "spec.tolerations"),
+        ({"priorityClassName": "urgent"}, "spec.priorityClassName"),
+        ({"nodeSelector": {"pool": "control-plane"}}, "spec.nodeSelector.pool"),
+    ],
+    ids=["toleration", "priority-class", "pinned-node-selector"],
+)
+async def test_scheduling_the_operator_does_not_allow_fails_the_resource_without_a_pod(
+    control_plane, cluster_admin, namespace, spec, field
+):
+    settings = SETTINGS.model_copy(
+        update={
+            "node_selector": {"pool": "gpu"},
+            "allowed_toleration_keys": ["nvidia.com/gpu"],
+            "allowed_priority_classes": ["training-low"],
+        }
+    )
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": "portrait"},
+        "spec": {"data": "https://example.com/a.zip", **spec},
+    }
+    async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
+        cluster_admin.request("POST", path(resource.KIND, namespace), body)
+        status = await eventually(
+            lambda: (
+                (s := cluster_admin.get(resource.KIND, namespace, "portrait").get("status"))
+                and s.get("phase") == "failed"
+                and s
+            ),
+            "the resource fails",
+        )
+    assert status["error"].startswith(field)
+    assert "not allowed" in status["error"] or "pins it" in status["error"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR) == []

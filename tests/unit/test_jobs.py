@@ -156,30 +156,62 @@ def test_no_output_destination_is_an_error_naming_spec_output():
     [
         ({}, {}, None),
         ({"pool": "gpu"}, {}, {"pool": "gpu"}),
-        ({"pool": "gpu", "zone": "a"}, {"zone": "b"}, {"pool": "gpu", "zone": "b"}),
+        ({"pool": "gpu"}, {"pool": "gpu", "zone": "b"}, {"pool": "gpu", "zone": "b"}),
         ({}, {"gpu": "h100"}, {"gpu": "h100"}),
     ],
 )
-def test_node_selectors_merge_with_the_spec_winning(defaults, spec, expected):
+def test_a_spec_adds_node_selector_keys_to_the_operators(defaults, spec, expected):
     settings = SETTINGS.model_copy(update={"node_selector": defaults})
     assert pod_spec(make(settings, nodeSelector=spec or None)).get("nodeSelector") == expected
 
 
-def test_tolerations_add_up_without_duplicates():
+def test_a_spec_cannot_change_a_pinned_node_selector():
+    settings = SETTINGS.model_copy(update={"node_selector": {"pool": "gpu"}})
+    with pytest.raises(InvalidSpec, match=r"^spec\.nodeSelector\.pool: the operator pins it"):
+        make(settings, nodeSelector={"pool": "control-plane"})
+
+
+def test_tolerations_add_up_without_duplicates_for_allowed_keys():
     gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     spot = {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoExecute"}
-    settings = OperatorSettings.model_validate({**SETTINGS.model_dump(), "tolerations": [gpu]})
-    tolerations = pod_spec(make(settings, tolerations=[gpu, spot]))["tolerations"]
+    settings = OperatorSettings.model_validate(
+        {**SETTINGS.model_dump(), "tolerations": [gpu], "allowed_toleration_keys": ["spot"]}
+    )
+    tolerations = pod_spec(make(settings, tolerations=[spot]))["tolerations"]
     assert tolerations == [gpu, spot]
+    with pytest.raises(InvalidSpec, match=r"^spec\.tolerations\[0\]\.key: 'nvidia.com/gpu' is"):
+        make(settings, tolerations=[gpu])  # the operator's own toleration is not the spec's
+
+
+def test_a_toleration_of_every_taint_is_refused_by_the_model():
+    with pytest.raises(ValueError, match="key"):
+        make(tolerations=[{"operator": "Exists"}])
 
 
 @pytest.mark.parametrize(
-    ("default", "spec", "expected"),
-    [(None, None, None), ("low", None, "low"), ("low", "high", "high"), (None, "high", "high")],
+    ("default", "allowed", "spec", "expected"),
+    [
+        (None, [], None, None),
+        ("low", [], None, "low"),
+        ("low", [], "low", "low"),
+        ("low", ["high"], "high", "high"),
+        (None, ["high"], "high", "high"),
+    ],
 )
-def test_priority_class_comes_from_the_spec_or_the_default(default, spec, expected):
-    settings = SETTINGS.model_copy(update={"priority_class_name": default})
+def test_priority_class_comes_from_the_spec_when_allowed_or_the_default(
+    default, allowed, spec, expected
+):
+    settings = SETTINGS.model_copy(
+        update={"priority_class_name": default, "allowed_priority_classes": allowed}
+    )
     assert pod_spec(make(settings, priorityClassName=spec)).get("priorityClassName") == expected
+
+
+@pytest.mark.parametrize("spec", ["high", "system-node-critical"])
+def test_a_priority_class_the_operator_does_not_allow_never_reaches_a_pod(spec):
+    settings = SETTINGS.model_copy(update={"priority_class_name": "low"})
+    with pytest.raises((InvalidSpec, ValueError), match="priorityClassName"):
+        make(settings, priorityClassName=spec)
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,9 @@ app.kubernetes.io/component: gateway
     "MEMORY_LIMIT" $v.trainer.memoryLimit
     "NODE_SELECTOR" $v.trainer.nodeSelector
     "TOLERATIONS" $v.trainer.tolerations
+    "ALLOWED_TOLERATION_KEYS" $v.trainer.allowedTolerationKeys
     "PRIORITY_CLASS_NAME" $v.trainer.priorityClassName
+    "ALLOWED_PRIORITY_CLASSES" $v.trainer.allowedPriorityClasses
     "RUNTIME_CLASS_NAME" $v.trainer.runtimeClassName
     "DEFAULT_OUTPUT" $v.output.default
     "S3_ENDPOINT" $v.output.s3Endpoint

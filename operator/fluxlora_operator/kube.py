@@ -146,6 +146,21 @@ class Kube:
             )
         return existing, False
 
+    def pod_creation_failure(self, job: dict[str, Any]) -> str | None:
+        """Why the Job controller last failed to create a pod for `job` (a quota, a LimitRange,
+        Pod Security), from its FailedCreate Events; None when it reported none."""
+        meta = job["metadata"]
+        selector = f"involvedObject.uid={meta['uid']},reason=FailedCreate"
+        listing = self.request(
+            "GET", f"/api/v1/namespaces/{quote(meta['namespace'])}/events",
+            query={"fieldSelector": selector},
+        )  # fmt: skip
+        events = sorted(
+            listing.get("items") or [],
+            key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
+        )
+        return events[-1].get("message") or "FailedCreate" if events else None
+
     def job_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         """The pods of exactly this Job (not of an earlier Job that had the same name)."""
         meta = job["metadata"]

@@ -159,9 +159,11 @@ def observe(
     now: datetime,
     start_grace_seconds: float,
     output_folder: str,
+    pod_creation_failure: str | None = None,
 ) -> Observation:
     """What the Job and its pods say about the training run; `output_folder` is the run's own
-    folder, the only place its outputs may be."""
+    folder, the only place its outputs may be; `pod_creation_failure` is why the Job controller
+    could not create a pod (its FailedCreate Event), if it said so."""
     pods = _newest_first(pods)
     common = {
         "start_time": _first_start(pods),
@@ -211,6 +213,15 @@ def observe(
         (ConditionChange("Queued", "False", "Admitted", "admitted by Kueue"),) if queued else ()
     )
 
+    if not pods and pod_creation_failure:
+        cannot_create = ConditionChange(
+            "Scheduled",
+            "False",
+            "FailedCreate",
+            f"the Job cannot create the trainer pod: {pod_creation_failure}",
+            warning=True,
+        )
+        return Observation(Phase.CREATED, (*admitted, cannot_create), **common)
     if not pods:
         return Observation(Phase.CREATED, admitted, **common)
     return _observe_pod(pods[0], now, start_grace_seconds, admitted, common)

@@ -8,12 +8,13 @@ it), so it runs the same against any API server.
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from fluxlora_api import resource
 from fluxlora_api.status import Phase
 from fluxlora_operator import naming
-from fluxlora_operator.clock import format_time, hosted_created_at, utcnow
+from fluxlora_operator.clock import format_time, hosted_created_at, parse_time, utcnow
 from fluxlora_operator.conditions import ConditionChange, find_condition
 from fluxlora_operator.effective import effective_output
 from fluxlora_operator.jobs import build_job
@@ -32,6 +33,7 @@ from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef, parse_sp
 logger = logging.getLogger(__name__)
 
 EventPoster = Callable[[dict[str, Any], Event], None]
+POD_CREATION_GRACE_SECONDS = 5.0
 
 
 class RetryLater(Exception):
@@ -183,12 +185,17 @@ class Reconciler:
                 # Where this run's outputs must be, from the spec and settings (never from the
                 # status, which the operator alone should write but does not trust).
                 folder = effective_output(parse_spec(body.get("spec") or {}), self.settings, ref)
+                pods = self.kube.job_pods(job)
+                # Only a Job that should have had a pod for a while and has none is asked why
+                # (one more call; the Job controller's FailedCreate Events do not change it).
+                waiting = not pods and _job_overdue(job, now)
                 observation = observe(
                     job,
-                    self.kube.job_pods(job),
+                    pods,
                     now,
                     self.settings.image_pull_grace_seconds,
                     folder,
+                    self.kube.pod_creation_failure(job) if waiting else None,
                 )
                 update = plan_status_update(
                     status,
@@ -257,3 +264,16 @@ class Reconciler:
 def _is_terminal(body: dict[str, Any]) -> bool:
     phase = current_phase(body.get("status") or {})
     return phase is not None and phase.terminal
+
+
+def _job_overdue(job: dict[str, Any], now: datetime) -> bool:
+    """Running (not suspended, neither complete nor failed) for POD_CREATION_GRACE_SECONDS."""
+    created = job["metadata"].get("creationTimestamp")
+    if job["spec"].get("suspend") or not created:
+        return False
+    if (now - parse_time(created)).total_seconds() < POD_CREATION_GRACE_SECONDS:
+        return False
+    return not any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )

@@ -378,3 +378,29 @@ async def test_scheduling_the_operator_does_not_allow_fails_the_resource_without
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "InvalidSpec"
     assert cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR) == []
+
+
+async def test_a_pod_the_quota_refuses_is_explained_in_the_status(
+    operator, cluster_admin, namespace
+):
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-pods"},
+        "spec": {"hard": {"pods": "0"}},
+    }
+    cluster_admin.request("POST", f"/api/v1/namespaces/{namespace}/resourcequotas", quota)
+    submit(cluster_admin, namespace)
+    refused = await eventually(
+        lambda: (
+            (c := condition(cluster_admin, namespace, "Scheduled"))
+            and c["reason"] == "FailedCreate"
+            and c
+        ),
+        "the Job's FailedCreate reason reaches the status",
+        timeout=60,
+    )
+    assert refused["status"] == "False"
+    assert "exceeded quota: no-pods" in refused["message"]
+    status = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
+    assert status["phase"] == "created"

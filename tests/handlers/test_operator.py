@@ -7,6 +7,7 @@ import kmock
 import kopf
 import pytest
 
+from fluxlora_api import resource
 from fluxlora_operator import naming
 from fluxlora_operator.settings import OperatorSettings
 from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
@@ -72,7 +73,7 @@ async def test_the_operator_runs_a_resource_from_created_to_completed(operator, 
     await eventually(processing)
 
     # The trainer finishes and the Job controller marks the Job complete: the Job watch reacts.
-    message = result_message(outputs=["s3://loras/lora.safetensors"], timings={"inference": 5})
+    message = result_message(outputs=["lora.safetensors"], timings={"inference": 5})
     finished = {"name": "trainer", "state": terminated(0, message, "Completed")}
     await cluster.patch(
         "Pod",
@@ -86,7 +87,9 @@ async def test_the_operator_runs_a_resource_from_created_to_completed(operator, 
         return (await cluster.status("portrait")).get("phase") == "completed"
 
     await eventually(completed)
-    assert (await cluster.status("portrait"))["outputs"] == ["s3://loras/lora.safetensors"]
+    uid = (await cluster.get(resource.KIND, "portrait"))["metadata"]["uid"]
+    own_folder = f"s3://loras/{NAMESPACE}/portrait-{uid}"
+    assert (await cluster.status("portrait"))["outputs"] == [f"{own_folder}/lora.safetensors"]
 
     async def events_posted():
         """the operator posted Events for the transitions"""

@@ -111,7 +111,7 @@ async def test_a_job_of_the_same_name_owned_by_someone_else_is_reported_not_take
 
 
 async def test_the_whole_life_created_processing_completed(cluster):
-    await submit(cluster)
+    uid = (await submit(cluster))["metadata"]["uid"]
     await cluster.start("portrait")
     await start_pod(cluster, running("2026-11-24T10:01:00Z"))
     await cluster.mirror("portrait")
@@ -120,11 +120,8 @@ async def test_the_whole_life_created_processing_completed(cluster):
     assert status["startTime"] == "2026-11-24T10:01:00Z"
     assert status["attempts"] == 1
 
-    outputs = [
-        "s3://loras/team-a/portrait/lora.safetensors",
-        "s3://loras/team-a/portrait/lora_comfyui.safetensors",
-    ]
-    message = result_message(outputs=outputs, timings={"inference": 1_234_000})
+    names = ["lora.safetensors", "lora_comfyui.safetensors"]  # in the run's own folder
+    message = result_message(outputs=names, timings={"inference": 1_234_000})
     await cluster.patch(
         "Pod",
         "portrait-train-1",
@@ -144,7 +141,7 @@ async def test_the_whole_life_created_processing_completed(cluster):
 
     status = await cluster.status("portrait")
     assert status["phase"] == "completed"
-    assert status["outputs"] == outputs
+    assert status["outputs"] == [f"s3://loras/{NAMESPACE}/portrait-{uid}/{n}" for n in names]
     assert status["hasNsfwContents"] == [False, False]
     assert status["timings"] == {"inference": 1_234_000}
     assert status["error"] == ""
@@ -157,7 +154,9 @@ async def test_a_completed_resource_never_gets_a_new_job(cluster):
     await submit(cluster)
     await cluster.start("portrait")
     await start_pod(
-        cluster, terminated(0, result_message(outputs=["s3://o/l"]), "Completed"), phase="Succeeded"
+        cluster,
+        terminated(0, result_message(outputs=["lora.safetensors"]), "Completed"),
+        phase="Succeeded",
     )
     await cluster.patch("Job", JOB, {"status": {"conditions": [job_condition("Complete")]}})
     await cluster.mirror("portrait")
@@ -167,7 +166,8 @@ async def test_a_completed_resource_never_gets_a_new_job(cluster):
     await cluster.mirror("portrait")
     await cluster.start("portrait")  # and an operator restart
     assert await cluster.jobs() == []
-    assert (await cluster.status("portrait"))["outputs"] == ["s3://o/l"]
+    (output,) = (await cluster.status("portrait"))["outputs"]
+    assert output.endswith("/lora.safetensors")
 
 
 async def test_a_job_deleted_while_training_is_created_again(cluster):

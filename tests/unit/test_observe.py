@@ -194,3 +194,12 @@ def test_a_replacement_pod_is_what_counts():
     assert seen.phase == Phase.PROCESSING
     assert seen.attempts == 2
     assert seen.start_time == "2026-11-24T10:01:00Z"  # the first attempt's start
+
+
+def test_a_job_that_cannot_create_its_pod_says_why():
+    quota = 'pods "portrait-train-x" is forbidden: exceeded quota: gpu-pods, used: pods=1'
+    seen = observe(job(), [], NOW, GRACE, FOLDER, pod_creation_failure=quota)
+    assert seen.phase == Phase.CREATED
+    scheduled = condition(seen, "Scheduled")
+    assert (scheduled.status, scheduled.reason) == ("False", "FailedCreate")
+    assert quota in scheduled.message and scheduled.warning

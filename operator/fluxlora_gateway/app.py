@@ -10,9 +10,10 @@ from aiohttp import web
 
 from fluxlora_api import resource
 from fluxlora_gateway import hosted
-from fluxlora_gateway.keys import KeyStore, Tenant
+from fluxlora_gateway.keys import KeyStore, KeysUnavailable, Tenant
 from fluxlora_gateway.openapi import openapi_document
 from fluxlora_gateway.outputs import stream_output
+from fluxlora_gateway.rate_limit import RateLimiter
 from fluxlora_operator.kube import ApiError, Kube, path
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Gateway:
     keys: KeyStore
     public_url: str | None = None  # how callers reach us; default: the request's own origin
     spec_defaults: dict[str, Any] = field(default_factory=dict)  # see hosted.check_spec_defaults
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))  # 0: unlimited
 
     def base_url(self, request: web.Request) -> str:
         return (self.public_url or str(request.url.origin())).rstrip("/")
@@ -36,9 +38,15 @@ class Gateway:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Failure(401, "missing API key: send Authorization: Bearer <key>")
-        tenant = await asyncio.to_thread(self.keys.tenant, key.strip())
+        try:
+            tenant = await asyncio.to_thread(self.keys.tenant, key.strip())
+        except KeysUnavailable as error:
+            raise Failure(503, str(error)) from None
         if tenant is None:
             raise Failure(401, "unknown API key")
+        wait = self.limiter.retry_after(tenant.name)
+        if wait > 0:
+            raise Failure(429, f"too many requests for this key: retry in {wait:.1f} s")
         return tenant
 
     async def find(self, tenant: Tenant, prediction_id: str) -> dict[str, Any]:
@@ -80,6 +88,10 @@ async def _errors(request: web.Request, handler) -> web.StreamResponse:
         logger.warning("Kubernetes API error: %s", error)
         if error.status == 422:  # the API server's own validation, should ours let it pass
             return _reply(400, error.message)
+        if error.status == 403 and "exceeded quota" in error.message:
+            return _reply(403, f"the namespace's quota refuses this: {error.message}")
+        if error.status == 429:
+            return _reply(429, "the cluster is busy: retry shortly")
         return _reply(502, "the cluster did not accept the request")
 
 

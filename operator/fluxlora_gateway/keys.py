@@ -67,26 +67,47 @@ def find_tenant(key: str, tenants: dict[str, Tenant]) -> Tenant | None:
 
 class KeyStore:
     """The key Secret, re-read at most every `reload_seconds`: edits take effect without a
-    restart."""
+    restart. One request re-reads it while the others go on with the last good keys; a failed
+    read keeps them too and is tried again after RETRY_SECONDS (never a storm of reads)."""
+
+    RETRY_SECONDS = 2.0
 
     def __init__(self, kube: Kube, namespace: str, secret: str, reload_seconds: float) -> None:
         self.kube, self.namespace, self.secret = kube, namespace, secret
         self.reload_seconds = reload_seconds
-        self._tenants: dict[str, Tenant] = {}
-        self._loaded_at = float("-inf")
+        self._tenants: dict[str, Tenant] | None = None  # None: never read yet
+        self._next_read = float("-inf")
         self._lock = threading.Lock()
 
     def _reload(self) -> None:
-        body = self.kube.get("Secret", self.namespace, self.secret)
-        if body is None:
+        try:
+            body = self.kube.get("Secret", self.namespace, self.secret)
+        except Exception as error:  # the API server is down or refuses: keep the last good keys
+            logger.warning("key Secret %s/%s could not be read (%s); keeping the last keys",
+                           self.namespace, self.secret, error)  # fmt: skip
+            self._next_read = time.monotonic() + self.RETRY_SECONDS
+            return
+        if body is None:  # deleted: every key is revoked
             logger.warning("key Secret %s/%s not found: every request is refused",
                            self.namespace, self.secret)  # fmt: skip
         self._tenants = parse_entries((body or {}).get("data") or {})
-        self._loaded_at = time.monotonic()
+        self._next_read = time.monotonic() + self.reload_seconds
 
     def tenant(self, key: str) -> Tenant | None:
-        with self._lock:
-            if time.monotonic() - self._loaded_at >= self.reload_seconds:
-                self._reload()
-            tenants = self._tenants
+        """The key's tenant; raises KeysUnavailable only before any read has succeeded."""
+        due = time.monotonic() >= self._next_read
+        # The first read must be waited for; later ones only by the request that does them.
+        if due and self._lock.acquire(blocking=self._tenants is None):
+            try:
+                if time.monotonic() >= self._next_read:
+                    self._reload()
+            finally:
+                self._lock.release()
+        tenants = self._tenants
+        if tenants is None:
+            raise KeysUnavailable("the API keys could not be read yet; try again shortly")
         return find_tenant(key, tenants)
+
+
+class KeysUnavailable(Exception):
+    """No key set has been read yet (the API server was unreachable since the start)."""

@@ -14,6 +14,7 @@ from aiohttp import web
 from fluxlora_gateway.app import ACCESS_LOG_FORMAT, Gateway, build_app
 from fluxlora_gateway.hosted import check_spec_defaults
 from fluxlora_gateway.keys import KeyStore, new_key, secret_entry
+from fluxlora_gateway.rate_limit import RateLimiter
 from fluxlora_operator.kube import Kube, load_api_client
 
 ENV_PREFIX = "FLUXLORA_GATEWAY_"
@@ -49,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
         default=env("SPEC_DEFAULTS", "{}"),
         help='JSON of spec fields callers cannot set, e.g. {"baseModel": "/models/flux-dev"}',
     )
+    serve.add_argument("--rate-limit", type=float, default=float(env("RATE_LIMIT", 10)),
+                       help="requests per second per key, on average (0: unlimited)")  # fmt: skip
+    serve.add_argument("--rate-burst", type=int, default=int(env("RATE_BURST", 20)),
+                       help="requests per key allowed in a burst")  # fmt: skip
     serve.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
     key = commands.add_parser("key", help="make a new key for a namespace")
     key.add_argument("namespace", help="the namespace the key may use")
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = KeyStore(
         kube, args.key_namespace or _own_namespace(), args.key_secret, args.reload_seconds
     )
-    app = build_app(Gateway(kube, keys, args.public_url, defaults))
+    limiter = RateLimiter(args.rate_limit, args.rate_burst)
+    app = build_app(Gateway(kube, keys, args.public_url, defaults, limiter))
     web.run_app(
         app, host=args.host, port=args.port, access_log_format=ACCESS_LOG_FORMAT, print=None
     )

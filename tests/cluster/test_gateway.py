@@ -34,6 +34,7 @@ from tests.trainer.datasets import make_zip, photos
 pytestmark = pytest.mark.timeout(600)
 
 SUBMIT = "/api/v3/wavespeed-ai/flux-dev-lora-trainer"
+RATE_LIMIT, RATE_BURST = 5, 30
 
 
 def curl(*args: str) -> str:
@@ -74,6 +75,7 @@ def gateway(
         "--host", "127.0.0.1", "--port", str(port),
         "--key-namespace", namespace, "--reload-seconds", "0.5",
         "--spec-defaults", json.dumps(GATEWAY_SPEC_DEFAULTS),
+        "--rate-limit", str(RATE_LIMIT), "--rate-burst", str(RATE_BURST),
     ]  # fmt: skip
     log = tmp_path / "gateway.log"
     with log.open("wb") as output:
@@ -230,3 +232,34 @@ async def test_the_reference_curl_flow_trains_and_the_output_downloads(
     assert downloaded.read_bytes() == expected
     # Without the key, no download.
     assert curl("--output", "/dev/null", "--write-out", "%{http_code}", lora_url) == "401"
+
+
+def test_a_key_past_its_rate_limit_gets_429_and_others_do_not(gateway, namespace):
+    busy, calm = new_key(), new_key()
+    gateway.set_keys(busy=(busy, namespace), calm=(calm, namespace))
+    missing = "/api/v3/predictions/no-such-id/result"
+    codes = [gateway.call("GET", missing, busy)[0] for _ in range(RATE_BURST + 10)]
+    assert codes[0] == 404 and codes[-1] == 429
+    status, answer = gateway.call("GET", missing, busy)
+    assert status == 429 and answer["code"] == 429 and "too many requests" in answer["message"]
+    assert gateway.call("GET", missing, calm)[0] == 404
+
+
+async def test_a_namespace_quota_refusal_is_a_clear_403(gateway, cluster_admin, namespace):
+    key = new_key()
+    gateway.set_keys(team=(key, namespace))
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-more-training"},
+        "spec": {"hard": {"count/loratrainingjobs.fluxlora.dev": "0"}},
+    }
+    cluster_admin.request("POST", f"/api/v1/namespaces/{namespace}/resourcequotas", quota)
+    body = b'{"data": "https://example.com/a.zip"}'
+
+    def refused():
+        status, answer = gateway.call("POST", SUBMIT, key, body)
+        return status == 403 and answer
+
+    answer = await eventually(refused, "the quota applies")
+    assert answer["code"] == 403 and "exceeded quota: no-more-training" in answer["message"]

@@ -9,6 +9,25 @@ plain file names; only names that stay inside that folder become outputs, so a h
 import posixpath
 import re
 
+# The files every completed run writes, in this order (the LoRA first, as in the hosted API);
+# then one sample image per sample prompt.
+LORA_FILE = "lora.safetensors"
+KOHYA_LORA_FILE = "lora_comfyui.safetensors"
+CONFIG_FILE = "config.json"
+LOSS_CSV_FILE = "loss.csv"
+LOSS_PLOT_FILE = "loss.png"
+
+
+def sample_file(index: int) -> str:
+    return f"sample_{index}.png"
+
+
+def standard_outputs(sample_prompts: int) -> list[str]:
+    """The names a completed run's outputs have, for `sample_prompts` sample prompts."""
+    names = [LORA_FILE, KOHYA_LORA_FILE, CONFIG_FILE, LOSS_CSV_FILE, LOSS_PLOT_FILE]
+    return names + [sample_file(index) for index in range(sample_prompts)]
+
+
 # A plain file name: no folder, no "." or "..", no control characters.
 _FILE_NAME = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]{1,255}$")
 

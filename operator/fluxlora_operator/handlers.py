@@ -21,16 +21,11 @@ from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.progress_server import serve_progress
 from fluxlora_operator.reconciler import Reconciler, RetryLater
 from fluxlora_operator.settings import OperatorSettings
-from fluxlora_operator.status_update import Event
 
 RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
 JOBS = ("batch", "v1", "jobs")
 PODS = ("", "v1", "pods")
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
-
-
-def post_kopf_event(body: dict[str, Any], event: Event) -> None:
-    kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
 
 
 def _counted(name: str, metrics: Metrics) -> Callable:

@@ -216,6 +216,7 @@ def build_job(
             "namespace": ref.namespace,
             "labels": job_labels,
             "ownerReferences": [ref.owner_reference()],
+            "finalizers": [naming.RESULT_FINALIZER],
         },
         "spec": job_spec,
     }

@@ -125,6 +125,34 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    def remove_finalizer(self, kind: str, namespace: str, name: str, finalizer: str) -> None:
+        """Take `finalizer` off the object (gone already is fine); the list is replaced only if
+        nobody changed it meanwhile (resourceVersion), else read again."""
+        for _ in range(5):
+            obj = self.get(kind, namespace, name)
+            finalizers = (obj or {}).get("metadata", {}).get("finalizers") or []
+            if finalizer not in finalizers:
+                return
+            remaining = [item for item in finalizers if item != finalizer]
+            patch = {
+                "metadata": {
+                    "finalizers": remaining or None,
+                    "resourceVersion": obj["metadata"]["resourceVersion"],
+                }
+            }
+            try:
+                self.request(
+                    "PATCH", path(kind, namespace, name), patch,
+                    content_type="application/merge-patch+json",
+                )  # fmt: skip
+                return
+            except ApiError as error:
+                if error.status == 404:
+                    return
+                if error.status != 409:
+                    raise
+        raise ApiError(409, "Conflict", f"{kind} {namespace}/{name} kept changing")
+
     def create_or_adopt(
         self, obj: dict[str, Any], owner: TrainingJobRef
     ) -> tuple[dict[str, Any], bool]:

@@ -6,7 +6,8 @@ from typing import Any
 
 import kopf
 
-from fluxlora_operator.handlers import post_kopf_event, register
+from fluxlora_operator.events import EventPoster
+from fluxlora_operator.handlers import register
 from fluxlora_operator.kube import Kube, load_api_client
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
@@ -22,7 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = Metrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
-    reconciler = Reconciler(Kube(load_api_client()), settings, metrics, post_kopf_event)
+    kube = Kube(load_api_client())
+    reconciler = Reconciler(kube, settings, metrics, EventPoster(kube))
     registry = kopf.OperatorRegistry()
     register(registry, reconciler, settings)
     # A registry of our own starts without kopf's default login: use the same credentials as

@@ -15,6 +15,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 # The one label that names the owning LoRATrainingJob (its value is the resource's name).
 LABEL_TRAINING_JOB = f"{resource.GROUP}/training-job"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Holds a trainer Job until the operator has recorded how it ended: a Job deleted early (a short
+# ttlSecondsAfterFinished while the operator was down) must not look like one that never ran.
+RESULT_FINALIZER = f"{resource.GROUP}/result"
 
 # Server-side selector for the Jobs and pods this operator watches.
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"

@@ -128,15 +128,20 @@ def _failure(
 
 
 def _completion(
-    pods: list[dict[str, Any]], output_folder: str
+    pods: list[dict[str, Any]], output_folder: str, standard_outputs: list[str]
 ) -> tuple[TrainingResult, tuple[str, ...], str]:
     """The trainer's result from the pod that succeeded (its outputs as URLs in the run's own
-    folder), what it reported elsewhere, and a message for the condition."""
+    folder), what it reported elsewhere, and a message for the condition. With no such pod
+    left (deleted with its Job before the operator saw it), the Job's Complete condition still
+    proves the run uploaded its standard files."""
     succeeded = [pod for pod in pods if pod.get("status", {}).get("phase") == "Succeeded"]
     terminated = (
         _trainer_status(succeeded[0]).get("state", {}).get("terminated") or {} if succeeded else {}
     )
-    result = parse_termination_message(terminated.get("message")) or TrainingResult()
+    result = parse_termination_message(terminated.get("message"))
+    if result is None and not succeeded:
+        result = TrainingResult(outputs=list(standard_outputs))
+    result = result or TrainingResult()
     if (
         result.timings.inference == 0
         and terminated.get("startedAt")
@@ -160,10 +165,12 @@ def observe(
     start_grace_seconds: float,
     output_folder: str,
     pod_creation_failure: str | None = None,
+    standard_outputs: list[str] | None = None,
 ) -> Observation:
     """What the Job and its pods say about the training run; `output_folder` is the run's own
     folder, the only place its outputs may be; `pod_creation_failure` is why the Job controller
-    could not create a pod (its FailedCreate Event), if it said so."""
+    could not create a pod (its FailedCreate Event), if it said so; `standard_outputs` are the
+    files a completed run writes, listed when its pod is gone before its result was read."""
     pods = _newest_first(pods)
     common = {
         "start_time": _first_start(pods),
@@ -174,7 +181,7 @@ def observe(
 
     complete = _true_condition(job, "Complete")
     if complete:
-        result, rejected, message = _completion(pods, output_folder)
+        result, rejected, message = _completion(pods, output_folder, standard_outputs or [])
         return Observation(
             Phase.COMPLETED,
             (

@@ -12,18 +12,19 @@ from datetime import datetime
 from typing import Any
 
 from fluxlora_api import resource
+from fluxlora_api.outputs import standard_outputs
 from fluxlora_api.status import Phase
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, hosted_created_at, parse_time, utcnow
 from fluxlora_operator.conditions import ConditionChange, find_condition
 from fluxlora_operator.effective import effective_output
+from fluxlora_operator.events import Event
 from fluxlora_operator.jobs import build_job
 from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.observe import observe
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.status_update import (
-    Event,
     apply_conditions,
     current_phase,
     plan_status_update,
@@ -32,7 +33,7 @@ from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef, parse_sp
 
 logger = logging.getLogger(__name__)
 
-EventPoster = Callable[[dict[str, Any], Event], None]
+PostEvent = Callable[[dict[str, Any], Event], None]
 POD_CREATION_GRACE_SECONDS = 5.0
 
 
@@ -50,7 +51,7 @@ class Reconciler:
         kube: Kube,
         settings: OperatorSettings,
         metrics: Metrics,
-        post_event: EventPoster,
+        post_event: PostEvent,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -163,17 +164,20 @@ class Reconciler:
 
     def mirror(self, namespace: str, name: str, may_start: bool = True) -> None:
         """Read the Job and its pods and write what they mean into the status; start the Job
-        again if it vanished before the run ended (unless called from start() itself)."""
+        again if it vanished before the run ended (unless called from start() itself). The Job
+        is released (its finalizer taken off) once how it ended is recorded."""
+        job_name = naming.job_name(name)
         with self._lock(namespace, name):
             body = self.kube.get(resource.KIND, namespace, name)
-            if body is None:
+            phase = current_phase((body or {}).get("status") or {})
+            if body is None or (phase is not None and phase.terminal):
+                # Gone (the garbage collector deletes the Job) or recorded: let the Job go.
+                self.kube.remove_finalizer("Job", namespace, job_name, naming.RESULT_FINALIZER)
                 return
-            status = body.get("status") or {}
-            phase = current_phase(status)
-            if phase is None or phase.terminal:
-                return  # not started yet (start() mirrors when done), or final
+            if phase is None:
+                return  # not started yet (start() mirrors when done)
             ref = TrainingJobRef.of(body)
-            job = self.kube.get("Job", namespace, naming.job_name(name))
+            job = self.kube.get("Job", namespace, job_name)
             if job is None:
                 logger.info("trainer Job of %s/%s is gone; creating it again", namespace, name)
                 needs_start = True
@@ -181,34 +185,41 @@ class Reconciler:
                 return  # a predecessor's Job still being deleted; start() reports the conflict
             else:
                 needs_start = False
-                now = utcnow()
-                # Where this run's outputs must be, from the spec and settings (never from the
-                # status, which the operator alone should write but does not trust).
-                folder = effective_output(parse_spec(body.get("spec") or {}), self.settings, ref)
-                pods = self.kube.job_pods(job)
-                # Only a Job that should have had a pod for a while and has none is asked why
-                # (one more call; the Job controller's FailedCreate Events do not change it).
-                waiting = not pods and _job_overdue(job, now)
-                observation = observe(
-                    job,
-                    pods,
-                    now,
-                    self.settings.image_pull_grace_seconds,
-                    folder,
-                    self.kube.pod_creation_failure(job) if waiting else None,
-                )
-                update = plan_status_update(
-                    status,
-                    observation,
-                    format_time(now),
-                    body["metadata"].get("generation"),
-                )
-                if update.patch:
-                    self._write(body, update.patch, list(update.events))
-                if update.delete_job:
-                    self.kube.delete("Job", namespace, job["metadata"]["name"])
+                self._mirror_job(body, ref, job)
         if needs_start and may_start:
             self.start(namespace, name)
+
+    def _mirror_job(self, body: dict[str, Any], ref: TrainingJobRef, job: dict[str, Any]) -> None:
+        status = body.get("status") or {}
+        now = utcnow()
+        spec = parse_spec(body.get("spec") or {})
+        pods = self.kube.job_pods(job)
+        # Only a Job that should have had a pod for a while and has none is asked why (one more
+        # call; the Job controller's FailedCreate Events do not change the Job).
+        waiting = not pods and _job_overdue(job, now)
+        observation = observe(
+            job,
+            pods,
+            now,
+            self.settings.image_pull_grace_seconds,
+            # Where this run's outputs must be: from the spec and settings, never the status.
+            effective_output(spec, self.settings, ref),
+            self.kube.pod_creation_failure(job) if waiting else None,
+            standard_outputs(len(spec.sample_prompts or [])),
+        )
+        update = plan_status_update(
+            status, observation, format_time(now), body["metadata"].get("generation")
+        )
+        if update.patch:
+            self._write(body, update.patch, list(update.events))
+        if update.delete_job:
+            self.kube.delete("Job", ref.namespace, job["metadata"]["name"])
+        ended = observation.phase.terminal
+        deleted_mid_run = job["metadata"].get("deletionTimestamp") and not ended
+        if ended or deleted_mid_run:  # recorded, or going anyway (and made again when gone)
+            self.kube.remove_finalizer(
+                "Job", ref.namespace, job["metadata"]["name"], naming.RESULT_FINALIZER
+            )
 
     # --- writing ------------------------------------------------------------------------------
 

@@ -8,14 +8,8 @@ from typing import Any
 
 from fluxlora_api.status import Phase
 from fluxlora_operator.conditions import ConditionChange, set_condition
+from fluxlora_operator.events import Event
 from fluxlora_operator.observe import Observation
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ model, on the node agent) on a dataset in MinIO, and the resource goes created -
 completed with outputs that exist in MinIO."""
 
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import pytest
@@ -32,6 +34,7 @@ class Site:
     namespace: str
     bucket: str
     s3: object
+    operator: Callable[[], AbstractAsyncContextManager] = None  # runs the site's operator
 
     def submit(self, name: str, data_key: str, **spec) -> None:
         body = {
@@ -61,8 +64,9 @@ class Site:
 
 
 @pytest.fixture
-async def site(request, control_plane, cluster_admin, namespace, node, tiny_model, s3_server):
-    """Operator settings can be changed per test with @pytest.mark.operator_env(NAME=value)."""
+def quiet_site(request, control_plane, cluster_admin, namespace, node, tiny_model, s3_server):
+    """The site without a running operator; its settings can be changed per test with
+    @pytest.mark.operator_env(NAME=value)."""
     bucket = f"e2e-{uuid.uuid4().hex[:8]}"
     s3 = s3_server.client()
     s3.create_bucket(Bucket=bucket)
@@ -70,10 +74,17 @@ async def site(request, control_plane, cluster_admin, namespace, node, tiny_mode
     model_cache_claim(cluster_admin, node, namespace, tiny_model)
     marker = request.node.get_closest_marker("operator_env")
     environment = {**operator_environment(s3_server, bucket), **(marker.kwargs if marker else {})}
-    settings = load_settings([], environment)
-    connection = control_plane.kopf_connection()
-    async with embedded_operator(cluster_admin, connection, settings):
-        yield Site(cluster_admin, namespace, bucket, s3)
+    site = Site(cluster_admin, namespace, bucket, s3)
+    site.operator = lambda: embedded_operator(
+        cluster_admin, control_plane.kopf_connection(), load_settings([], environment)
+    )
+    return site
+
+
+@pytest.fixture
+async def site(quiet_site):
+    async with quiet_site.operator():
+        yield quiet_site
 
 
 async def test_a_resource_trains_to_completed_with_outputs_in_minio(site, tmp_path):
@@ -223,3 +234,44 @@ async def test_a_job_deleted_while_training_is_made_again_and_resumes(site, node
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
     logs = [p.read_text() for p in node.workdir.glob("*/container.log")]
     assert any("resuming from the checkpoint at step" in log for log in logs)
+
+
+@pytest.mark.operator_env(FLUXLORA_JOB_TTL_SECONDS="0")
+async def test_a_run_that_ends_while_the_operator_is_down_is_recorded_never_rerun(
+    quiet_site, tmp_path
+):
+    """ttlSecondsAfterFinished: 0 deletes the Job and its pods the moment training ends; with
+    no operator watching, only the Job's finalizer keeps the proof that it completed."""
+    site = quiet_site
+    site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
+    job_name = naming.job_name("portrait")
+    async with site.operator():
+        site.submit("portrait", "data/p.zip")
+        await eventually(
+            lambda: site.status("portrait").get("phase") == "processing", "trains", timeout=120
+        )
+    first = site.kube.get("Job", site.namespace, job_name)
+    ended = await eventually(
+        lambda: (
+            (job := site.kube.get("Job", site.namespace, job_name))
+            and job["metadata"].get("deletionTimestamp")
+            and job
+        ),
+        "training ends and the TTL controller deletes the Job",
+        timeout=300,
+    )
+    assert any(c["type"] == "Complete" for c in ended["status"]["conditions"])
+    assert site.status("portrait")["phase"] == "processing"  # nobody recorded it yet
+
+    async with site.operator():
+        final = await site.final("portrait")
+        await eventually(
+            lambda: site.kube.get("Job", site.namespace, job_name) is None, "the Job is released"
+        )
+    assert final["phase"] == "completed"
+    folder = f"s3://{site.bucket}/loras/{site.namespace}/portrait-{final['id']}"
+    assert final["outputs"][0] == f"{folder}/lora.safetensors"
+    for url in final["outputs"]:
+        assert site.s3.head_object(Bucket=site.bucket, Key=url.removeprefix(f"s3://{site.bucket}/"))
+    jobs = site.kube.list_objects("Job", site.namespace, naming.MANAGED_SELECTOR)
+    assert jobs == [] and first["metadata"]["uid"] == ended["metadata"]["uid"]  # never re-run

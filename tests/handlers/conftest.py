@@ -9,11 +9,11 @@ import pytest
 
 from fluxlora_api import resource
 from fluxlora_operator import naming
+from fluxlora_operator.events import Event
 from fluxlora_operator.kube import Kube, path
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
 from fluxlora_operator.settings import OperatorSettings
-from fluxlora_operator.status_update import Event
 from tests.handlers.emulator import ApiServerEmulator
 
 NAMESPACE = "team-a"

@@ -177,7 +177,9 @@ async def test_a_job_deleted_while_training_is_created_again(cluster):
     await cluster.mirror("portrait")
     await cluster.delete("Job", JOB)
 
-    await cluster.mirror("portrait")
+    await cluster.mirror("portrait")  # the Job's finalizer is released: it goes
+    assert await cluster.jobs() == []
+    await cluster.mirror("portrait")  # (on its deletion event) and is made again
     (job,) = await cluster.jobs()
     assert job["metadata"]["name"] == JOB
     assert (await cluster.status("portrait"))["phase"] == "processing"
@@ -309,3 +311,26 @@ async def test_the_resync_fails_a_pod_that_never_pulls_without_any_new_event(api
 
     await cluster.call(cluster.reconciler.resync)
     assert (await cluster.status("portrait"))["phase"] == "failed"
+
+
+async def test_a_job_deleted_after_it_completed_is_recorded_never_run_again(cluster):
+    """ttlSecondsAfterFinished deleted the Job (and its pods) while no operator watched: the
+    Job's finalizer kept it, so its Complete condition is still there to record."""
+    uid = (await submit(cluster, samplePrompts=["a lighthouse"]))["metadata"]["uid"]
+    await cluster.start("portrait")
+    await start_pod(cluster, running())
+    await cluster.mirror("portrait")
+    await cluster.patch("Job", JOB, {"status": {"conditions": [job_condition("Complete")]}})
+    await cluster.delete("Pod", "portrait-train-1")
+    await cluster.delete("Job", JOB)  # the TTL controller
+    assert (await cluster.get("Job", JOB))["metadata"]["deletionTimestamp"]
+
+    await cluster.mirror("portrait")
+    await cluster.mirror("portrait")
+    await cluster.start("portrait")  # and an operator restart
+    status = await cluster.status("portrait")
+    assert status["phase"] == "completed"
+    folder = f"s3://loras/{NAMESPACE}/portrait-{uid}"
+    assert status["outputs"][0] == f"{folder}/lora.safetensors"
+    assert f"{folder}/sample_0.png" in status["outputs"]
+    assert await cluster.jobs() == []  # released, and never made again

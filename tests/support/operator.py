@@ -14,7 +14,8 @@ from typing import Any
 
 import kopf
 
-from fluxlora_operator.handlers import post_kopf_event, register
+from fluxlora_operator.events import EventPoster
+from fluxlora_operator.handlers import register
 from fluxlora_operator.kube import Kube
 from fluxlora_operator.main import operator_options
 from fluxlora_operator.metrics import Metrics
@@ -28,7 +29,7 @@ async def embedded_operator(
     kube: Kube, connection: kopf.ConnectionInfo, settings: OperatorSettings, scanning: bool = True
 ) -> AsyncIterator[tuple[Reconciler, Metrics]]:
     metrics = Metrics()
-    reconciler = Reconciler(kube, settings, metrics, post_kopf_event)
+    reconciler = Reconciler(kube, settings, metrics, EventPoster(kube))
     registry = kopf.OperatorRegistry()
     register(registry, reconciler, settings)
 

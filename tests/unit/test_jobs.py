@@ -13,6 +13,7 @@ from fluxlora_api.contract import (
     TrainingConfig,
 )
 from fluxlora_api.spec import LoRATrainingJobSpec
+from fluxlora_operator import naming
 from fluxlora_operator.jobs import build_job
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef
@@ -287,3 +288,7 @@ def test_only_the_controller_reference_with_the_uid_makes_an_object_the_resource
     other_kind = {"metadata": {"ownerReferences": [{**REF.owner_reference(), "kind": "Job"}]}}
     for obj in (not_controller, other_uid, other_kind, {"metadata": {}}):
         assert not REF.owns(obj)
+
+
+def test_the_job_is_held_until_the_operator_has_recorded_how_it_ended():
+    assert make()["metadata"]["finalizers"] == [naming.RESULT_FINALIZER]

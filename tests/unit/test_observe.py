@@ -203,3 +203,10 @@ def test_a_job_that_cannot_create_its_pod_says_why():
     scheduled = condition(seen, "Scheduled")
     assert (scheduled.status, scheduled.reason) == ("False", "FailedCreate")
     assert quota in scheduled.message and scheduled.warning
+
+
+def test_a_completed_job_whose_pod_is_gone_lists_the_runs_standard_files():
+    names = ["lora.safetensors", "lora_comfyui.safetensors", "config.json"]
+    seen = observe(job(conditions=[job_condition("Complete")]), [], NOW, GRACE, FOLDER, None, names)
+    assert seen.phase == Phase.COMPLETED
+    assert seen.result.outputs == [f"{FOLDER}/{name}" for name in names]

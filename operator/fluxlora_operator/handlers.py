@@ -48,9 +48,14 @@ def _counted(name: str, metrics: Metrics) -> Callable:
 
 
 def register(
-    registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_settings: OperatorSettings
+    registry: kopf.OperatorRegistry,
+    reconciler: Reconciler,
+    operator_settings: OperatorSettings,
+    priority: int = 0,
+    active: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Register the operator's handlers on `registry`. (kopf passes its own `settings`.)"""
+    """Register the operator's handlers on `registry`. (kopf passes its own `settings`.) With
+    peering, `priority` is this replica's and `active` says whether it is the one that acts."""
     metrics = reconciler.metrics
 
     @kopf.on.startup(registry=registry)
@@ -72,6 +77,7 @@ def register(
         # Watching listed namespaces needs nothing cluster-wide: no CRD or namespace scanning,
         # which would need cluster-wide list/watch rights (and retries a minute without them).
         settings.scanning.disabled = not operator_settings.all_namespaces
+        settings.peering.priority = priority
 
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.resume(*RESOURCE, registry=registry)
@@ -89,7 +95,7 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:
-        memo["resync"] = asyncio.create_task(_resync_forever(reconciler, operator_settings))
+        memo["resync"] = asyncio.create_task(_resync_forever(reconciler, operator_settings, active))
 
     @kopf.on.startup(registry=registry)
     async def start_progress_endpoint(memo: kopf.Memo, **_: Any) -> None:
@@ -116,10 +122,14 @@ def register(
         reconciler.track(namespace, name, phase, deleted=type == "DELETED")
 
 
-async def _resync_forever(reconciler: Reconciler, settings: OperatorSettings) -> None:
+async def _resync_forever(
+    reconciler: Reconciler, settings: OperatorSettings, active: Callable[[], bool]
+) -> None:
     """Re-mirror unfinished resources now and then: time-based failures (an image that never
     pulls) and events missed while disconnected. A kopf timer would do it too, but would put a
-    finalizer on every resource, making deletion wait for a running operator."""
+    finalizer on every resource, making deletion wait for a running operator. A standby
+    replica (kopf paused it) skips its rounds."""
     while True:
         await asyncio.sleep(settings.resync_seconds)
-        await asyncio.to_thread(reconciler.resync)
+        if await asyncio.to_thread(active):
+            await asyncio.to_thread(reconciler.resync)

@@ -10,6 +10,7 @@ from fluxlora_operator.events import EventPoster
 from fluxlora_operator.handlers import register
 from fluxlora_operator.kube import Kube, load_api_client
 from fluxlora_operator.metrics import Metrics
+from fluxlora_operator.peering import PeeringGate, replica_identity, replica_priority
 from fluxlora_operator.reconciler import Reconciler
 from fluxlora_operator.settings import OperatorSettings, load_settings
 
@@ -26,7 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     kube = Kube(load_api_client())
     reconciler = Reconciler(kube, settings, metrics, EventPoster(kube))
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler, settings)
+    priority = replica_priority(settings)
+    gate = PeeringGate(kube, settings, replica_identity(), priority)
+    register(registry, reconciler, settings, priority, gate)
     # A registry of our own starts without kopf's default login: use the same credentials as
     # the client (in-cluster service account, else the kubeconfig).
     kopf.on.login(registry=registry)(kopf.login_via_client)

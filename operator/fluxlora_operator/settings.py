@@ -90,6 +90,9 @@ class OperatorSettings(BaseModel):
     http://flux-lora-operator.flux-lora-system.svc:8082); unset, progress is only logged."""
     peering: str | None = None
     """kopf peering object name, for a standby replica; unset runs standalone."""
+    peering_priority: int | None = Field(None, ge=1)
+    """kopf peering priority of this replica (the highest live one acts); unset: random, so
+    that of several replicas exactly one acts."""
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
 

@@ -85,7 +85,7 @@ def test_the_operator_runs_restricted_with_probes_and_recreate():
 def deployment_env(rendered: list[dict]) -> dict[str, str]:
     (deployment,) = [o for o in rendered if o["kind"] == "Deployment"]
     return {
-        e["name"]: e["value"]
+        e["name"]: e.get("value")
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
 

@@ -117,11 +117,21 @@ class Kube:
             if error.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Merge `status` in; with `resource_version`, only into that version (409 otherwise)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         return self.request(
             "PATCH",
             path(resource.KIND, namespace, name, "status"),
-            body={"status": status},
+            body=body,
             content_type="application/merge-patch+json",
         )
 
@@ -194,13 +204,7 @@ class Kube:
         meta = job["metadata"]
         selector = f"{JOB_CONTROLLER_UID_LABEL}={meta['uid']}"
         pods = self.list_objects("Pod", meta["namespace"], selector)
-        return [
-            pod
-            for pod in pods
-            if any(
-                o.get("uid") == meta["uid"] for o in pod["metadata"].get("ownerReferences") or []
-            )
-        ]
+        return [pod for pod in pods if is_pod_of(pod, job)]
 
 
 def _api_error(status: int, reason: str, data: Any) -> ApiError:
@@ -208,3 +212,9 @@ def _api_error(status: int, reason: str, data: Any) -> ApiError:
     with contextlib.suppress(ValueError, AttributeError):
         message = json.loads(message).get("message", message)
     return ApiError(status, reason, message)
+
+
+def is_pod_of(pod: dict[str, Any], job: dict[str, Any]) -> bool:
+    """Whether `pod` belongs to exactly this Job (not to an earlier one of the same name)."""
+    uid = job["metadata"]["uid"]
+    return any(owner.get("uid") == uid for owner in pod["metadata"].get("ownerReferences") or [])

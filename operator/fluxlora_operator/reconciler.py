@@ -1,13 +1,15 @@
 """Reconciles one LoRATrainingJob: starts its trainer Job and mirrors the Job into the status.
 
-Every step re-reads the resource and is idempotent, so a restart at any point converges: a
-child that exists is adopted, never made twice. Kopf stays out of this module (the handlers wrap
-it), so it runs the same against any API server.
+Every step reads the resource (or, in a resync, a snapshot guarded by its resourceVersion) and
+is idempotent, so a restart at any point converges: a child that exists is adopted, never made
+twice. Kopf stays out of this module (the handlers wrap it), so it runs the same against any API
+server.
 """
 
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +22,7 @@ from fluxlora_operator.conditions import ConditionChange, find_condition
 from fluxlora_operator.effective import effective_output
 from fluxlora_operator.events import Event
 from fluxlora_operator.jobs import build_job
-from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube
+from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube, is_pod_of
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.observe import observe
 from fluxlora_operator.settings import OperatorSettings
@@ -43,6 +45,34 @@ class RetryLater(Exception):
     def __init__(self, message: str, delay: float = 30.0) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class StaleSnapshot(Exception):
+    """The resource changed since the resync listed it: decide again from a fresh read."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One namespace's LoRATrainingJobs, trainer Jobs and trainer pods, listed once for a
+    resync round."""
+
+    resources: dict[str, dict[str, Any]]
+    jobs: dict[str, dict[str, Any]]
+    pods: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, kube: Kube, namespace: str) -> "Snapshot":
+        resources = kube.list_objects(resource.KIND, namespace, "")
+        jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
+        pods = kube.list_objects("Pod", namespace, naming.MANAGED_SELECTOR)
+        return cls(
+            {item["metadata"]["name"]: item for item in resources},
+            {item["metadata"]["name"]: item for item in jobs},
+            pods,
+        )
+
+    def pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        return [pod for pod in self.pods if is_pod_of(pod, job)]
 
 
 class Reconciler:
@@ -79,15 +109,28 @@ class Reconciler:
                 self._locks.pop(key, None)
 
     def resync(self) -> None:
-        """Mirror every unfinished resource; one failing never stops the others."""
+        """Mirror every unfinished resource; one failing never stops the others. Each namespace
+        costs three list calls per round, not three calls per resource: the resources, Jobs
+        and pods are listed once, and writes from that snapshot are made only if nobody
+        changed the resource since (resourceVersion), else it is mirrored afresh."""
         with self._locks_guard:
             keys = sorted(self._unfinished)
+        names_by_namespace: dict[str, list[str]] = {}
         for namespace, name in keys:
+            names_by_namespace.setdefault(namespace, []).append(name)
+        for namespace, names in names_by_namespace.items():
             try:
-                self.mirror(namespace, name)
+                snapshot = Snapshot.of(self.kube, namespace)
             except Exception:
                 self.metrics.handler_errors.labels("resync").inc()
-                logger.exception("resync of %s/%s failed; retrying next round", namespace, name)
+                logger.exception("resync of namespace %s failed; retrying next round", namespace)
+                continue
+            for name in names:
+                try:
+                    self.mirror(namespace, name, snapshot=snapshot)
+                except Exception:
+                    self.metrics.handler_errors.labels("resync").inc()
+                    logger.exception("resync of %s/%s failed; retrying next round", namespace, name)
 
     # --- starting -----------------------------------------------------------------------------
 
@@ -162,38 +205,63 @@ class Reconciler:
 
     # --- mirroring ----------------------------------------------------------------------------
 
-    def mirror(self, namespace: str, name: str, may_start: bool = True) -> None:
+    def mirror(
+        self, namespace: str, name: str, may_start: bool = True, snapshot: "Snapshot | None" = None
+    ) -> None:
         """Read the Job and its pods and write what they mean into the status; start the Job
         again if it vanished before the run ended (unless called from start() itself). The Job
-        is released (its finalizer taken off) once how it ended is recorded."""
+        is released (its finalizer taken off) once how it ended is recorded. With a resync's
+        `snapshot`, nothing is read again unless the resource changed since it was listed."""
+        listed = snapshot if snapshot is not None and name in snapshot.resources else None
+        try:
+            needs_start = self._mirror_once(namespace, name, listed)
+        except StaleSnapshot:
+            needs_start = self._mirror_once(namespace, name, None)
+        if needs_start and may_start:
+            self.start(namespace, name)
+
+    def _mirror_once(self, namespace: str, name: str, snapshot: "Snapshot | None") -> bool:
+        """One read-decide-write cycle; True when the Job must be made again."""
         job_name = naming.job_name(name)
         with self._lock(namespace, name):
-            body = self.kube.get(resource.KIND, namespace, name)
+            if snapshot is not None:
+                body = snapshot.resources[name]
+            else:
+                body = self.kube.get(resource.KIND, namespace, name)
             phase = current_phase((body or {}).get("status") or {})
             if body is None or (phase is not None and phase.terminal):
                 # Gone (the garbage collector deletes the Job) or recorded: let the Job go.
                 self.kube.remove_finalizer("Job", namespace, job_name, naming.RESULT_FINALIZER)
-                return
+                return False
             if phase is None:
-                return  # not started yet (start() mirrors when done)
+                return False  # not started yet (start() mirrors when done)
             ref = TrainingJobRef.of(body)
-            job = self.kube.get("Job", namespace, job_name)
-            if job is None:
-                logger.info("trainer Job of %s/%s is gone; creating it again", namespace, name)
-                needs_start = True
-            elif not ref.owns(job):
-                return  # a predecessor's Job still being deleted; start() reports the conflict
+            if snapshot is not None:
+                job = snapshot.jobs.get(job_name)
             else:
-                needs_start = False
-                self._mirror_job(body, ref, job)
-        if needs_start and may_start:
-            self.start(namespace, name)
+                job = self.kube.get("Job", namespace, job_name)
+            if job is None:
+                if snapshot is not None:
+                    raise StaleSnapshot  # listed before its Job was made, perhaps: look again
+                logger.info("trainer Job of %s/%s is gone; creating it again", namespace, name)
+                return True
+            if not ref.owns(job):
+                return False  # a predecessor's Job still being deleted; start() reports it
+            pods = snapshot.pods_of(job) if snapshot is not None else self.kube.job_pods(job)
+            self._mirror_job(body, ref, job, pods, from_snapshot=snapshot is not None)
+            return False
 
-    def _mirror_job(self, body: dict[str, Any], ref: TrainingJobRef, job: dict[str, Any]) -> None:
+    def _mirror_job(
+        self,
+        body: dict[str, Any],
+        ref: TrainingJobRef,
+        job: dict[str, Any],
+        pods: list[dict[str, Any]],
+        from_snapshot: bool,
+    ) -> None:
         status = body.get("status") or {}
         now = utcnow()
         spec = parse_spec(body.get("spec") or {})
-        pods = self.kube.job_pods(job)
         # Only a Job that should have had a pod for a while and has none is asked why (one more
         # call; the Job controller's FailedCreate Events do not change the Job).
         waiting = not pods and _job_overdue(job, now)
@@ -211,7 +279,7 @@ class Reconciler:
             status, observation, format_time(now), body["metadata"].get("generation")
         )
         if update.patch:
-            self._write(body, update.patch, list(update.events))
+            self._write(body, update.patch, list(update.events), from_snapshot)
         if update.delete_job:
             self.kube.delete("Job", ref.namespace, job["metadata"]["name"])
         ended = observation.phase.terminal
@@ -223,10 +291,24 @@ class Reconciler:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _write(self, body: dict[str, Any], patch: dict[str, Any], events: list[Event]) -> None:
+    def _write(
+        self,
+        body: dict[str, Any],
+        patch: dict[str, Any],
+        events: list[Event],
+        from_snapshot: bool = False,
+    ) -> None:
+        """Patch the status; a write decided from a snapshot applies only to the resource as it
+        was listed (StaleSnapshot otherwise)."""
         meta = body["metadata"]
         before = current_phase(body.get("status") or {})
-        self.kube.patch_status(meta["namespace"], meta["name"], patch)
+        version = meta.get("resourceVersion") if from_snapshot else None
+        try:
+            self.kube.patch_status(meta["namespace"], meta["name"], patch, version)
+        except ApiError as error:
+            if version is not None and error.status == 409:
+                raise StaleSnapshot from None
+            raise
         after = patch.get("phase")
         if after and (before is None or after != before.value):
             self.metrics.transitions.labels(after).inc()

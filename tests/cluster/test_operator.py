@@ -14,6 +14,7 @@ from fluxlora_api import resource
 from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH
 from fluxlora_operator import naming
 from fluxlora_operator.kube import ApiError, Kube, path
+from fluxlora_operator.reconciler import StaleSnapshot
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.training_job import TrainingJobRef
 from tests.support.minio import free_port
@@ -404,3 +405,17 @@ async def test_a_pod_the_quota_refuses_is_explained_in_the_status(
     assert "exceeded quota: no-pods" in refused["message"]
     status = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
     assert status["phase"] == "created"
+
+
+async def test_a_resync_write_decided_from_an_old_listing_is_refused(
+    operator, cluster_admin, namespace
+):
+    """The resync decides from one listing per namespace; a resource changed since then (by an
+    event handled meanwhile) is not overwritten with the older decision."""
+    reconciler, _ = operator
+    listed = submit(cluster_admin, namespace)
+    await eventually(lambda: condition(cluster_admin, namespace, "JobCreated"), "started")
+    with pytest.raises(StaleSnapshot):
+        reconciler._write(listed, {"trainerPod": "from-an-old-listing"}, [], from_snapshot=True)
+    status = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
+    assert status.get("trainerPod") != "from-an-old-listing"

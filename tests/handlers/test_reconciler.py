@@ -1,6 +1,7 @@
 """The operator's reconciler against a Kubernetes API: what a user sees on the resource while the
 cluster's controllers (played here over HTTP) run the trainer Job."""
 
+import kmock
 import pytest
 
 from fluxlora_api import resource
@@ -334,3 +335,17 @@ async def test_a_job_deleted_after_it_completed_is_recorded_never_run_again(clus
     assert status["outputs"][0] == f"{folder}/lora.safetensors"
     assert f"{folder}/sample_0.png" in status["outputs"]
     assert await cluster.jobs() == []  # released, and never made again
+
+
+async def test_a_resync_round_costs_three_reads_per_namespace_not_per_resource(cluster, apiserver):
+    names = [f"run-{index}" for index in range(10)]
+    for name in names:
+        await submit(cluster, name=name)
+        await cluster.start(name)
+        cluster.reconciler.track(NAMESPACE, name, "created")
+    reads = len(apiserver[kmock.method.GET])
+    writes = len(apiserver[kmock.method.PATCH])
+
+    await cluster.call(cluster.reconciler.resync)  # nothing changed since each was mirrored
+    assert len(apiserver[kmock.method.GET]) - reads == 3  # resources, Jobs, pods
+    assert len(apiserver[kmock.method.PATCH]) == writes

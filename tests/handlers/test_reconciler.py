@@ -342,7 +342,19 @@ async def test_a_resync_round_costs_three_reads_per_namespace_not_per_resource(c
     for name in names:
         await submit(cluster, name=name)
         await cluster.start(name)
-        cluster.reconciler.track(NAMESPACE, name, "created")
+        job = await cluster.get("Job", naming.job_name(name))
+        await cluster.apply(
+            pod_object(
+                name=f"{name}-pod",
+                job_name=name,
+                job_uid=job["metadata"]["uid"],
+                phase="Running",
+                state=running(),
+                namespace=NAMESPACE,
+            )
+        )
+        await cluster.mirror(name)
+        cluster.reconciler.track(NAMESPACE, name, "processing")
     reads = len(apiserver[kmock.method.GET])
     writes = len(apiserver[kmock.method.PATCH])
 

@@ -6,10 +6,10 @@ import zipfile
 import pytest
 from PIL import Image
 
+from fluxlora_api.limits import DatasetLimits
 from fluxlora_trainer.dataset import open_dataset
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.images import load_rgb
-from fluxlora_api.limits import DatasetLimits
 from tests.trainer.datasets import image_bytes, make_zip, photos
 
 LIMITS = DatasetLimits()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fluxlora_api.limits import DatasetLimits
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.fetch import display_url, fetch
-from fluxlora_api.limits import DatasetLimits
 
 LIMITS = DatasetLimits(download_attempts=3, download_timeout_seconds=5)
 PAYLOAD = b"PK\x05\x06" + b"\0" * 18  # an empty zip

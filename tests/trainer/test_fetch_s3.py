@@ -4,10 +4,10 @@ import uuid
 
 import pytest
 
+from fluxlora_api.limits import DatasetLimits
 from fluxlora_trainer.dataset import open_dataset
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.fetch import fetch
-from fluxlora_api.limits import DatasetLimits
 from tests.trainer.datasets import make_zip, photos
 
 LIMITS = DatasetLimits(download_attempts=2, download_timeout_seconds=5)

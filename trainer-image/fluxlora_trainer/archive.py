@@ -9,8 +9,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from fluxlora_trainer.errors import BadInput
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_trainer.errors import BadInput
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 CAPTION_SUFFIX = ".txt"

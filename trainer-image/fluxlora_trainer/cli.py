@@ -22,10 +22,10 @@ from fluxlora_api.contract import (
     TrainingConfig,
     TrainingResult,
 )
+from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
 from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset
 from fluxlora_trainer.errors import BadInput
-from fluxlora_api.limits import DatasetLimits
 
 
 def _inspect(args: argparse.Namespace) -> int:

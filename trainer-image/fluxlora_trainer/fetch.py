@@ -10,8 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
 
-from fluxlora_trainer.errors import BadInput
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_trainer.errors import BadInput
 
 logger = logging.getLogger(__name__)
 

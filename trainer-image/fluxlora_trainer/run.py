@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from fluxlora_api.contract import TrainingConfig, TrainingResult
+from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.status import Timings
 from fluxlora_trainer.cache import prepare_training_data
 from fluxlora_trainer.checkpoints import (
@@ -19,7 +20,6 @@ from fluxlora_trainer.checkpoints import (
     save_checkpoint,
 )
 from fluxlora_trainer.dataset import open_dataset
-from fluxlora_api.limits import DatasetLimits
 from fluxlora_trainer.lora_formats import save_diffusers_lora, save_kohya_lora
 from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype

@@ -5,6 +5,7 @@ so AWS and MinIO both work). A URL that cannot be fetched is bad input: retrying
 not help, so the error says what went wrong."""
 
 import logging
+import os
 import re
 import time
 from http import HTTPStatus
@@ -230,10 +231,13 @@ def _fetch_s3(url: str, destination: Path, limits: DatasetLimits) -> None:
         read_timeout=limits.download_timeout_seconds,
         retries={"max_attempts": limits.download_attempts, "mode": "standard"},
     )
-    # Credentials and endpoint (AWS_ENDPOINT_URL for MinIO) come from the environment, read
-    # afresh by a new session (the default session would keep the first ones it saw).
-    client = boto3.session.Session().client("s3", config=config)
+    # Explicit credentials only: boto3's fallbacks (instance profile via the metadata service,
+    # web identity, ~/.aws, container credentials) would lend a user's dataset the node's or
+    # the pod's identity. The endpoint (AWS_ENDPOINT_URL, for MinIO) is the operator's, so it
+    # is trusted; a new session reads it afresh.
+    credentials = _s3_credentials()
     try:
+        client = boto3.session.Session(**credentials).client("s3", config=config)
         size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
         if size > limits.max_download_bytes:
             raise _too_large(url, size, limits)
@@ -251,3 +255,17 @@ def _fetch_s3(url: str, destination: Path, limits: DatasetLimits) -> None:
         raise BadInput(f"data: {display_url(url)}: {meaning}") from None
     except (botocore.exceptions.BotoCoreError, OSError) as error:
         raise BadInput(f"data: {display_url(url)} could not be downloaded: {error}") from None
+
+
+def _s3_credentials() -> dict[str, str]:
+    """The namespace's storage credentials, which the operator puts in the environment."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret:
+        raise BadInput(
+            "data: s3:// datasets need the namespace's storage credentials (the operator's "
+            "output-secret); none were given"
+        )
+    credentials = {"aws_access_key_id": key, "aws_secret_access_key": secret}
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        credentials["aws_session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    return credentials

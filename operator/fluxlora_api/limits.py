@@ -37,6 +37,10 @@ class DatasetLimits(BaseModel):
     """Non-public networks (CIDRs, e.g. 10.0.0.0/8) that `data` URLs may be downloaded from;
     public addresses always may, link-local and cloud metadata addresses never. Given as a JSON
     list or comma-separated."""
+    max_caption_bytes: int = Field(64 * 1024, gt=0)
+    """Largest caption .txt that is read; larger ones are skipped."""
+    max_total_pixels: int = Field(4_000_000_000, gt=0)
+    """Most decoded pixels (width x height) of all the dataset's images together."""
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

@@ -10,6 +10,8 @@ def test_the_defaults_allow_no_private_network_and_bound_the_download_time():
     limits = DatasetLimits.from_env({})
     assert limits.allowed_networks == []
     assert limits.download_deadline_seconds == 1800
+    assert limits.max_caption_bytes == 64 * 1024
+    assert limits.max_total_pixels == 4_000_000_000
 
 
 @pytest.mark.parametrize(

@@ -86,14 +86,37 @@ def _read_config(path: str | None) -> TrainingConfig:
         raise BadInput(f"config: {problems}") from None
 
 
+def termination_message(result: TrainingResult) -> str:
+    """The result as JSON of at most TERMINATION_MESSAGE_LIMIT bytes: Kubernetes cuts a longer
+    message, and cut JSON would not parse. Only a long error is shortened to fit."""
+
+    def message(error: str) -> str:
+        return result.model_copy(update={"error": error}).to_termination_message()
+
+    def fits(error: str) -> bool:
+        return len(message(error).encode()) <= TERMINATION_MESSAGE_LIMIT
+
+    if fits(result.error) or not result.error:
+        return message(result.error)
+    # The longest start of the error that fits (escaped characters take several bytes).
+    shortest, longest = 0, len(result.error)
+    while shortest < longest:
+        middle = (shortest + longest + 1) // 2
+        if fits(result.error[:middle] + "\u2026"):
+            shortest = middle
+        else:
+            longest = middle - 1
+    return message(result.error[:shortest] + "\u2026")
+
+
 def _report(result: TrainingResult, result_file: str) -> None:
     """The result on stdout, and in the termination message where there is one."""
-    message = result.to_termination_message()
+    message = termination_message(result)
     print(message)
     path = Path(result_file)
     if path.parent.is_dir():
         try:
-            path.write_text(message[:TERMINATION_MESSAGE_LIMIT])
+            path.write_text(message)
         except OSError as error:
             logging.getLogger(__name__).warning("cannot write %s: %s", path, error)
 

@@ -1,19 +1,30 @@
-"""Limits that keep a hostile or broken dataset from exhausting the trainer pod: download size,
-zip entries and their total size, image pixels. Defaults fit real datasets (hundreds of photos).
-The operator sets them (its settings) as the trainer's environment, e.g.
-FLUXLORA_MAX_DOWNLOAD_BYTES; the trainer reads them with from_env()."""
+"""Limits that keep a hostile or broken dataset from exhausting the trainer pod or reaching
+what it must not: download size, time and addresses, zip entries and their total size, image
+pixels, caption size. Defaults fit real datasets (hundreds of photos). The operator sets them
+(its settings) as the trainer's environment, e.g. FLUXLORA_MAX_DOWNLOAD_BYTES; the trainer reads
+them with from_env()."""
 
+import ipaddress
+import json
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
 
 ENV_PREFIX = "FLUXLORA_"
 GIB = 1024**3
 
 
 class DatasetLimits(BaseModel):
-    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+    # camelCase too, as the operator's settings (chart values) spell them.
+    model_config = ConfigDict(
+        frozen=True,
+        use_attribute_docstrings=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+    )
 
     max_download_bytes: int = Field(4 * GIB, gt=0)
     """Largest dataset zip that is downloaded."""
@@ -27,6 +38,39 @@ class DatasetLimits(BaseModel):
     """Connect/read timeout of one HTTP request."""
     download_attempts: int = Field(5, ge=1)
     """Tries of a download that fails transiently (connection errors, 429, 5xx)."""
+    download_deadline_seconds: float = Field(1800.0, gt=0)
+    """Longest a whole download may take, retries and redirects included, so a server that
+    trickles bytes cannot hold the GPU."""
+    allowed_networks: list[str] = Field(default_factory=list)
+    """Non-public networks (CIDRs, e.g. 10.0.0.0/8) that `data` URLs may be downloaded from;
+    public addresses always may, link-local and cloud metadata addresses never. Given as a JSON
+    list or comma-separated."""
+    max_caption_bytes: int = Field(64 * 1024, gt=0)
+    """Largest caption .txt that is read; larger ones are skipped."""
+    max_total_pixels: int = Field(4_000_000_000, gt=0)
+    """Most decoded pixels (width x height) of all the dataset's images together."""
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        # The environment gives one string: a JSON list, or CIDRs separated by commas.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError(
+                        "allowed_networks: not a JSON list; give CIDRs as a JSON list "
+                        'like ["10.0.0.0/8"] or separated by commas'
+                    ) from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        return [_network(item) for item in value]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "DatasetLimits":
@@ -37,3 +81,28 @@ class DatasetLimits(BaseModel):
             if ENV_PREFIX + name.upper() in environ
         }
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The trainer's environment for these limits: what from_env() reads back."""
+        return {
+            ENV_PREFIX + name.upper(): json.dumps(value) if isinstance(value, list) else str(value)
+            for name, value in self.model_dump().items()
+        }
+
+
+def _network(text: str) -> str:
+    """`text` as a canonical CIDR; a clear error names what is wrong with it."""
+    try:
+        return str(ipaddress.ip_network(text.strip()))
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"allowed_networks: {text!r} is not a network in CIDR notation "
+            "(like 10.0.0.0/8 or fd00::/8)"
+        ) from None
+    raise ValueError(
+        f"allowed_networks: {text!r} has bits set after the prefix; did you mean {loose}?"
+    )

@@ -22,6 +22,10 @@ TRAINER_COMMAND = ["fluxlora-trainer"]
 # The dataset, caches and outputs live on the scratch volume, not in the container's /tmp.
 TRAINER_ARGS = ["train", "--workdir", f"{WORK_MOUNT_PATH}/run"]
 
+GIB = 1024**3
+# Latent and text caches, checkpoints and outputs of a run; FLUX.1-dev in the Hugging Face cache.
+WORK_HEADROOM_BYTES = 16 * GIB
+BASE_MODEL_BYTES = 40 * GIB
 PROGRESS_TOKEN_VOLUME = "progress-token"
 PROGRESS_TOKEN_SECONDS = 3600
 
@@ -76,6 +80,7 @@ def _env(config: TrainingConfig, settings: OperatorSettings) -> list[dict]:
         {"name": "HOME", "value": WORK_MOUNT_PATH},
         {"name": "HF_HOME", "value": hf_home},
     ]
+    env += [{"name": k, "value": v} for k, v in settings.dataset_limits.to_env().items()]
     if settings.progress_url:
         env.append({"name": contract.PROGRESS_URL_ENV, "value": settings.progress_url})
     if settings.s3_endpoint:
@@ -88,6 +93,18 @@ def _env(config: TrainingConfig, settings: OperatorSettings) -> list[dict]:
             }
         )
     return env
+
+
+def trainer_ephemeral_storage(settings: OperatorSettings) -> str:
+    """The most local disk a trainer may fill before the kubelet evicts it: the dataset as
+    downloaded and unpacked, caches and outputs, and the base model when there is no cache."""
+    if settings.ephemeral_storage_limit:
+        return settings.ephemeral_storage_limit
+    limits = settings.dataset_limits
+    total = limits.max_download_bytes + limits.max_uncompressed_bytes + WORK_HEADROOM_BYTES
+    if not settings.model_cache_pvc:
+        total += BASE_MODEL_BYTES
+    return f"{-(-total // GIB)}Gi"
 
 
 def build_progress_token_volume() -> dict[str, Any]:
@@ -154,7 +171,11 @@ def build_job(
         "envFrom": envs_from,
         "resources": {
             "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
-            "limits": {"memory": settings.memory_limit, settings.gpu_resource: str(config.gpus)},
+            "limits": {
+                "memory": settings.memory_limit,
+                "ephemeral-storage": trainer_ephemeral_storage(settings),
+                settings.gpu_resource: str(config.gpus),
+            },
         },
         "volumeMounts": mounts,
         "securityContext": RESTRICTED_CONTAINER_SECURITY,

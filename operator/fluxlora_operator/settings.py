@@ -9,6 +9,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import Toleration
 
 ENV_PREFIX = "FLUXLORA_"
@@ -42,6 +43,16 @@ class OperatorSettings(BaseModel):
     """Size of the in-memory /dev/shm volume (data-loader workers share tensors through it)."""
     work_volume_size: str | None = None
     """sizeLimit of the /scratch volume (downloaded dataset, caches); unset is unlimited."""
+    ephemeral_storage_limit: str | None = None
+    """ephemeral-storage limit of the trainer container; unset: sized from dataset-limits (the
+    download and what it unpacks to) plus room for caches, outputs and, without a model cache,
+    the base model."""
+    dataset_limits: DatasetLimits = Field(default_factory=DatasetLimits)
+    """What a dataset may cost the trainer (JSON object): maxDownloadBytes, maxUncompressedBytes,
+    maxFiles, maxImagePixels, maxTotalPixels, maxCaptionBytes, downloadTimeoutSeconds,
+    downloadAttempts, downloadDeadlineSeconds, and allowedNetworks: the non-public networks
+    (CIDRs) `data` may be downloaded from (public addresses always; link-local and cloud
+    metadata never). Unset keys keep their defaults."""
     node_selector: dict[str, str] = Field(default_factory=dict)
     """Node selector of trainer pods (JSON object or k=v,k=v), pinned: a spec may add keys but
     not change these."""
@@ -108,6 +119,11 @@ def _flag(field: str) -> str:
 def _parse(annotation: Any, raw: str) -> Any:
     """Turn one flag or environment string into what the field's type expects."""
     origin = get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {raw!r}")
+        return value
     if origin is list:
         text = raw.strip()
         if text.startswith("["):
@@ -172,6 +188,8 @@ def render_settings_doc() -> str:
     ]
     for name, field in OperatorSettings.model_fields.items():
         default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = json.dumps(default.model_dump(mode="json", by_alias=True))
         shown = "" if default in (None, [], {}) else f"`{default}`"
         description = " ".join((field.description or "").split()).replace("|", "\\|")
         lines.append(

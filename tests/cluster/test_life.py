@@ -2,10 +2,12 @@
 model, on the node agent) on a dataset in MinIO, and the resource goes created -> processing ->
 completed with outputs that exist in MinIO."""
 
+import threading
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -275,3 +277,54 @@ async def test_a_run_that_ends_while_the_operator_is_down_is_recorded_never_reru
         assert site.s3.head_object(Bucket=site.bucket, Key=url.removeprefix(f"s3://{site.bucket}/"))
     jobs = site.kube.list_objects("Job", site.namespace, naming.MANAGED_SELECTOR)
     assert jobs == [] and first["metadata"]["uid"] == ended["metadata"]["uid"]  # never re-run
+
+
+class DatasetHost:
+    """A dataset server on loopback that counts every connection it accepts."""
+
+    def __init__(self, redirect_to: str | None = None) -> None:
+        host = self
+        self.connections = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(302 if redirect_to else 404)
+                if redirect_to:
+                    self.send_header("Location", redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            def verify_request(self, request, client_address):
+                host.connections += 1
+                return True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data.zip"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.operator_env(FLUXLORA_DATASET_LIMITS="{}")  # the default: loopback not allowed
+async def test_a_dataset_on_a_refused_address_fails_without_a_single_connection(site):
+    host = DatasetHost()
+    site.submit("portrait", "unused", data=host.url)
+    final = await site.final("portrait")
+    assert final["phase"] == "failed"
+    assert final["error"].startswith("data: 127.0.0.1 is a loopback address")
+    assert next(c for c in final["conditions"] if c["type"] == "Failed")["reason"] == "BadInput"
+    assert host.connections == 0
+    host.server.shutdown()
+
+
+async def test_a_redirect_to_the_metadata_service_is_refused(site):
+    host = DatasetHost(redirect_to="http://169.254.169.254/latest/meta-data/iam/")
+    site.submit("portrait", "unused", data=host.url)
+    final = await site.final("portrait")
+    assert final["phase"] == "failed"
+    assert "169.254.169.254, a cloud metadata address" in final["error"]
+    assert "meta-data" not in final["error"]  # nothing of where it pointed beyond the address
+    assert host.connections == 1  # the allowed loopback host itself, once: no retry storm
+    host.server.shutdown()

@@ -88,6 +88,7 @@ class NodeAgent:
             "cpu": cpu,
             "memory": memory,
             "pods": str(max_pods),
+            "ephemeral-storage": "500Gi",
             "nvidia.com/gpu": str(gpus),
         }
         self.images = images

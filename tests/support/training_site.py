@@ -22,6 +22,9 @@ CREDENTIALS = "s3-credentials"
 MODEL_PATH = "/models/tiny-flux"  # where the trainer pod sees the tiny model
 # What hosted-API callers cannot choose, set by the gateway: the tiny model at a CPU-sized
 # resolution, without checkpoints.
+# MinIO and the tests' dataset servers listen on loopback, which trainers may not reach unless
+# the operator allows it.
+LOOPBACK_DATA = {"allowedNetworks": ["127.0.0.0/8"]}
 GATEWAY_SPEC_DEFAULTS = {"baseModel": MODEL_PATH, "resolution": 256, "checkpointEverySteps": 0}
 
 
@@ -116,6 +119,7 @@ def operator_environment(s3: S3Server, bucket: str) -> dict[str, str]:
         "FLUXLORA_MEMORY_REQUEST": "1Gi",
         "FLUXLORA_MEMORY_LIMIT": "8Gi",
         "FLUXLORA_RESYNC_SECONDS": "2",
+        "FLUXLORA_DATASET_LIMITS": json.dumps(LOOPBACK_DATA),
     }
 
 
@@ -149,4 +153,5 @@ def chart_values(
         "--set", f"health.port={free_port()}",
         "--set", f"progress.port={progress_port}",
         "--set", f"progress.url=http://127.0.0.1:{progress_port}",
+        "--set-json", f"trainer.datasetLimits={json.dumps(LOOPBACK_DATA)}",
     ]  # fmt: skip

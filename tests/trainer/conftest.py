@@ -24,7 +24,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[FileServer]:
+def http_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
+    """A file server on loopback, which the trainer refuses unless the operator allows it: the
+    environment allows it here, as the operator would (trainer subprocesses inherit it)."""
+    monkeypatch.setenv("FLUXLORA_ALLOWED_NETWORKS", "127.0.0.0/8")
     root = tmp_path / "www"
     root.mkdir()
     handler = functools.partial(_QuietHandler, directory=str(root))

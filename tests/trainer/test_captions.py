@@ -1,8 +1,10 @@
 """The hosted API's caption rule, case by case."""
 
+from pathlib import Path
+
 import pytest
 
-from fluxlora_trainer.captions import apply_caption_rule, read_caption
+from fluxlora_trainer.captions import UnusableCaption, apply_caption_rule, read_caption
 
 
 @pytest.mark.parametrize(
@@ -35,4 +37,16 @@ def test_the_caption_rule(caption, trigger, expected):
 def test_caption_files_are_read_as_utf8_text(tmp_path, raw, expected):
     path = tmp_path / "a.txt"
     path.write_bytes(raw)
-    assert read_caption(path) == expected
+    assert read_caption(path, 1000) == expected
+
+
+def test_a_caption_over_the_limit_is_refused_without_reading_it_whole():
+    # /dev/zero never ends: reading it whole would never return.
+    with pytest.raises(UnusableCaption, match="larger than the caption limit of 1000 bytes"):
+        read_caption(Path("/dev/zero"), 1000)
+
+
+def test_a_caption_of_exactly_the_limit_is_read(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("x" * 1000)
+    assert read_caption(path, 1000) == "x" * 1000

@@ -9,7 +9,7 @@ from PIL import Image
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_trainer.dataset import open_dataset
 from fluxlora_trainer.errors import BadInput
-from fluxlora_trainer.images import load_rgb
+from fluxlora_trainer.images import NOT_READABLE, load_rgb
 from tests.trainer.datasets import image_bytes, make_zip, photos
 
 LIMITS = DatasetLimits()
@@ -80,7 +80,7 @@ def test_a_corrupt_image_is_skipped_and_the_rest_train(tmp_path):
     assert len(dataset.samples) == 3
     reasons = {item.name: item.reason for item in dataset.skipped}
     assert reasons["broken.jpg"].startswith("damaged image")
-    assert reasons["fake.png"] == "not a readable image"
+    assert reasons["fake.png"] == NOT_READABLE
 
 
 def test_a_dataset_without_usable_images_is_bad_input_naming_the_files(tmp_path):
@@ -88,7 +88,7 @@ def test_a_dataset_without_usable_images_is_bad_input_naming_the_files(tmp_path)
         open_zip(tmp_path, {"readme.md": "hi", "broken.jpg": b"xx"})
     message = str(error.value)
     assert "has no usable image" in message
-    assert "broken.jpg: not a readable image" in message and "readme.md" in message
+    assert f"broken.jpg: {NOT_READABLE}" in message and "readme.md" in message
 
 
 def test_not_a_zip_is_bad_input(tmp_path):
@@ -183,3 +183,38 @@ def test_a_reused_work_folder_holds_only_the_new_dataset(tmp_path):
     assert sorted(s.name for s in dataset.samples) == ["new_photo_0.jpg", "new_photo_1.jpg"]
     on_disk = sorted(p.name for p in (tmp_path / "work" / "dataset").iterdir())
     assert on_disk == ["new_photo_0.jpg", "new_photo_1.jpg"]  # the old files are gone
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF", "ICO"])
+def test_other_formats_behind_an_image_name_are_not_decoded(tmp_path, fmt):
+    dataset = open_zip(tmp_path, {"ok.jpg": image_bytes(), "other.jpg": image_bytes(fmt)})
+    assert [s.name for s in dataset.samples] == ["ok.jpg"]
+    assert {item.name: item.reason for item in dataset.skipped} == {"other.jpg": NOT_READABLE}
+
+
+def test_a_caption_over_the_limit_is_skipped_and_its_image_trains_without_it(tmp_path):
+    limits = DatasetLimits(max_caption_bytes=100)
+    dataset = open_zip(
+        tmp_path,
+        {"a.jpg": image_bytes(), "a.txt": "x" * 101, "b.jpg": image_bytes(), "b.txt": "short"},
+        limits=limits,
+    )
+    assert captions(dataset) == {"a.jpg": "p3r5on", "b.jpg": "short"}
+    assert [(item.name, item.reason) for item in dataset.skipped] == [
+        (
+            "a.txt",
+            "larger than the caption limit of 100 bytes (FLUXLORA_MAX_CAPTION_BYTES); "
+            "its image is trained as if it had no caption",
+        )
+    ]
+
+
+def test_images_over_the_total_pixel_budget_are_bad_input(tmp_path):
+    limits = DatasetLimits(max_total_pixels=2 * 64 * 48)
+    assert len(open_zip(tmp_path, photos(2), limits=limits).samples) == 2
+    with pytest.raises(BadInput) as error:
+        open_zip(tmp_path, photos(3), limits=limits)
+    assert str(error.value) == (
+        f"data: the images of {tmp_path / 'data.zip'} hold more than the limit of 6144 pixels "
+        "in all (FLUXLORA_MAX_TOTAL_PIXELS); use fewer or smaller images"
+    )

@@ -4,6 +4,7 @@ import json
 
 from fluxlora_api.contract import ExitCode
 from fluxlora_trainer.cli import main
+from fluxlora_trainer.images import NOT_READABLE
 from tests.trainer.datasets import image_bytes, make_zip, photos
 
 
@@ -22,7 +23,7 @@ def test_inspect_prints_each_usable_image_and_each_skipped_file(tmp_path, capsys
     assert code == ExitCode.SUCCESS
     assert lines[0] == {"image": "photo_0.jpg", "caption": "me, zq", "width": 64, "height": 48}
     assert [line["caption"] for line in lines[1:4]] == ["zq", "zq", "zq"]
-    assert {"skipped": "broken.png", "reason": "not a readable image"} in lines
+    assert {"skipped": "broken.png", "reason": NOT_READABLE} in lines
     assert {"skipped": ".DS_Store", "reason": "hidden file"} in lines
     assert err == ""
 

@@ -86,8 +86,8 @@ def test_a_run_from_s3_to_s3_produces_every_output(
     )
     code, result = train(cfg, tmp_path)
     assert code == ExitCode.SUCCESS
-    names = [url.rsplit("/", 1)[-1] for url in result["outputs"]]
-    assert names == [
+    # File names under the output prefix, which the operator joins with the prefix it chose.
+    names = [
         "lora.safetensors",
         "lora_comfyui.safetensors",
         "config.json",
@@ -95,27 +95,35 @@ def test_a_run_from_s3_to_s3_produces_every_output(
         "loss.png",
         "sample_0.png",
     ]
-    assert all(url.startswith(output + "/") for url in result["outputs"])
+    assert result["outputs"] == names
     assert result["timings"]["inference"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     keys = [
         o["Key"]
         for o in s3_env.client().list_objects_v2(Bucket=s3_dataset, Prefix="loras/")["Contents"]
     ]
-    assert sorted(k.rsplit("/", 1)[-1] for k in keys) == sorted(names)  # no checkpoints left
+    # every named file is there, and nothing else (no checkpoints left)
+    assert sorted(keys) == sorted(f"loras/team-a/portrait-uid/{name}" for name in names)
 
 
 def test_the_lora_loads_in_diffusers_and_changes_the_image(tiny_model, tmp_path, http_dataset):
     from diffusers import FluxPipeline
 
     out = tmp_path / "out"
+    # A presigned URL with a password too: neither may reach the published config.json.
+    signed = http_dataset.replace("http://", "http://user:pass@") + "?X-Amz-Signature=secret"
     cfg = config(
         tiny_model,
-        http_dataset,
+        signed,
         str(out),
         loraTargets=["attention", "context", "feed-forward", "single-blocks"],
     )
-    assert train(cfg, tmp_path)[0] == 0
+    code, result = train(cfg, tmp_path)
+    assert code == 0
+    assert result["outputs"][0] == "lora.safetensors"
+    published = (out / "config.json").read_text()
+    assert json.loads(published)["data"] == http_dataset
+    assert "secret" not in published and "pass" not in published
 
     with safe_open(str(out / "lora.safetensors"), "pt") as lora:
         metadata = lora.metadata()

@@ -12,10 +12,11 @@ from fluxlora_api.contract import (
     ExitCode,
     TrainingConfig,
 )
+from fluxlora_api.limits import GIB, DatasetLimits
 from fluxlora_api.spec import LoRATrainingJobSpec
 from fluxlora_operator import naming
 from fluxlora_operator.jobs import build_job
-from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.settings import OperatorSettings, load_settings
 from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef
 
 REF = TrainingJobRef(namespace="team-a", name="portrait", uid="uid-123")
@@ -292,3 +293,22 @@ def test_only_the_controller_reference_with_the_uid_makes_an_object_the_resource
 
 def test_the_job_is_held_until_the_operator_has_recorded_how_it_ended():
     assert make()["metadata"]["finalizers"] == [naming.RESULT_FINALIZER]
+
+
+def test_the_operators_dataset_limits_reach_the_trainer_and_size_its_disk():
+    limits = DatasetLimits(allowedNetworks=["10.0.0.0/8"], maxDownloadBytes=2 * GIB)
+    settings = SETTINGS.model_copy(update={"dataset_limits": limits})
+    job = make(settings)
+    assert DatasetLimits.from_env(env(job)) == limits  # what the trainer reads back
+    disk = container(job)["resources"]["limits"]["ephemeral-storage"]
+    # download + unpacked (8 GiB default) + caches and outputs + the base model (no cache)
+    assert disk == f"{2 + 8 + 16 + 40}Gi"
+    cached = settings.model_copy(update={"model_cache_pvc": "hf-cache"})
+    assert container(make(cached))["resources"]["limits"]["ephemeral-storage"] == "26Gi"
+
+
+def test_dataset_limits_are_a_json_setting_and_wrong_ones_name_the_key():
+    settings = load_settings(["--dataset-limits", '{"allowedNetworks": ["127.0.0.0/8"]}'], {})
+    assert settings.dataset_limits.allowed_networks == ["127.0.0.0/8"]
+    with pytest.raises(SystemExit, match=r"10\.0\.0\.300/8. is not a network"):
+        load_settings(["--dataset-limits", '{"allowedNetworks": ["10.0.0.300/8"]}'], {})

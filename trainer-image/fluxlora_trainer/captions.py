@@ -12,10 +12,22 @@ from pathlib import Path
 TRIGGER_PLACEHOLDER = "[trigger]"
 
 
-def read_caption(path: Path) -> str | None:
+class UnusableCaption(Exception):
+    """This caption file is not used; the message says why (its image is trained as if it had
+    none)."""
+
+
+def read_caption(path: Path, max_bytes: int) -> str | None:
     """The caption in a .txt file: UTF-8 (a BOM and CRLF line ends tolerated), trimmed; an
-    empty file counts as no caption."""
-    text = path.read_bytes().decode("utf-8-sig")
+    empty file counts as no caption. A file over `max_bytes` is never read whole."""
+    with path.open("rb") as file:
+        raw = file.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise UnusableCaption(
+            f"larger than the caption limit of {max_bytes} bytes (FLUXLORA_MAX_CAPTION_BYTES); "
+            "its image is trained as if it had no caption"
+        )
+    text = raw.decode("utf-8-sig")
     text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
     return text or None
 

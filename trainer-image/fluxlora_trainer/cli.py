@@ -16,7 +16,6 @@ from pydantic import ValidationError
 
 from fluxlora_api.contract import (
     CONFIG_ENV,
-    TERMINATION_MESSAGE_LIMIT,
     TERMINATION_MESSAGE_PATH,
     ExitCode,
     TrainingConfig,
@@ -88,12 +87,12 @@ def _read_config(path: str | None) -> TrainingConfig:
 
 def _report(result: TrainingResult, result_file: str) -> None:
     """The result on stdout, and in the termination message where there is one."""
-    message = result.to_termination_message()
+    message = result.to_termination_message()  # always fits, as whole JSON
     print(message)
     path = Path(result_file)
     if path.parent.is_dir():
         try:
-            path.write_text(message[:TERMINATION_MESSAGE_LIMIT])
+            path.write_text(message)
         except OSError as error:
             logging.getLogger(__name__).warning("cannot write %s: %s", path, error)
 

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_trainer.archive import CAPTION_SUFFIX, IMAGE_SUFFIXES, Ignored, extract_dataset
-from fluxlora_trainer.captions import apply_caption_rule, read_caption
+from fluxlora_trainer.captions import UnusableCaption, apply_caption_rule, read_caption
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.fetch import display_url, fetch
 from fluxlora_trainer.images import UnusableImage, image_size
@@ -40,7 +40,7 @@ def open_dataset(
     else:
         archive, label = fetch(source, workdir / "dataset.zip", limits), display_url(source)
     extracted = extract_dataset(archive, workdir / "dataset", limits, label)
-    dataset = pair_captions(extracted.root, extracted.files, trigger_word, limits)
+    dataset = pair_captions(extracted.root, extracted.files, trigger_word, limits, label)
     dataset.skipped[:0] = extracted.ignored
     if not dataset.samples:
         reasons = "; ".join(f"{item.name}: {item.reason}" for item in dataset.skipped[:5])
@@ -52,11 +52,17 @@ def open_dataset(
 
 
 def pair_captions(
-    root: Path, files: list[Path], trigger_word: str | None, limits: DatasetLimits
+    root: Path,
+    files: list[Path],
+    trigger_word: str | None,
+    limits: DatasetLimits,
+    label: str = "the dataset",
 ) -> Dataset:
     """Each image with the caption of the .txt beside it (same name, any letter case)."""
     captions = {_stem_key(path): path for path in files if path.suffix.lower() == CAPTION_SUFFIX}
+    read: dict[Path, str | None] = {}
     dataset = Dataset()
+    pixels = 0
     for path in sorted(files, key=lambda p: p.as_posix()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
@@ -66,19 +72,31 @@ def pair_captions(
         except UnusableImage as error:
             dataset.skipped.append(Ignored(name, str(error)))
             continue
+        pixels += width * height
+        if pixels > limits.max_total_pixels:
+            raise BadInput(
+                f"data: the images of {label} hold more than the limit of "
+                f"{limits.max_total_pixels} pixels in all (FLUXLORA_MAX_TOTAL_PIXELS); "
+                "use fewer or smaller images"
+            )
         caption_file = captions.get(_stem_key(path))
-        caption = None
-        if caption_file is not None:
-            try:
-                caption = read_caption(root / caption_file)
-            except UnicodeDecodeError:
-                raise BadInput(
-                    f"data: caption {caption_file.as_posix()} is not UTF-8 text"
-                ) from None
+        if caption_file is not None and caption_file not in read:
+            read[caption_file] = _caption(root, caption_file, limits, dataset)
+        caption = read.get(caption_file) if caption_file is not None else None
         dataset.samples.append(
             Sample(root / path, name, apply_caption_rule(caption, trigger_word), width, height)
         )
     return dataset
+
+
+def _caption(root: Path, path: Path, limits: DatasetLimits, dataset: Dataset) -> str | None:
+    try:
+        return read_caption(root / path, limits.max_caption_bytes)
+    except UnusableCaption as error:
+        dataset.skipped.append(Ignored(path.as_posix(), str(error)))
+        return None
+    except UnicodeDecodeError:
+        raise BadInput(f"data: caption {path.as_posix()} is not UTF-8 text") from None
 
 
 def _stem_key(path: Path) -> str:

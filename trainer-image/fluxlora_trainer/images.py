@@ -1,6 +1,7 @@
-"""Opens one dataset image safely: size checked before decoding (decompression bombs), fully
-decoded to catch truncation, EXIF orientation applied, converted to RGB with alpha flattened on
-white."""
+"""Opens one dataset image safely: only the accepted formats are decoded (whatever its name,
+a TIFF, PSD or other file never reaches those decoders), size checked before decoding
+(decompression bombs), fully decoded to catch truncation, EXIF orientation applied, converted
+to RGB with alpha flattened on white."""
 
 import warnings
 from pathlib import Path
@@ -8,6 +9,8 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 FLATTEN_BACKGROUND = (255, 255, 255)
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+NOT_READABLE = "not a readable JPEG, PNG, WebP or BMP image"
 
 
 class UnusableImage(Exception):
@@ -28,7 +31,7 @@ def load_rgb(path: Path, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's chatter about odd metadata
-            with Image.open(path) as opened:
+            with Image.open(path, formats=FORMATS) as opened:
                 width, height = opened.size
                 if width * height > max_pixels:
                     raise UnusableImage(
@@ -40,9 +43,9 @@ def load_rgb(path: Path, max_pixels: int) -> Image.Image:
     except UnusableImage:
         raise
     except UnidentifiedImageError:
-        raise UnusableImage("not a readable image") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UnusableImage(f"damaged image: {error}") from None
+        raise UnusableImage(NOT_READABLE) from None
+    except Exception as error:  # a decoder's any failure on hostile bytes costs the file only
+        raise UnusableImage(f"damaged image: {error or type(error).__name__}") from None
     return _to_rgb(image)
 
 

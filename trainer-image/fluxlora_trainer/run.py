@@ -20,6 +20,7 @@ from fluxlora_trainer.checkpoints import (
     save_checkpoint,
 )
 from fluxlora_trainer.dataset import open_dataset
+from fluxlora_trainer.fetch import display_url
 from fluxlora_trainer.lora_formats import save_diffusers_lora, save_kohya_lora
 from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype
@@ -48,6 +49,8 @@ def run_training(
 
     limits = DatasetLimits.from_env()
     dataset = open_dataset(config.data, workdir, config.effective_trigger_word, limits)
+    for item in dataset.skipped:
+        logger.warning("skipped %s: %s", item.name, item.reason)
     device = training_device()
     dtype = weight_dtype(device)
     pipeline = load_pipeline(config.base_model, dtype)
@@ -77,7 +80,10 @@ def run_training(
     clear_checkpoints(destination)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     logger.info("training finished in %.1f s; outputs: %s", elapsed_ms / 1000, ", ".join(urls))
-    return TrainingResult(outputs=urls, timings=Timings(inference=elapsed_ms))
+    # Names, not URLs: the operator joins them with the prefix it assigned, and the result
+    # stays far below the 4096 bytes of a termination message however long that prefix is.
+    names = [path.name for path in outputs]
+    return TrainingResult(outputs=names, timings=Timings(inference=elapsed_ms))
 
 
 def _seed(config: TrainingConfig, resumed: dict | None) -> int:
@@ -110,7 +116,12 @@ def _write_outputs(
         save_diffusers_lora(folder / LORA_FILE, state, config, seed, targets),
         save_kohya_lora(folder / KOHYA_FILE, state, config, seed, widths),
     ]
-    resolved = {**config.model_dump(mode="json", by_alias=True), "seed": seed}
+    # The data URL as logs show it: a presigned signature or a password must not be published.
+    resolved = {
+        **config.model_dump(mode="json", by_alias=True),
+        "data": display_url(config.data),
+        "seed": seed,
+    }
     (folder / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     paths.append(folder / "config.json")
     paths.append(write_loss_csv(folder / "loss.csv", history))

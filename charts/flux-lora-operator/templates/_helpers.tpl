@@ -71,6 +71,8 @@ app.kubernetes.io/component: gateway
     "PRIORITY_CLASS_NAME" $v.trainer.priorityClassName
     "ALLOWED_PRIORITY_CLASSES" $v.trainer.allowedPriorityClasses
     "RUNTIME_CLASS_NAME" $v.trainer.runtimeClassName
+    "DATASET_LIMITS" $v.trainer.datasetLimits
+    "EPHEMERAL_STORAGE_LIMIT" $v.trainer.ephemeralStorageLimit
     "DEFAULT_OUTPUT" $v.output.default
     "S3_ENDPOINT" $v.output.s3Endpoint
     "OUTPUT_SECRET" $v.output.credentialsSecret

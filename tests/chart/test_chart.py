@@ -172,3 +172,21 @@ def test_the_gateway_is_off_by_default_and_may_read_only_its_key_secret():
     ]
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "operator"
     assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+
+
+def test_trainer_pods_get_a_network_policy_that_keeps_them_off_private_and_metadata_ranges():
+    rendered = objects(render("watchNamespaces={team-a,team-b}"))
+    policies = [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
+    spec = policies[0]["spec"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "trainer"
+    assert spec["ingress"] == [] and set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    blocks = [peer["ipBlock"] for rule in spec["egress"] for peer in rule.get("to", [])
+              if "ipBlock" in peer]  # fmt: skip
+    ipv4 = next(b for b in blocks if b["cidr"] == "0.0.0.0/0")
+    assert {"169.254.0.0/16", "10.0.0.0/8", "127.0.0.0/8", "192.168.0.0/16"} <= set(ipv4["except"])
+    assert "fe80::/10" in next(b for b in blocks if b["cidr"] == "::/0")["except"]
+    operator_port = [rule for rule in spec["egress"] if "podSelector" in str(rule.get("to"))]
+    assert operator_port[0]["ports"] == [{"protocol": "TCP", "port": 8082}]
+    assert not [o for o in objects(render("trainer.networkPolicy.enabled=false"))
+                if o["kind"] == "NetworkPolicy"]  # fmt: skip

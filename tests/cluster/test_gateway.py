@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fluxlora_api import resource
 from fluxlora_gateway.keys import new_key
 from fluxlora_operator.settings import load_settings
 from tests.support.gateway_client import GatewayClient
@@ -232,6 +233,38 @@ async def test_the_reference_curl_flow_trains_and_the_output_downloads(
     assert downloaded.read_bytes() == expected
     # Without the key, no download.
     assert curl("--output", "/dev/null", "--write-out", "%{http_code}", lora_url) == "401"
+
+    # Another tenant gets no byte of this run: not by its id, and not through a status of
+    # their own that names its files (whoever wrote that status).
+    other = f"{namespace}-b"
+    create_namespace(cluster_admin, other)
+    try:
+        theirs = new_key()
+        gateway.set_keys(team=(key, namespace), them=(theirs, other))
+        time.sleep(1)  # the key Secret is re-read
+        for url in data["outputs"]:
+            code = curl("--output", "/dev/null", "--write-out", "%{http_code}", url,
+                        "--header", f"Authorization: Bearer {theirs}")  # fmt: skip
+            assert code == "404"
+        decoy = cluster_admin.request(
+            "POST",
+            f"/apis/{resource.API_VERSION}/namespaces/{other}/{resource.PLURAL}",
+            {"apiVersion": resource.API_VERSION, "kind": resource.KIND,
+             "metadata": {"name": "decoy"}, "spec": {"data": "https://example.com/a.zip"}},
+        )  # fmt: skip
+        cluster_admin.patch_status(
+            other, "decoy", {"phase": "completed", "outputs": item["status"]["outputs"]}
+        )
+        decoy_id = decoy["metadata"]["uid"]
+        status, answer = gateway.call("GET", f"/api/v3/predictions/{decoy_id}/result", theirs)
+        assert status == 200 and answer["data"]["outputs"] == []
+        for name in ("lora.safetensors", "config.json"):
+            code = curl("--output", "/dev/null", "--write-out", "%{http_code}",
+                        f"{gateway.url}/api/v3/predictions/{decoy_id}/outputs/{name}",
+                        "--header", f"Authorization: Bearer {theirs}")  # fmt: skip
+            assert code == "404"
+    finally:
+        cluster_admin.request("DELETE", f"/api/v1/namespaces/{other}")
 
 
 def test_a_key_past_its_rate_limit_gets_429_and_others_do_not(gateway, namespace):

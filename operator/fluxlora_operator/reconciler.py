@@ -9,7 +9,6 @@ server.
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,10 +21,11 @@ from fluxlora_operator.conditions import ConditionChange, find_condition
 from fluxlora_operator.effective import effective_output
 from fluxlora_operator.events import Event
 from fluxlora_operator.jobs import build_job
-from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube, is_pod_of
+from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.observe import observe
 from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.snapshot import Snapshot, StaleSnapshot
 from fluxlora_operator.status_update import (
     apply_conditions,
     current_phase,
@@ -45,34 +45,6 @@ class RetryLater(Exception):
     def __init__(self, message: str, delay: float = 30.0) -> None:
         super().__init__(message)
         self.delay = delay
-
-
-class StaleSnapshot(Exception):
-    """The resource changed since the resync listed it: decide again from a fresh read."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One namespace's LoRATrainingJobs, trainer Jobs and trainer pods, listed once for a
-    resync round."""
-
-    resources: dict[str, dict[str, Any]]
-    jobs: dict[str, dict[str, Any]]
-    pods: list[dict[str, Any]]
-
-    @classmethod
-    def of(cls, kube: Kube, namespace: str) -> "Snapshot":
-        resources = kube.list_objects(resource.KIND, namespace, "")
-        jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
-        pods = kube.list_objects("Pod", namespace, naming.MANAGED_SELECTOR)
-        return cls(
-            {item["metadata"]["name"]: item for item in resources},
-            {item["metadata"]["name"]: item for item in jobs},
-            pods,
-        )
-
-    def pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        return [pod for pod in self.pods if is_pod_of(pod, job)]
 
 
 class Reconciler:
@@ -206,7 +178,7 @@ class Reconciler:
     # --- mirroring ----------------------------------------------------------------------------
 
     def mirror(
-        self, namespace: str, name: str, may_start: bool = True, snapshot: "Snapshot | None" = None
+        self, namespace: str, name: str, may_start: bool = True, snapshot: Snapshot | None = None
     ) -> None:
         """Read the Job and its pods and write what they mean into the status; start the Job
         again if it vanished before the run ended (unless called from start() itself). The Job
@@ -220,7 +192,7 @@ class Reconciler:
         if needs_start and may_start:
             self.start(namespace, name)
 
-    def _mirror_once(self, namespace: str, name: str, snapshot: "Snapshot | None") -> bool:
+    def _mirror_once(self, namespace: str, name: str, snapshot: Snapshot | None) -> bool:
         """One read-decide-write cycle; True when the Job must be made again."""
         job_name = naming.job_name(name)
         with self._lock(namespace, name):

@@ -14,8 +14,8 @@ from fluxlora_api import resource
 from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH
 from fluxlora_operator import naming
 from fluxlora_operator.kube import ApiError, Kube, path
-from fluxlora_operator.reconciler import StaleSnapshot
 from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.snapshot import StaleSnapshot
 from fluxlora_operator.training_job import TrainingJobRef
 from tests.support.minio import free_port
 from tests.support.operator import embedded_operator

@@ -1,0 +1,37 @@
+"""What a resync round reads: one namespace's resources, trainer Jobs and trainer pods, listed
+once (three calls however many resources), instead of three reads per resource."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from fluxlora_api import resource
+from fluxlora_operator import naming
+from fluxlora_operator.kube import Kube, is_pod_of
+
+
+class StaleSnapshot(Exception):
+    """The resource changed since the resync listed it: decide again from a fresh read."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One namespace's LoRATrainingJobs, trainer Jobs and trainer pods, listed once for a
+    resync round."""
+
+    resources: dict[str, dict[str, Any]]
+    jobs: dict[str, dict[str, Any]]
+    pods: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, kube: Kube, namespace: str) -> "Snapshot":
+        resources = kube.list_objects(resource.KIND, namespace, "")
+        jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
+        pods = kube.list_objects("Pod", namespace, naming.MANAGED_SELECTOR)
+        return cls(
+            {item["metadata"]["name"]: item for item in resources},
+            {item["metadata"]["name"]: item for item in jobs},
+            pods,
+        )
+
+    def pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        return [pod for pod in self.pods if is_pod_of(pod, job)]

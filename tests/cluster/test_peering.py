@@ -1,0 +1,101 @@
+"""Two operator replicas sharing a kopf peering object on the real control plane: exactly one
+acts, new resources get a status, and when the active one stops the other takes over without a
+second Job. (Each replica is the installed `fluxlora-operator` command in a process of its own;
+the chart's two-replica Deployment cannot run on the tests' node agent, whose pods share one
+network namespace and so one set of ports.)"""
+
+import time
+
+import pytest
+
+from fluxlora_api import resource
+from fluxlora_operator import naming
+from fluxlora_operator.kube import path
+from tests.support.helm import CHART
+from tests.support.operator import operator_process
+from tests.support.processes import stop
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.timeout(300)
+PEERING = "flux-lora-operator"
+STARTED = "Handler 'start_training' succeeded"
+
+
+def submit(kube, namespace: str, name: str) -> None:
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": name},
+        "spec": {"data": "https://example.com/a.zip"},
+    }
+    kube.request("POST", path(resource.KIND, namespace), body)
+
+
+def replica(control_plane, namespace: str, name: str, priority: int, log):
+    environment = {
+        "POD_ID": name,
+        "FLUXLORA_NAMESPACES": namespace,
+        "FLUXLORA_PEERING": PEERING,
+        "FLUXLORA_PEERING_PRIORITY": str(priority),
+        "FLUXLORA_DEFAULT_OUTPUT": "s3://loras",
+        "FLUXLORA_TRAINER_IMAGE": "trainer:test",
+        "FLUXLORA_RESYNC_SECONDS": "1",
+    }
+    return operator_process(control_plane.kubeconfig, environment, log)
+
+
+async def test_one_replica_acts_and_the_other_takes_over_without_a_second_job(
+    control_plane, cluster_admin, namespace, tmp_path
+):
+    applied = control_plane.kubectl("apply", "-f", str(CHART / "crds" / "kopf-peering.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    cluster_admin.request(
+        "POST",
+        f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
+    )
+    logs = {name: tmp_path / f"{name}.log" for name in ("first", "second")}
+
+    def started(name: str) -> bool:
+        return STARTED in logs[name].read_text()
+
+    def job(name: str) -> dict | None:
+        return cluster_admin.get("Job", namespace, naming.job_name(name))
+
+    with (
+        replica(control_plane, namespace, "second", 50, logs["second"]),
+        replica(control_plane, namespace, "first", 100, logs["first"]) as first,
+    ):
+        await eventually(
+            lambda: "Pausing operations" in logs["second"].read_text(),
+            "the lower-priority replica pauses",
+            timeout=60,
+        )
+        submit(cluster_admin, namespace, "one")
+        status = await eventually(
+            lambda: (cluster_admin.get(resource.KIND, namespace, "one") or {}).get("status"),
+            "the new resource gets a status",
+        )
+        assert status["phase"] == "created" and job("one")
+        await eventually(lambda: started("first"), "the active replica handled it")
+        assert not started("second")
+        first_job = job("one")["metadata"]["uid"]
+
+        stop(first)
+        stopped = time.monotonic()
+        submit(cluster_admin, namespace, "two")
+        await eventually(
+            lambda: (cluster_admin.get(resource.KIND, namespace, "two") or {}).get("status"),
+            "the standby replica takes over",
+            timeout=90,
+        )
+        handover = time.monotonic() - stopped
+        await eventually(lambda: started("second"), "the standby handled it")
+    print(f"handover took {handover:.1f} s")
+    assert handover < 30
+    jobs = cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
+    assert sorted(j["metadata"]["name"] for j in jobs) == [
+        naming.job_name("one"),
+        naming.job_name("two"),
+    ]
+    assert job("one")["metadata"]["uid"] == first_job  # never made twice

@@ -122,7 +122,7 @@ class Reconciler:
 
             status = body.get("status") or {}
             if current_phase(status) is None:
-                self._write(
+                body = self._write(
                     body,
                     {
                         "phase": Phase.CREATED.value,
@@ -161,7 +161,6 @@ class Reconciler:
             job_name = job["metadata"]["name"]
             if created:
                 self.metrics.jobs_created.inc()
-            body = self.kube.get(resource.KIND, namespace, name) or body
             recorded = find_condition(
                 (body.get("status") or {}).get("conditions") or [], "JobCreated"
             )
@@ -173,7 +172,10 @@ class Reconciler:
                     ConditionChange("JobCreated", "True", reason, f"trainer Job {job_name} {verb}"),
                     extra={"jobName": job_name},
                 )
-        self.mirror(namespace, name, may_start=False)
+        if not created:
+            # A Job found on resume may have run meanwhile; a new one has nothing to show yet
+            # (its own watch events mirror it).
+            self.mirror(namespace, name, may_start=False)
 
     # --- mirroring ----------------------------------------------------------------------------
 
@@ -269,14 +271,14 @@ class Reconciler:
         patch: dict[str, Any],
         events: list[Event],
         from_snapshot: bool = False,
-    ) -> None:
-        """Patch the status; a write decided from a snapshot applies only to the resource as it
-        was listed (StaleSnapshot otherwise)."""
+    ) -> dict[str, Any]:
+        """Patch the status and return the resource as written; a write decided from a snapshot
+        applies only to the resource as it was listed (StaleSnapshot otherwise)."""
         meta = body["metadata"]
         before = current_phase(body.get("status") or {})
         version = meta.get("resourceVersion") if from_snapshot else None
         try:
-            self.kube.patch_status(meta["namespace"], meta["name"], patch, version)
+            written = self.kube.patch_status(meta["namespace"], meta["name"], patch, version)
         except ApiError as error:
             if version is not None and error.status == 409:
                 raise StaleSnapshot from None
@@ -289,6 +291,7 @@ class Reconciler:
                 self.post_event(body, event)
             except Exception:  # an Event is a courtesy; losing one must not stop the mirror
                 logger.exception("could not post event %s", event.reason)
+        return written or body
 
     def _condition(
         self, body: dict[str, Any], change: ConditionChange, extra: dict[str, Any] | None = None

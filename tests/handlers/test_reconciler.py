@@ -361,3 +361,13 @@ async def test_a_resync_round_costs_three_reads_per_namespace_not_per_resource(c
     await cluster.call(cluster.reconciler.resync)  # nothing changed since each was mirrored
     assert len(apiserver[kmock.method.GET]) - reads == 3  # resources, Jobs, pods
     assert len(apiserver[kmock.method.PATCH]) == writes
+
+
+async def test_starting_a_run_costs_four_api_calls_and_an_event(cluster, apiserver):
+    """Read the resource, write its status, make the Job, record it: nothing else per run."""
+    await submit(cluster)
+    before = {method: len(apiserver[method]) for method in ("GET", "POST", "PATCH")}
+    await cluster.start("portrait")
+    made = {method: len(apiserver[method]) - before[method] for method in before}
+    assert made == {"GET": 1, "POST": 1, "PATCH": 2}  # POST: the Job
+    assert [e.reason for _, e in cluster.events] == ["JobCreated"]  # and one Event

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_api.resource import CRD_NAME
 from fluxlora_gateway.keys import new_key
 from fluxlora_operator.settings import load_settings
 from tests.support.gateway_client import GatewayClient
@@ -27,6 +28,7 @@ from tests.support.training_site import (
     create_namespace,
     model_cache_claim,
     operator_environment,
+    set_quota,
     store_credentials,
 )
 from tests.support.waiting import eventually
@@ -281,13 +283,7 @@ def test_a_key_past_its_rate_limit_gets_429_and_others_do_not(gateway, namespace
 async def test_a_namespace_quota_refusal_is_a_clear_403(gateway, cluster_admin, namespace):
     key = new_key()
     gateway.set_keys(team=(key, namespace))
-    quota = {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": {"name": "no-more-training"},
-        "spec": {"hard": {"count/loratrainingjobs.fluxlora.dev": "0"}},
-    }
-    cluster_admin.request("POST", f"/api/v1/namespaces/{namespace}/resourcequotas", quota)
+    set_quota(cluster_admin, namespace, "no-more-training", {f"count/{CRD_NAME}": "0"})
     body = b'{"data": "https://example.com/a.zip"}'
 
     def refused():

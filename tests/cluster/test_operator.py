@@ -19,6 +19,7 @@ from fluxlora_operator.snapshot import StaleSnapshot
 from fluxlora_operator.training_job import TrainingJobRef
 from tests.support.minio import free_port
 from tests.support.operator import embedded_operator
+from tests.support.training_site import set_quota
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,14 +35,25 @@ async def operator(control_plane, cluster_admin):
         yield running
 
 
-def submit(kube: Kube, namespace: str, name: str = "portrait") -> dict:
+def submit(kube: Kube, namespace: str, name: str = "portrait", **spec) -> dict:
     body = {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
         "metadata": {"name": name},
-        "spec": {"data": "https://example.com/a.zip"},
+        "spec": {"data": "https://example.com/a.zip", **spec},
     }
     return kube.request("POST", path(resource.KIND, namespace), body)
+
+
+async def failed_status(kube: Kube, namespace: str) -> dict:
+    return await eventually(
+        lambda: (
+            (s := kube.get(resource.KIND, namespace, "portrait").get("status"))
+            and s.get("phase") == "failed"
+            and s
+        ),
+        "the resource fails",
+    )
 
 
 def condition(kube: Kube, namespace: str, type_: str) -> dict | None:
@@ -327,14 +339,7 @@ async def test_without_an_output_destination_the_resource_fails_and_gets_no_job(
     settings = SETTINGS.model_copy(update={"default_output": None})
     async with embedded_operator(cluster_admin, connection, settings):
         submit(cluster_admin, namespace)
-        status = await eventually(
-            lambda: (
-                (s := cluster_admin.get(resource.KIND, namespace, "portrait").get("status"))
-                and s.get("phase") == "failed"
-                and s
-            ),
-            "the resource fails",
-        )
+        status = await failed_status(cluster_admin, namespace)
     assert status["error"].startswith("spec.output: no output destination")
     assert cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR) == []
 
@@ -358,22 +363,9 @@ async def test_scheduling_the_operator_does_not_allow_fails_the_resource_without
             "allowed_priority_classes": ["training-low"],
         }
     )
-    body = {
-        "apiVersion": resource.API_VERSION,
-        "kind": resource.KIND,
-        "metadata": {"name": "portrait"},
-        "spec": {"data": "https://example.com/a.zip", **spec},
-    }
     async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
-        cluster_admin.request("POST", path(resource.KIND, namespace), body)
-        status = await eventually(
-            lambda: (
-                (s := cluster_admin.get(resource.KIND, namespace, "portrait").get("status"))
-                and s.get("phase") == "failed"
-                and s
-            ),
-            "the resource fails",
-        )
+        submit(cluster_admin, namespace, **spec)
+        status = await failed_status(cluster_admin, namespace)
     assert status["error"].startswith(field)
     assert "not allowed" in status["error"] or "pins it" in status["error"]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
@@ -384,13 +376,7 @@ async def test_scheduling_the_operator_does_not_allow_fails_the_resource_without
 async def test_a_pod_the_quota_refuses_is_explained_in_the_status(
     operator, cluster_admin, namespace
 ):
-    quota = {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": {"name": "no-pods"},
-        "spec": {"hard": {"pods": "0"}},
-    }
-    cluster_admin.request("POST", f"/api/v1/namespaces/{namespace}/resourcequotas", quota)
+    set_quota(cluster_admin, namespace, "no-pods", {"pods": "0"})
     submit(cluster_admin, namespace)
     refused = await eventually(
         lambda: (

@@ -56,6 +56,13 @@ def create_namespace(kube: Kube, name: str, labels: dict[str, str] | None = None
     kube.request("POST", "/api/v1/namespaces", body)
 
 
+def set_quota(kube: Kube, namespace: str, name: str, hard: dict[str, str]) -> None:
+    """A ResourceQuota in `namespace` (for example {"pods": "0"})."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name},
+             "spec": {"hard": hard}}  # fmt: skip
+    kube.request("POST", f"/api/v1/namespaces/{namespace}/resourcequotas", quota)
+
+
 def store_credentials(kube: Kube, namespace: str, s3: S3Server) -> None:
     keys = {k: v for k, v in s3.environment().items() if k != "AWS_ENDPOINT_URL"}
     secret = {

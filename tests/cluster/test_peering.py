@@ -18,7 +18,8 @@ from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
 PEERING = "flux-lora-operator"
-STARTED = "Handler 'start_training' succeeded"
+STARTED = "start_training' succeeded"
+RESUMED = "Resuming operations"
 
 
 def submit(kube, namespace: str, name: str) -> None:
@@ -49,6 +50,10 @@ async def test_one_replica_acts_and_the_other_takes_over_without_a_second_job(
 ):
     applied = control_plane.kubectl("apply", "-f", str(CHART / "crds" / "kopf-peering.yaml"))
     assert applied.returncode == 0, applied.stderr
+    established = control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s"
+    )
+    assert established.returncode == 0, established.stderr
     cluster_admin.request(
         "POST",
         f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
@@ -66,11 +71,11 @@ async def test_one_replica_acts_and_the_other_takes_over_without_a_second_job(
         replica(control_plane, namespace, "second", 50, logs["second"]),
         replica(control_plane, namespace, "first", 100, logs["first"]) as first,
     ):
+        # Both start paused until they have seen the peering object; only the first resumes.
         await eventually(
-            lambda: "Pausing operations" in logs["second"].read_text(),
-            "the lower-priority replica pauses",
-            timeout=60,
+            lambda: RESUMED in logs["first"].read_text(), "the first replica acts", timeout=60
         )
+        assert RESUMED not in logs["second"].read_text()
         submit(cluster_admin, namespace, "one")
         status = await eventually(
             lambda: (cluster_admin.get(resource.KIND, namespace, "one") or {}).get("status"),

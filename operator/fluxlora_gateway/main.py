@@ -14,8 +14,8 @@ from aiohttp import web
 from fluxlora_gateway.app import ACCESS_LOG_FORMAT, Gateway, build_app
 from fluxlora_gateway.hosted import check_spec_defaults
 from fluxlora_gateway.keys import KeyStore, new_key, secret_entry
-from fluxlora_gateway.rate_limit import RateLimiter
 from fluxlora_operator.kube import Kube, load_api_client
+from fluxlora_operator.rate_limit import RateLimiter
 
 ENV_PREFIX = "FLUXLORA_GATEWAY_"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

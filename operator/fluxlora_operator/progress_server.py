@@ -5,7 +5,7 @@ A trainer pod runs untrusted data, so it holds no Kubernetes rights at all. It p
 with its projected service-account token for PROGRESS_AUDIENCE: the API server's TokenReview
 says which pod the token is bound to (pod name and uid); that pod must be the live trainer pod
 of a LoRATrainingJob's own Job. Only then is its report, checked against the Progress model,
-written to that resource's status.progress, at most once per REPORT_INTERVAL_SECONDS per pod.
+written to that resource's status.progress, at REPORTS_PER_SECOND per pod at most.
 """
 
 import asyncio
@@ -25,6 +25,7 @@ from fluxlora_api.status import Progress
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, utcnow
 from fluxlora_operator.kube import ApiError, Kube
+from fluxlora_operator.rate_limit import RateLimiter
 from fluxlora_operator.training_job import TrainingJobRef
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 MAX_BODY_BYTES = 4096
-REPORT_INTERVAL_SECONDS = 1.0
+REPORTS_PER_SECOND = 1.0
+REPORT_BURST = 5
 REVIEW_CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 4096
 
@@ -107,7 +109,9 @@ class ProgressServer:
         self.kube = kube
         self._reviews = _Cache()  # token hash -> (Reporter | None, expiry)
         self._trainers = _Cache()  # pod uid -> (namespace, resource name)
-        self._last_report = _Cache()  # pod uid -> monotonic time
+        # A trainer reports every few seconds, and its last step at once: a burst is fine,
+        # a flood is not.
+        self._limiter = RateLimiter(REPORTS_PER_SECOND, REPORT_BURST)
 
     def _review(self, token: str) -> Reporter | None:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -155,10 +159,9 @@ class ProgressServer:
             raise Refused(503, "the token could not be checked; try again") from None
         if reporter is None:
             raise Refused(401, f"not a pod-bound token for audience {PROGRESS_AUDIENCE}")
-        now = time.monotonic()
-        last = self._last_report.get(reporter.pod_uid)
-        if last is not None and now - last < REPORT_INTERVAL_SECONDS:
-            raise Refused(429, f"at most one report per {REPORT_INTERVAL_SECONDS:g} s")
+        wait = self._limiter.retry_after(reporter.pod_uid)
+        if wait > 0:
+            raise Refused(429, f"too many reports: retry in {wait:.1f} s")
         try:
             progress = Progress.model_validate_json(body)
         except ValidationError as error:
@@ -166,7 +169,6 @@ class ProgressServer:
             field = ".".join(str(part) for part in problem["loc"]) or "body"
             raise Refused(400, f"{field}: {problem['msg']}") from None
         namespace, name = self._training_job(reporter)
-        self._last_report.remember(reporter.pod_uid, now)
         progress.updated_at = format_time(utcnow())
         try:
             self.kube.patch_status(namespace, name, {"progress": progress.to_wire()})

@@ -176,7 +176,7 @@ async def test_the_trainer_can_report_progress_and_nothing_else(
         assert unchanged == {k: v for k, v in before.items() if k != "progress"}
 
         # Only progress, only from a trainer pod, only with a pod-bound progress token.
-        await asyncio.sleep(1.1)  # past the per-pod report interval
+        await asyncio.sleep(1.1)  # the pod's report budget refills
         for body in forged[:4]:
             assert post_progress(url, progress_token, {"step": 8, **body}) == 400
         unbound = create_token(control_plane, namespace, "--audience", PROGRESS_AUDIENCE)

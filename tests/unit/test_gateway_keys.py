@@ -15,8 +15,8 @@ from fluxlora_gateway.keys import (
     parse_entries,
     secret_entry,
 )
-from fluxlora_gateway.rate_limit import RateLimiter
 from fluxlora_operator.kube import ApiError
+from fluxlora_operator.rate_limit import RateLimiter
 
 
 def secret_data(**entries: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""Per-key request rate limits (a token bucket per tenant): one caller cannot crowd out the
-others or flood the API server through the gateway."""
+"""Request rate limits, a token bucket per caller (a gateway key, a trainer pod): one caller
+cannot crowd out the others or flood the API server through us."""
 
 import threading
 import time
@@ -20,13 +20,13 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
 
-    def retry_after(self, tenant: str, now: float | None = None) -> float:
+    def retry_after(self, caller: str, now: float | None = None) -> float:
         """0 when the request may go ahead (and counts it); else seconds until it may."""
         if self.rate <= 0:
             return 0.0
         now = time.monotonic() if now is None else now
         with self._lock:
-            bucket = self._buckets.setdefault(tenant, _Bucket(self.burst, now))
+            bucket = self._buckets.setdefault(caller, _Bucket(self.burst, now))
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
             bucket.updated = now
             if bucket.tokens >= 1:

@@ -1,9 +1,11 @@
 """Events on a LoRATrainingJob (what `kubectl describe ltj` shows): built by a pure function and
-posted through the operator's own client, so they can be posted from any thread (the resync
-loop included), not only from inside a kopf handler."""
+posted through the operator's own client from a queue, so they can be posted from any thread
+(the resync loop included, not only a kopf handler) and no handler waits for one."""
 
 import logging
+import queue
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +17,7 @@ from fluxlora_operator.kube import Kube
 logger = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 1024
+QUEUE_CAPACITY = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,25 @@ def build_event(body: dict[str, Any], event: Event, now: datetime) -> dict[str, 
 
 
 class EventPoster:
-    def __init__(self, kube: Kube) -> None:
+    """Posts Events from a queue on a thread of its own, so a handler never waits for one;
+    when the queue is full (the API server is far behind) an Event is dropped, and logged."""
+
+    def __init__(self, kube: Kube, capacity: int = QUEUE_CAPACITY) -> None:
         self.kube = kube
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(capacity)
+        threading.Thread(target=self._post_forever, name="events", daemon=True).start()
 
     def __call__(self, body: dict[str, Any], event: Event) -> None:
-        obj = build_event(body, event, utcnow())
-        namespace = obj["metadata"]["namespace"]
-        self.kube.request("POST", f"/api/v1/namespaces/{namespace}/events", obj)
+        try:
+            self._queue.put_nowait(build_event(body, event, utcnow()))
+        except queue.Full:
+            logger.warning("event %s dropped: too many waiting", event.reason)
+
+    def _post_forever(self) -> None:
+        while True:
+            obj = self._queue.get()
+            namespace = obj["metadata"]["namespace"]
+            try:
+                self.kube.request("POST", f"/api/v1/namespaces/{namespace}/events", obj)
+            except Exception as error:  # an Event is a courtesy: never stop for one
+                logger.warning("event %s not posted: %s", obj["reason"], error)

@@ -99,12 +99,6 @@ class Kube:
                 return None
             raise
 
-    def list_objects(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        listing = self.request(
-            "GET", path(kind, namespace), query={"labelSelector": label_selector}
-        )
-        return listing.get("items") or []
-
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Deletes in the background (dependents too); a missing object is fine."""
         try:
@@ -135,11 +129,14 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def remove_finalizer(self, kind: str, namespace: str, name: str, finalizer: str) -> None:
+    def remove_finalizer(
+        self, kind: str, namespace: str, name: str, finalizer: str, known: dict | None = None
+    ) -> None:
         """Take `finalizer` off the object (gone already is fine); the list is replaced only if
-        nobody changed it meanwhile (resourceVersion), else read again."""
+        nobody changed it meanwhile (resourceVersion), else read again. `known` is the object
+        as last read, which saves the first read."""
         for _ in range(5):
-            obj = self.get(kind, namespace, name)
+            obj, known = known or self.get(kind, namespace, name), None
             finalizers = (obj or {}).get("metadata", {}).get("finalizers") or []
             if finalizer not in finalizers:
                 return
@@ -184,20 +181,40 @@ class Kube:
             )
         return existing, False
 
-    def pod_creation_failure(self, job: dict[str, Any]) -> str | None:
-        """Why the Job controller last failed to create a pod for `job` (a quota, a LimitRange,
-        Pod Security), from its FailedCreate Events; None when it reported none."""
-        meta = job["metadata"]
-        selector = f"involvedObject.uid={meta['uid']},reason=FailedCreate"
+    def pod_creation_failures(self, namespace: str) -> dict[str, str]:
+        """Job uid -> why the Job controller last failed to create a pod for it (a quota, a
+        LimitRange, Pod Security), from the namespace's FailedCreate Events: one call."""
         listing = self.request(
-            "GET", f"/api/v1/namespaces/{quote(meta['namespace'])}/events",
-            query={"fieldSelector": selector},
+            "GET", f"/api/v1/namespaces/{quote(namespace)}/events",
+            query={"fieldSelector": "reason=FailedCreate,involvedObject.kind=Job"},
         )  # fmt: skip
         events = sorted(
             listing.get("items") or [],
             key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
         )
-        return events[-1].get("message") or "FailedCreate" if events else None
+        return {
+            e["involvedObject"].get("uid", ""): e.get("message") or "FailedCreate" for e in events
+        }
+
+    def list_objects(
+        self, kind: str, namespace: str, label_selector: str, page_size: int = 0
+    ) -> list[dict[str, Any]]:
+        """Every object of `kind` matching the selector; with `page_size`, read in pages of
+        that many, each object without its managedFields (large, and never needed here)."""
+        items: list[dict[str, Any]] = []
+        query = {"labelSelector": label_selector}
+        if page_size:
+            query["limit"] = str(page_size)
+        while True:
+            listing = self.request("GET", path(kind, namespace), query=query)
+            for item in listing.get("items") or []:
+                if page_size:
+                    item.get("metadata", {}).pop("managedFields", None)
+                items.append(item)
+            token = (listing.get("metadata") or {}).get("continue")
+            if not page_size or not token:
+                return items
+            query["continue"] = token
 
     def job_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         """The pods of exactly this Job (not of an earlier Job that had the same name)."""

@@ -82,9 +82,10 @@ class Reconciler:
 
     def resync(self) -> None:
         """Mirror every unfinished resource; one failing never stops the others. Each namespace
-        costs three list calls per round, not three calls per resource: the resources, Jobs
-        and pods are listed once, and writes from that snapshot are made only if nobody
-        changed the resource since (resourceVersion), else it is mirrored afresh."""
+        costs four list calls per round, not three or four per resource: the resources, Jobs,
+        pods and FailedCreate Events are listed once, and writes from that snapshot are made
+        only if nobody changed the resource since (resourceVersion), else it is mirrored
+        afresh."""
         with self._locks_guard:
             keys = sorted(self._unfinished)
         names_by_namespace: dict[str, list[str]] = {}
@@ -222,7 +223,7 @@ class Reconciler:
             if not ref.owns(job):
                 return False  # a predecessor's Job still being deleted; start() reports it
             pods = snapshot.pods_of(job) if snapshot is not None else self.kube.job_pods(job)
-            self._mirror_job(body, ref, job, pods, from_snapshot=snapshot is not None)
+            self._mirror_job(body, ref, job, pods, snapshot)
             return False
 
     def _mirror_job(
@@ -231,14 +232,17 @@ class Reconciler:
         ref: TrainingJobRef,
         job: dict[str, Any],
         pods: list[dict[str, Any]],
-        from_snapshot: bool,
+        snapshot: Snapshot | None,
     ) -> None:
         status = body.get("status") or {}
         now = utcnow()
         spec = parse_spec(body.get("spec") or {})
-        # Only a Job that should have had a pod for a while and has none is asked why (one more
-        # call; the Job controller's FailedCreate Events do not change the Job).
-        waiting = not pods and _job_overdue(job, now)
+        # The Job controller's FailedCreate Events do not change the Job, so only a resync can
+        # see them (listed once per namespace), for a Job without a pod for a while.
+        failures = snapshot.pod_creation_failures if snapshot is not None else {}
+        failure = (
+            failures.get(job["metadata"]["uid"]) if not pods and _job_overdue(job, now) else None
+        )
         observation = observe(
             job,
             pods,
@@ -246,21 +250,21 @@ class Reconciler:
             self.settings.image_pull_grace_seconds,
             # Where this run's outputs must be: from the spec and settings, never the status.
             effective_output(spec, self.settings, ref),
-            self.kube.pod_creation_failure(job) if waiting else None,
+            failure,
             standard_outputs(len(spec.sample_prompts or [])),
         )
         update = plan_status_update(
             status, observation, format_time(now), body["metadata"].get("generation")
         )
         if update.patch:
-            self._write(body, update.patch, list(update.events), from_snapshot)
+            self._write(body, update.patch, list(update.events), snapshot is not None)
         if update.delete_job:
             self.kube.delete("Job", ref.namespace, job["metadata"]["name"])
         ended = observation.phase.terminal
         deleted_mid_run = job["metadata"].get("deletionTimestamp") and not ended
         if ended or deleted_mid_run:  # recorded, or going anyway (and made again when gone)
             self.kube.remove_finalizer(
-                "Job", ref.namespace, job["metadata"]["name"], naming.RESULT_FINALIZER
+                "Job", ref.namespace, job["metadata"]["name"], naming.RESULT_FINALIZER, job
             )
 
     # --- writing ------------------------------------------------------------------------------

@@ -337,7 +337,7 @@ async def test_a_job_deleted_after_it_completed_is_recorded_never_run_again(clus
     assert await cluster.jobs() == []  # released, and never made again
 
 
-async def test_a_resync_round_costs_three_reads_per_namespace_not_per_resource(cluster, apiserver):
+async def test_a_resync_round_costs_four_reads_per_namespace_not_per_resource(cluster, apiserver):
     names = [f"run-{index}" for index in range(10)]
     for name in names:
         await submit(cluster, name=name)
@@ -359,7 +359,8 @@ async def test_a_resync_round_costs_three_reads_per_namespace_not_per_resource(c
     writes = len(apiserver[kmock.method.PATCH])
 
     await cluster.call(cluster.reconciler.resync)  # nothing changed since each was mirrored
-    assert len(apiserver[kmock.method.GET]) - reads == 3  # resources, Jobs, pods
+    # resources, Jobs, pods, and the Job controller's FailedCreate Events
+    assert len(apiserver[kmock.method.GET]) - reads == 4
     assert len(apiserver[kmock.method.PATCH]) == writes
 
 

@@ -8,6 +8,7 @@ builders produce them.
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -197,20 +198,23 @@ class Kube:
         }
 
     def list_objects(
-        self, kind: str, namespace: str, label_selector: str, page_size: int = 0
+        self,
+        kind: str,
+        namespace: str,
+        label_selector: str,
+        page_size: int = 0,
+        keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Every object of `kind` matching the selector; with `page_size`, read in pages of
-        that many, each object without its managedFields (large, and never needed here)."""
+        that many, and with `keep`, only what it keeps of each object (a large namespace is
+        then never held whole in memory)."""
         items: list[dict[str, Any]] = []
         query = {"labelSelector": label_selector}
         if page_size:
             query["limit"] = str(page_size)
         while True:
             listing = self.request("GET", path(kind, namespace), query=query)
-            for item in listing.get("items") or []:
-                if page_size:
-                    item.get("metadata", {}).pop("managedFields", None)
-                items.append(item)
+            items += [keep(item) if keep else item for item in listing.get("items") or []]
             token = (listing.get("metadata") or {}).get("continue")
             if not page_size or not token:
                 return items

@@ -28,9 +28,9 @@ class Snapshot:
 
     @classmethod
     def of(cls, kube: Kube, namespace: str) -> "Snapshot":
-        resources = kube.list_objects(resource.KIND, namespace, "", PAGE_SIZE)
-        jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR, PAGE_SIZE)
-        pods = kube.list_objects("Pod", namespace, naming.MANAGED_SELECTOR, PAGE_SIZE)
+        resources = kube.list_objects(resource.KIND, namespace, "", PAGE_SIZE, _slim)
+        jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR, PAGE_SIZE, _slim_job)
+        pods = kube.list_objects("Pod", namespace, naming.MANAGED_SELECTOR, PAGE_SIZE, _slim_pod)
         return cls(
             {item["metadata"]["name"]: item for item in resources},
             {item["metadata"]["name"]: item for item in jobs},
@@ -40,3 +40,21 @@ class Snapshot:
 
     def pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         return [pod for pod in self.pods if is_pod_of(pod, job)]
+
+
+# What the mirror reads of each object: the Jobs' and pods' specs (the trainer's environment,
+# volumes) are most of their size and are never needed here.
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    obj.get("metadata", {}).pop("managedFields", None)
+    return obj
+
+
+def _slim_job(job: dict[str, Any]) -> dict[str, Any]:
+    spec = job.get("spec") or {}
+    kept = {key: spec[key] for key in ("suspend", "activeDeadlineSeconds") if key in spec}
+    return {**_slim(job), "spec": kept}
+
+
+def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    spec = pod.get("spec") or {}
+    return {**_slim(pod), "spec": {"nodeName": spec["nodeName"]} if "nodeName" in spec else {}}

@@ -176,6 +176,11 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
                 time.sleep(0.5)
             wall = time.monotonic() - started
             peak_rss = _peak_rss_mib(operator.pid)
+            # The Job watch re-lists every few seconds and may see a Job's Complete condition
+            # after the resource's completion: give it a moment before reading the timeline.
+            settle = time.monotonic() + 30
+            while time.monotonic() < settle and len(timeline.job_complete) < count:
+                time.sleep(0.5)
     finally:
         stop.set()
         agent.stop()
@@ -192,7 +197,11 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
             [timeline.job_created[n] - timeline.created[n] for n in done]
         ),
         "job_complete_to_completed": percentiles(
-            [timeline.completed[n] - timeline.job_complete[n] for n in done]
+            [
+                timeline.completed[n] - timeline.job_complete[n]
+                for n in done
+                if n in timeline.job_complete
+            ]
         ),
         "wall_seconds": round(wall, 1),
         "operator_peak_rss_mib": round(peak_rss, 1),

@@ -11,6 +11,7 @@ written to that resource's status.progress, at REPORTS_PER_SECOND per pod at mos
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -95,13 +96,18 @@ class Refused(Exception):
 
 
 class _Cache(OrderedDict):
-    """A small LRU map."""
+    """A small LRU map, shared by the threads that serve reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
 
     def remember(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > CACHE_ENTRIES:
-            self.popitem(last=False)
+        with self._lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > CACHE_ENTRIES:
+                self.popitem(last=False)
 
 
 class ProgressServer:

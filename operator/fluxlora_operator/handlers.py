@@ -1,10 +1,15 @@
 """The kopf handlers: a few lines each, calling the Reconciler.
 
-- a new or resumed LoRATrainingJob gets its status and Job;
-- any change to a trainer Job or pod re-mirrors the owning resource at once;
-- a slow loop re-mirrors unfinished resources (time-based failures, missed events);
+- every watch event of a resource, trainer Job or trainer pod is kept in the watch cache;
+- a LoRATrainingJob without a status gets its status and Job;
+- any change to a trainer Job or pod re-mirrors the owning resource at once, from the cache;
+- a slow loop re-mirrors unfinished resources (time-based failures, missed events), first
+  soon after start-up (the resume);
 - every resource event updates the phase gauge;
 - trainer pods report progress to an endpoint served beside the handlers.
+
+Only event handlers: kopf's create/resume handlers would write their bookkeeping into every
+resource (one more write, and one more watch event, per run).
 """
 
 import asyncio
@@ -26,10 +31,16 @@ RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
 JOBS = ("batch", "v1", "jobs")
 PODS = ("", "v1", "pods")
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
+# Threads for the handlers, which wait on the API server most of the time.
+HANDLER_THREADS = 16
+# The first resync (the resume) waits this long for the watches to start.
+RESUME_DELAY_SECONDS = 5
+
+logger = logging.getLogger(__name__)
 
 
 def _counted(name: str, metrics: Metrics) -> Callable:
-    """Counts a handler's failures; kopf logs them and retries (or waits for the next event)."""
+    """Counts a handler's failures; kopf logs them, and the next event or resync tries again."""
 
     def decorate(handler: Callable) -> Callable:
         @functools.wraps(handler)
@@ -37,7 +48,8 @@ def _counted(name: str, metrics: Metrics) -> Callable:
             try:
                 return handler(*args, **kwargs)
             except RetryLater as error:
-                raise kopf.TemporaryError(str(error), delay=error.delay) from None
+                logger.info("%s; the next resync tries again", error)
+                return None
             except Exception:
                 metrics.handler_errors.labels(name).inc()
                 raise
@@ -60,13 +72,6 @@ def register(
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Keep kopf's bookkeeping in annotations: status is ours and schema-checked.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix=resource.GROUP
-        )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=resource.GROUP, key="last-handled-configuration"
-        )
         # Watch only our own Jobs and pods, filtered by the API server.
         settings.watching.label_selectors[JOBS] = naming.MANAGED_SELECTOR
         settings.watching.label_selectors[PODS] = naming.MANAGED_SELECTOR
@@ -78,20 +83,35 @@ def register(
         # which would need cluster-wide list/watch rights (and retries a minute without them).
         settings.scanning.disabled = not operator_settings.all_namespaces
         settings.peering.priority = priority
+        settings.peering.lifetime = operator_settings.peering_lifetime_seconds
+        settings.execution.max_workers = HANDLER_THREADS
 
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    @_counted("start", metrics)
-    def start_training(namespace: str, name: str, **_: Any) -> None:
-        reconciler.start(namespace, name)
+    @kopf.on.event(*RESOURCE, registry=registry)
+    @_counted("resource_event", metrics)
+    def resource_changed(
+        type: str | None, event: dict[str, Any], namespace: str, name: str, uid: str, **_: Any
+    ) -> None:
+        deleted = type == "DELETED"
+        reconciler.cache.record(event["object"], deleted)
+        listed = None if deleted else reconciler.cache.resource(namespace, name)
+        phase = ((listed or {}).get("status") or {}).get("phase")
+        metrics.observe_phase(uid, phase)
+        reconciler.track(namespace, name, phase, deleted=deleted)
+        if listed is not None and phase is None:
+            reconciler.start(namespace, name, listed)
+        # Runs listed at start-up (or after a lost watch) are resumed by the first resync,
+        # which lists everything at once instead of reading each.
 
     @kopf.on.event(*JOBS, labels=MANAGED, registry=registry)
     @kopf.on.event(*PODS, labels=MANAGED, registry=registry)
     @_counted("child_event", metrics)
-    def child_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    def child_changed(
+        type: str | None, event: dict[str, Any], namespace: str, labels: dict[str, str], **_: Any
+    ) -> None:
+        reconciler.cache.record(event["object"], deleted=type == "DELETED")
         owner = labels.get(naming.LABEL_TRAINING_JOB)
-        if owner:
-            reconciler.mirror(namespace, owner)
+        if owner and type is not None:  # a listing is the resync's to act on
+            reconciler.mirror_watched(namespace, owner)
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:
@@ -113,14 +133,6 @@ def register(
         if memo.get("progress") is not None:
             await memo["progress"].cleanup()
 
-    @kopf.on.event(*RESOURCE, registry=registry)
-    def track_phase(
-        type: str, namespace: str, name: str, uid: str, status: dict[str, Any], **_: Any
-    ) -> None:
-        phase = None if type == "DELETED" else (status or {}).get("phase")
-        metrics.observe_phase(uid, phase)
-        reconciler.track(namespace, name, phase, deleted=type == "DELETED")
-
 
 async def _resync_forever(
     reconciler: Reconciler, settings: OperatorSettings, active: Callable[[], bool]
@@ -128,8 +140,11 @@ async def _resync_forever(
     """Re-mirror unfinished resources now and then: time-based failures (an image that never
     pulls) and events missed while disconnected. A kopf timer would do it too, but would put a
     finalizer on every resource, making deletion wait for a running operator. A standby
-    replica (kopf paused it) skips its rounds."""
+    replica (kopf paused it) skips its rounds. The first round, soon after start-up, resumes
+    the runs that went on while no operator watched."""
+    delay = min(settings.resync_seconds, RESUME_DELAY_SECONDS)
     while True:
-        await asyncio.sleep(settings.resync_seconds)
+        await asyncio.sleep(delay)
+        delay = settings.resync_seconds
         if await asyncio.to_thread(active):
             await asyncio.to_thread(reconciler.resync)

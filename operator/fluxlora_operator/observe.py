@@ -52,6 +52,11 @@ def _true_condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
+def job_finished(job: dict[str, Any]) -> bool:
+    """Whether the Job controller has said how the run ended (Complete or Failed)."""
+    return any(_true_condition(job, type_) for type_ in ("Complete", "Failed"))
+
+
 def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
     for status in pod.get("status", {}).get("containerStatuses") or []:
         if status.get("name") == naming.TRAINER_CONTAINER:

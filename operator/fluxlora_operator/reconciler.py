@@ -14,16 +14,18 @@ from typing import Any
 
 from fluxlora_api import resource
 from fluxlora_api.outputs import standard_outputs
+from fluxlora_api.spec import LoRATrainingJobSpec
 from fluxlora_api.status import Phase
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, hosted_created_at, parse_time, utcnow
+from fluxlora_operator.coalesce import Coalescer
 from fluxlora_operator.conditions import ConditionChange, find_condition
 from fluxlora_operator.effective import effective_output
 from fluxlora_operator.events import Event
 from fluxlora_operator.jobs import build_job
 from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube
 from fluxlora_operator.metrics import Metrics
-from fluxlora_operator.observe import observe
+from fluxlora_operator.observe import job_finished, observe
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.snapshot import Snapshot, StaleSnapshot
 from fluxlora_operator.status_update import (
@@ -32,6 +34,7 @@ from fluxlora_operator.status_update import (
     plan_status_update,
 )
 from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef, parse_spec
+from fluxlora_operator.watch_cache import WatchCache
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class Reconciler:
         settings: OperatorSettings,
         metrics: Metrics,
         post_event: PostEvent,
+        cache: WatchCache | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -62,6 +66,8 @@ class Reconciler:
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._unfinished: set[tuple[str, str]] = set()
+        self.cache = cache if cache is not None else WatchCache()
+        self._coalescer = Coalescer()
 
     def _lock(self, namespace: str, name: str) -> threading.RLock:
         # Job, pod and resync events of one resource arrive on different threads; each
@@ -85,7 +91,7 @@ class Reconciler:
         costs four list calls per round, not three or four per resource: the resources, Jobs,
         pods and FailedCreate Events are listed once, and writes from that snapshot are made
         only if nobody changed the resource since (resourceVersion), else it is mirrored
-        afresh."""
+        afresh. A resource whose start failed (it has no status) is started again."""
         with self._locks_guard:
             keys = sorted(self._unfinished)
         names_by_namespace: dict[str, list[str]] = {}
@@ -100,116 +106,137 @@ class Reconciler:
                 continue
             for name in names:
                 try:
-                    self.mirror(namespace, name, snapshot=snapshot)
+                    self.mirror(namespace, name, snapshot=snapshot, start_unstarted=True)
+                except RetryLater as error:
+                    logger.info("%s/%s waits: %s", namespace, name, error)
                 except Exception:
                     self.metrics.handler_errors.labels("resync").inc()
                     logger.exception("resync of %s/%s failed; retrying next round", namespace, name)
 
     # --- starting -----------------------------------------------------------------------------
 
-    def start(self, namespace: str, name: str) -> None:
-        """Give a new (or resumed) resource its status and Job."""
+    def start(self, namespace: str, name: str, listed: dict[str, Any] | None = None) -> None:
+        """Give a new (or resumed) resource its status and Job. `listed` is the resource as a
+        watch event or a resync showed it: it saves a read, and what is decided from it is
+        written only to that version of it (else decided again from a fresh read)."""
         with self._lock(namespace, name):
-            body = self.kube.get(resource.KIND, namespace, name)
-            if body is None or _is_terminal(body):
-                return
-            ref = TrainingJobRef.of(body)
             try:
-                spec = parse_spec(body.get("spec") or {})
-                job = build_job(ref, spec, self.settings)
-            except InvalidSpec as error:
-                self._fail(body, "InvalidSpec", str(error))
-                return
-
-            status = body.get("status") or {}
-            if current_phase(status) is None:
-                body = self._write(
-                    body,
-                    {
-                        "phase": Phase.CREATED.value,
-                        "id": ref.uid,
-                        "model": spec.base_model,
-                        "createdAt": hosted_created_at(body["metadata"]["creationTimestamp"]),
-                        "outputs": [],
-                        "hasNsfwContents": [],
-                        "error": "",
-                        "timings": {"inference": 0},
-                        "observedGeneration": body["metadata"].get("generation"),
-                    },
-                    [],
-                )
-
-            try:
-                _, created = self.kube.create_or_adopt(job, ref)
-            except ForeignObjectError as error:
-                self._condition(
-                    body,
-                    ConditionChange(
-                        "JobCreated", "False", "NameConflict", str(error), warning=True
-                    ),
-                )
-                raise RetryLater(str(error), delay=60) from None
-            except ApiError as error:
-                if error.status in (400, 422):
-                    self._fail(
-                        body,
-                        "JobRejected",
-                        f"the API server rejected the trainer Job: {error.message}",
-                    )
-                    return
-                raise
-
-            job_name = job["metadata"]["name"]
-            if created:
-                self.metrics.jobs_created.inc()
-            recorded = find_condition(
-                (body.get("status") or {}).get("conditions") or [], "JobCreated"
-            )
-            if created or recorded is None or recorded.get("status") != "True":
-                # A Job found on resume that the status does not know yet was ours: adopt it.
-                reason, verb = ("JobCreated", "created") if created else ("JobAdopted", "adopted")
-                self._condition(
-                    body,
-                    ConditionChange("JobCreated", "True", reason, f"trainer Job {job_name} {verb}"),
-                    extra={"jobName": job_name},
-                )
-        if not created:
+                created = self._start_once(namespace, name, listed)
+            except StaleSnapshot:
+                created = self._start_once(namespace, name, None)
+        if created is False:
             # A Job found on resume may have run meanwhile; a new one has nothing to show yet
             # (its own watch events mirror it).
             self.mirror(namespace, name, may_start=False)
 
+    def _start_once(self, namespace: str, name: str, listed: dict[str, Any] | None) -> bool | None:
+        """Make or adopt the Job, then record it with the first status in one write: True if
+        made, False if adopted, None if there is nothing to run."""
+        body = listed if listed is not None else self.kube.get(resource.KIND, namespace, name)
+        guarded = listed is not None
+        if body is None or _is_terminal(body):
+            return None
+        ref = TrainingJobRef.of(body)
+        try:
+            spec = parse_spec(body.get("spec") or {})
+            job = build_job(ref, spec, self.settings)
+        except InvalidSpec as error:
+            self._fail(body, "InvalidSpec", str(error), guarded)
+            return None
+
+        status = body.get("status") or {}
+        first = {} if current_phase(status) is not None else _first_status(body, ref, spec)
+        try:
+            _, created = self.kube.create_or_adopt(job, ref)
+        except ForeignObjectError as error:
+            conflict = ConditionChange(
+                "JobCreated", "False", "NameConflict", str(error), warning=True
+            )
+            self._condition(body, conflict, first, guarded)
+            raise RetryLater(str(error), delay=60) from None
+        except ApiError as error:
+            if error.status in (400, 422):
+                message = f"the API server rejected the trainer Job: {error.message}"
+                self._fail(body, "JobRejected", message, guarded)
+                return None
+            raise
+
+        job_name = job["metadata"]["name"]
+        if created:
+            self.metrics.jobs_created.inc()
+            logger.info("%s/%s: created the trainer Job %s", namespace, name, job_name)
+        recorded = find_condition(status.get("conditions") or [], "JobCreated")
+        if created or recorded is None or recorded.get("status") != "True":
+            # A Job found on resume that the status does not know yet was ours: adopt it.
+            reason, verb = ("JobCreated", "created") if created else ("JobAdopted", "adopted")
+            change = ConditionChange("JobCreated", "True", reason, f"trainer Job {job_name} {verb}")
+            self._condition(body, change, {**first, "jobName": job_name}, guarded)
+        return created
+
     # --- mirroring ----------------------------------------------------------------------------
 
     def mirror(
-        self, namespace: str, name: str, may_start: bool = True, snapshot: Snapshot | None = None
+        self,
+        namespace: str,
+        name: str,
+        may_start: bool = True,
+        snapshot: Snapshot | None = None,
+        start_unstarted: bool = False,
     ) -> None:
         """Read the Job and its pods and write what they mean into the status; start the Job
         again if it vanished before the run ended (unless called from start() itself). The Job
-        is released (its finalizer taken off) once how it ended is recorded. With a resync's
-        `snapshot`, nothing is read again unless the resource changed since it was listed."""
+        is released (its finalizer taken off) once how it ended is recorded. With a
+        `snapshot` (a resync's listing, or the watch cache), nothing is read again unless the
+        resource changed since. `start_unstarted` also starts a resource that has no status
+        yet (a resync retrying a start that failed)."""
         listed = snapshot if snapshot is not None and name in snapshot.resources else None
         try:
-            needs_start = self._mirror_once(namespace, name, listed)
+            needs_start = self._mirror_once(namespace, name, listed, start_unstarted)
         except StaleSnapshot:
-            needs_start = self._mirror_once(namespace, name, None)
+            listed = None
+            needs_start = self._mirror_once(namespace, name, None, start_unstarted)
         if needs_start and may_start:
-            self.start(namespace, name)
+            self.start(namespace, name, listed.resources[name] if listed is not None else None)
 
-    def _mirror_once(self, namespace: str, name: str, snapshot: Snapshot | None) -> bool:
-        """One read-decide-write cycle; True when the Job must be made again."""
+    def mirror_watched(self, namespace: str, name: str) -> None:
+        """Mirror from what the watches showed (no reads), once for any number of events that
+        arrive while a mirror of the same resource runs. A Job whose resource the watch does
+        not show (deleted, or not listed yet) is looked up, to be let go if its resource is
+        gone."""
+
+        def work() -> None:
+            view = self.cache.view(namespace, name)
+            if view.resources:
+                self.mirror(namespace, name, snapshot=view)
+            elif view.jobs:
+                self.mirror(namespace, name, may_start=False)
+
+        self._coalescer.run((namespace, name), work)
+
+    def _mirror_once(
+        self, namespace: str, name: str, snapshot: Snapshot | None, start_unstarted: bool
+    ) -> bool:
+        """One read-decide-write cycle; True when the Job must be made (again)."""
         job_name = naming.job_name(name)
         with self._lock(namespace, name):
             if snapshot is not None:
                 body = snapshot.resources[name]
             else:
                 body = self.kube.get(resource.KIND, namespace, name)
+                if body is None:
+                    self.cache.forget(namespace, name)
             phase = current_phase((body or {}).get("status") or {})
             if body is None or (phase is not None and phase.terminal):
-                # Gone (the garbage collector deletes the Job) or recorded: let the Job go.
-                self.kube.remove_finalizer("Job", namespace, job_name, naming.RESULT_FINALIZER)
+                # Gone (the garbage collector deletes the Job) or recorded: let the Job go
+                # (one a snapshot does not show is gone, or its own event comes).
+                if snapshot is None or job_name in snapshot.jobs:
+                    known = snapshot.jobs[job_name] if snapshot is not None else None
+                    self.kube.remove_finalizer(
+                        "Job", namespace, job_name, naming.RESULT_FINALIZER, known
+                    )
                 return False
             if phase is None:
-                return False  # not started yet (start() mirrors when done)
+                return start_unstarted  # else being started (start() mirrors when done)
             ref = TrainingJobRef.of(body)
             if snapshot is not None:
                 job = snapshot.jobs.get(job_name)
@@ -223,6 +250,9 @@ class Reconciler:
             if not ref.owns(job):
                 return False  # a predecessor's Job still being deleted; start() reports it
             pods = snapshot.pods_of(job) if snapshot is not None else self.kube.job_pods(job)
+            if snapshot is not None and not pods and job_finished(job):
+                # The pod holds the result; its watch (or listing) may lag the Job's.
+                raise StaleSnapshot
             self._mirror_job(body, ref, job, pods, snapshot)
             return False
 
@@ -277,16 +307,19 @@ class Reconciler:
         from_snapshot: bool = False,
     ) -> dict[str, Any]:
         """Patch the status and return the resource as written; a write decided from a snapshot
-        applies only to the resource as it was listed (StaleSnapshot otherwise)."""
+        applies only to the resource as it was listed (StaleSnapshot otherwise, also when it
+        is gone)."""
         meta = body["metadata"]
         before = current_phase(body.get("status") or {})
         version = meta.get("resourceVersion") if from_snapshot else None
         try:
             written = self.kube.patch_status(meta["namespace"], meta["name"], patch, version)
         except ApiError as error:
-            if version is not None and error.status == 409:
+            if version is not None and error.status in (404, 409):
                 raise StaleSnapshot from None
             raise
+        if written:
+            self.cache.record(written)  # the next event's mirror starts from this version
         after = patch.get("phase")
         if after and (before is None or after != before.value):
             self.metrics.transitions.labels(after).inc()
@@ -298,7 +331,11 @@ class Reconciler:
         return written or body
 
     def _condition(
-        self, body: dict[str, Any], change: ConditionChange, extra: dict[str, Any] | None = None
+        self,
+        body: dict[str, Any],
+        change: ConditionChange,
+        extra: dict[str, Any] | None = None,
+        from_snapshot: bool = False,
     ) -> None:
         status = body.get("status") or {}
         now = format_time(utcnow())
@@ -309,9 +346,11 @@ class Reconciler:
         if conditions is not None:
             patch["conditions"] = conditions
         if any(status.get(key) != value for key, value in patch.items()):
-            self._write(body, patch, events)
+            self._write(body, patch, events, from_snapshot)
 
-    def _fail(self, body: dict[str, Any], reason: str, message: str) -> None:
+    def _fail(
+        self, body: dict[str, Any], reason: str, message: str, from_snapshot: bool = False
+    ) -> None:
         """End the resource as failed before any Job ran (the spec or settings cannot work)."""
         status = body.get("status") or {}
         now = format_time(utcnow())
@@ -330,7 +369,24 @@ class Reconciler:
         }
         if not status.get("createdAt"):
             patch["createdAt"] = hosted_created_at(body["metadata"]["creationTimestamp"])
-        self._write(body, patch, events)
+        self._write(body, patch, events, from_snapshot)
+
+
+def _first_status(
+    body: dict[str, Any], ref: TrainingJobRef, spec: LoRATrainingJobSpec
+) -> dict[str, Any]:
+    """The status a run starts with: the hosted API's prediction fields, phase `created`."""
+    return {
+        "phase": Phase.CREATED.value,
+        "id": ref.uid,
+        "model": spec.base_model,
+        "createdAt": hosted_created_at(body["metadata"]["creationTimestamp"]),
+        "outputs": [],
+        "hasNsfwContents": [],
+        "error": "",
+        "timings": {"inference": 0},
+        "observedGeneration": body["metadata"].get("generation"),
+    }
 
 
 def _is_terminal(body: dict[str, Any]) -> bool:

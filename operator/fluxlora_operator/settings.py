@@ -104,6 +104,9 @@ class OperatorSettings(BaseModel):
     peering_priority: int | None = Field(None, ge=1)
     """kopf peering priority of this replica (the highest live one acts); unset: random, so
     that of several replicas exactly one acts."""
+    peering_lifetime_seconds: int = Field(20, ge=10, le=600)
+    """How long a replica's peering record lasts without its keep-alive: a replica that dies
+    without a word (SIGKILL, a lost node) hands over to a standby within this."""
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
 

@@ -28,9 +28,9 @@ class Snapshot:
 
     @classmethod
     def of(cls, kube: Kube, namespace: str) -> "Snapshot":
-        resources = kube.list_objects(resource.KIND, namespace, "", PAGE_SIZE, _slim)
-        jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR, PAGE_SIZE, _slim_job)
-        pods = kube.list_objects("Pod", namespace, naming.MANAGED_SELECTOR, PAGE_SIZE, _slim_pod)
+        resources = kube.list_objects(resource.KIND, namespace, "", PAGE_SIZE, slim_resource)
+        jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR, PAGE_SIZE, slim_job)
+        pods = kube.list_objects("Pod", namespace, naming.MANAGED_SELECTOR, PAGE_SIZE, slim_pod)
         return cls(
             {item["metadata"]["name"]: item for item in resources},
             {item["metadata"]["name"]: item for item in jobs},
@@ -43,18 +43,20 @@ class Snapshot:
 
 
 # What the mirror reads of each object: the Jobs' and pods' specs (the trainer's environment,
-# volumes) are most of their size and are never needed here.
-def _slim(obj: dict[str, Any]) -> dict[str, Any]:
-    obj.get("metadata", {}).pop("managedFields", None)
-    return obj
+# volumes) are most of their size and are never needed here. Copies: a watch event's object
+# belongs to kopf.
+def slim_resource(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = {key: value for key, value in obj.get("metadata", {}).items() if key != "managedFields"}
+    return {**obj, "metadata": meta}
 
 
-def _slim_job(job: dict[str, Any]) -> dict[str, Any]:
+def slim_job(job: dict[str, Any]) -> dict[str, Any]:
     spec = job.get("spec") or {}
     kept = {key: spec[key] for key in ("suspend", "activeDeadlineSeconds") if key in spec}
-    return {**_slim(job), "spec": kept}
+    return {**slim_resource(job), "spec": kept}
 
 
-def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     spec = pod.get("spec") or {}
-    return {**_slim(pod), "spec": {"nodeName": spec["nodeName"]} if "nodeName" in spec else {}}
+    kept = {"nodeName": spec["nodeName"]} if "nodeName" in spec else {}
+    return {**slim_resource(pod), "spec": kept}

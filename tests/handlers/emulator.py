@@ -1,6 +1,7 @@
 """KMock's Kubernetes emulator plus the API-server behaviour the operator and kopf rely on:
 uids, generated names, creation timestamps, generations and resource versions; label selectors on
-lists and watches; 422 for a failed JSON-patch test.
+lists and watches; 422 for a failed JSON-patch test; 409 for a merge patch whose
+metadata.resourceVersion is not the stored one (the operator's guarded writes).
 
 It stands in for the real API server until the control-plane tests run these scenarios against
 one; it checks no schema, so schema behaviour is tested in tests/unit/test_crd.py.
@@ -81,6 +82,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 meta.setdefault("namespace", request.namespace)
             meta["resourceVersion"] = str(next(self._revision))
         elif request.action == kmock.action.UPDATE:
+            self._check_precondition(request)
             # Every write makes a new resourceVersion (kopf's JSON patches test it).
             revision = str(next(self._revision))
             if isinstance(request.data, dict):
@@ -94,6 +96,22 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         except jsonpatch.JsonPatchTestFailed as error:
             # The API server's answer to a failed "test" op: kopf retries on a fresher body.
             raise kmock.KubernetesError(422, "Invalid", str(error), {}) from None
+
+    def _check_precondition(self, request: kmock.Request) -> None:
+        expected = None
+        if isinstance(request.data, dict):
+            expected = (request.data.get("metadata") or {}).get("resourceVersion")
+        key = (request.resource, request.namespace, request.name)
+        if expected is None or key not in self._objects or self._objects[key].deleted:
+            return
+        stored = self._objects[key].raw.get("metadata", {}).get("resourceVersion")
+        if stored != expected:
+            raise kmock.KubernetesError(
+                409,
+                "Conflict",
+                "the object has been modified; apply your changes to the latest version",
+                {},
+            )
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         listing = await super()._serve_list(request)

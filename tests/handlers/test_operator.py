@@ -142,3 +142,59 @@ async def test_an_operator_for_some_namespaces_leaves_the_others_alone(apiserver
         elsewhere = await cluster.call(cluster.kube.get, "LoRATrainingJob", "team-b", "elsewhere")
         assert "status" not in elsewhere
         assert await cluster.call(cluster.kube.get, "Job", "team-b", "elsewhere-train") is None
+
+
+async def test_a_run_driven_by_watch_events_reads_no_object_back(apiserver):
+    """Like an informer-based controller, the operator decides from what its watches show: from
+    submission to completion it fetches no single resource, Job or pod (the test itself waits
+    on lists, so every single-object read would be the operator's)."""
+    settings = SETTINGS.model_copy(update={"resync_seconds": 3600})
+    async with running_operator(apiserver, settings) as (cluster, _):
+        await submit(cluster)
+
+        async def first(kind: str) -> dict | None:
+            selector = "" if kind == resource.KIND else naming.MANAGED_SELECTOR
+            items = await cluster.call(cluster.kube.list_objects, kind, NAMESPACE, selector)
+            return items[0] if items else None
+
+        def reaches(phase: str):
+            async def check() -> bool:
+                return ((await first(resource.KIND) or {}).get("status") or {}).get(
+                    "phase"
+                ) == phase
+
+            return check
+
+        async def job_listed() -> dict | None:
+            return await first("Job")
+
+        job = await eventually(job_listed, "the operator created the trainer Job")
+        await cluster.apply(
+            pod_object(
+                name="portrait-train-1",
+                job_uid=job["metadata"]["uid"],
+                phase="Running",
+                state=running(),
+                namespace=NAMESPACE,
+            )
+        )
+        await eventually(reaches("processing"), "the resource is processing")
+        message = result_message(outputs=["lora.safetensors"], timings={"inference": 5})
+        finished = {"name": "trainer", "state": terminated(0, message, "Completed")}
+        await cluster.patch(
+            "Pod",
+            "portrait-train-1",
+            {"status": {"phase": "Succeeded", "containerStatuses": [finished]}},
+        )
+        await cluster.patch("Job", JOB, {"status": {"conditions": [job_condition("Complete")]}})
+        await eventually(reaches("completed"), "the resource is completed")
+        status = (await first(resource.KIND))["status"]
+        assert status["outputs"][0].endswith("/lora.safetensors")
+        assert status["timings"] == {"inference": 5}  # from the pod, not a guess
+
+    fetched = [
+        (request.resource.plural, request.name)
+        for request in apiserver[kmock.method.GET]
+        if request.name and request.resource and request.resource.plural != "kopfpeerings"
+    ]
+    assert fetched == []

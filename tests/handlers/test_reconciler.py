@@ -364,11 +364,36 @@ async def test_a_resync_round_costs_four_reads_per_namespace_not_per_resource(cl
     assert len(apiserver[kmock.method.PATCH]) == writes
 
 
-async def test_starting_a_run_costs_four_api_calls_and_an_event(cluster, apiserver):
-    """Read the resource, write its status, make the Job, record it: nothing else per run."""
+async def test_starting_a_run_costs_three_api_calls_and_an_event(cluster, apiserver):
+    """Read the resource, make the Job, write the status that records it: nothing else."""
     await submit(cluster)
     before = {method: len(apiserver[method]) for method in ("GET", "POST", "PATCH")}
     await cluster.start("portrait")
     made = {method: len(apiserver[method]) - before[method] for method in before}
-    assert made == {"GET": 1, "POST": 1, "PATCH": 2}  # POST: the Job
+    assert made == {"GET": 1, "POST": 1, "PATCH": 1}  # POST: the Job
     assert [e.reason for _, e in cluster.events] == ["JobCreated"]  # and one Event
+    status = await cluster.status("portrait")
+    assert status["phase"] == "created" and status["jobName"] == naming.job_name("portrait")
+    assert [c["reason"] for c in status["conditions"]] == ["JobCreated"]
+
+
+async def test_starting_from_a_watch_event_reads_nothing(cluster, apiserver):
+    listed = await submit(cluster)
+    before = {method: len(apiserver[method]) for method in ("GET", "POST", "PATCH")}
+    await cluster.call(cluster.reconciler.start, NAMESPACE, "portrait", listed)
+    made = {method: len(apiserver[method]) - before[method] for method in before}
+    assert made == {"GET": 0, "POST": 1, "PATCH": 1}
+    assert (await cluster.status("portrait"))["phase"] == "created"
+
+
+async def test_a_start_from_an_outdated_event_reads_afresh_and_makes_no_second_job(cluster):
+    """The event's version is not the server's any more (the run was started meanwhile): the
+    guarded write is refused, and the fresh read adopts the Job instead of making another."""
+    listed = await submit(cluster)
+    await cluster.start("portrait")
+    started = await cluster.status("portrait")
+    await cluster.call(cluster.reconciler.start, NAMESPACE, "portrait", listed)
+    assert len(await cluster.jobs()) == 1
+    status = await cluster.status("portrait")
+    assert status["conditions"] == started["conditions"]  # created, not "adopted" as well
+    assert [e.reason for _, e in cluster.events] == ["JobCreated"]

@@ -57,6 +57,7 @@ app.kubernetes.io/component: gateway
     "PROGRESS_URL" (include "fluxlora.progressUrl" .)
     "NAMESPACES" (join "," $v.watchNamespaces)
     "PEERING" (ternary $v.peering.name "" $v.peering.enabled)
+    "PEERING_LIFETIME_SECONDS" (ternary $v.peering.lifetimeSeconds "" $v.peering.enabled)
     "TRAINER_IMAGE" $v.trainer.image
     "TRAINER_IMAGE_PULL_POLICY" $v.trainer.imagePullPolicy
     "IMAGE_PULL_SECRETS" $v.trainer.imagePullSecrets

@@ -236,7 +236,9 @@ class Reconciler:
                     )
                 return False
             if phase is None:
-                return start_unstarted  # else being started (start() mirrors when done)
+                # Being started by its own event (and start() mirrors when done), unless that
+                # failed: a resync starts what is still unstarted a round after its creation.
+                return start_unstarted and _age_seconds(body) >= self.settings.resync_seconds
             ref = TrainingJobRef.of(body)
             if snapshot is not None:
                 job = snapshot.jobs.get(job_name)
@@ -392,6 +394,11 @@ def _first_status(
 def _is_terminal(body: dict[str, Any]) -> bool:
     phase = current_phase(body.get("status") or {})
     return phase is not None and phase.terminal
+
+
+def _age_seconds(obj: dict[str, Any]) -> float:
+    created = obj["metadata"].get("creationTimestamp")
+    return (utcnow() - parse_time(created)).total_seconds() if created else float("inf")
 
 
 def _job_overdue(job: dict[str, Any], now: datetime) -> bool:

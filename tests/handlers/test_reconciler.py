@@ -7,6 +7,7 @@ import pytest
 from fluxlora_api import resource
 from fluxlora_api.contract import ExitCode
 from fluxlora_operator import naming
+from fluxlora_operator.clock import format_time, utcnow
 from fluxlora_operator.reconciler import RetryLater
 from tests.handlers.conftest import NAMESPACE, SETTINGS, Cluster, make_cluster
 from tests.objects import job_condition, result_message, running, terminated, training_job
@@ -362,6 +363,26 @@ async def test_a_resync_round_costs_four_reads_per_namespace_not_per_resource(cl
     # resources, Jobs, pods, and the Job controller's FailedCreate Events
     assert len(apiserver[kmock.method.GET]) - reads == 4
     assert len(apiserver[kmock.method.PATCH]) == writes
+
+
+async def test_the_resync_starts_a_run_whose_start_failed_but_not_one_just_made(cluster):
+    """A start that failed (the API server was away) is tried again by a later resync; a
+    resource created moments ago is being started by its own event, and a second start from a
+    resync listing would only cost calls."""
+    await submit(cluster, name="stuck")  # created long ago, never started
+    fresh = training_job(name="fresh", namespace=NAMESPACE)
+    del fresh["metadata"]["uid"]
+    fresh["metadata"]["creationTimestamp"] = format_time(utcnow())
+    await cluster.apply(fresh)
+    for name in ("stuck", "fresh"):
+        cluster.reconciler.track(NAMESPACE, name, None)
+
+    await cluster.call(cluster.reconciler.resync)
+
+    assert (await cluster.status("stuck"))["phase"] == "created"
+    assert await cluster.get("Job", naming.job_name("stuck"))
+    assert await cluster.status("fresh") == {}
+    assert await cluster.get("Job", naming.job_name("fresh")) is None
 
 
 async def test_starting_a_run_costs_three_api_calls_and_an_event(cluster, apiserver):

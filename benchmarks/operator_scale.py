@@ -3,13 +3,16 @@
 N LoRATrainingJobs are created at once; their trainer "finishes at once" (the node agent runs a
 program for the trainer image that writes a result and exits). Reported: from resource creation
 to Job creation, and from Job completion to `completed` in the resource's status (p50/p99/max,
-seen through watches), the total wall time, and the peak RSS of the `fluxlora-operator` process.
+seen through watches), how long the client took to submit them, the total wall time, and the
+CPU time and peak RSS of the `fluxlora-operator` process, and how its liveness endpoint answered
+(polled every 5 s with the chart's probe timeout, 1 s).
 
     .venv/bin/python benchmarks/operator_scale.py --count 300
 """
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import statistics
@@ -17,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +36,7 @@ from fluxlora_operator import naming  # noqa: E402
 from fluxlora_operator.kube import Kube, path  # noqa: E402
 from tests.support.binaries import CACHE  # noqa: E402
 from tests.support.control_plane import ControlPlane, running_control_plane  # noqa: E402
+from tests.support.minio import free_port  # noqa: E402
 from tests.support.node_agent import NodeAgent  # noqa: E402
 from tests.support.operator import operator_process  # noqa: E402
 from tests.support.training_site import create_namespace, install_crd  # noqa: E402
@@ -67,43 +72,53 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _watch_jobs(api: kubernetes.client.ApiClient, namespace: str, timeline: Timeline, stop):
-    batch = kubernetes.client.BatchV1Api(api)
+def _events(stop, list_function, *args, **kwargs):
+    """Watch events until `stop`, resuming each short watch where the last one ended (a watch
+    started afresh would replay every object: load on the API server the operator would pay
+    for in these numbers)."""
+    version = None
     while not stop.is_set():
         watch = kubernetes.watch.Watch()
-        for event in watch.stream(
-            batch.list_namespaced_job,
-            namespace,
-            label_selector=naming.MANAGED_SELECTOR,
-            timeout_seconds=5,
-        ):
-            job = event["object"]
-            name = job.metadata.labels[naming.LABEL_TRAINING_JOB]
-            timeline.first(timeline.job_created, name)
-            conditions = (job.status and job.status.conditions) or []
-            if any(c.type == "Complete" and c.status == "True" for c in conditions):
-                timeline.first(timeline.job_complete, name)
-            if stop.is_set():
-                watch.stop()
+        try:
+            for event in watch.stream(
+                list_function, *args, resource_version=version, timeout_seconds=5, **kwargs
+            ):
+                yield event
+                if stop.is_set():
+                    watch.stop()
+        except kubernetes.client.ApiException as error:
+            if error.status != 410:
+                raise
+            watch.resource_version = None  # too old: start afresh
+        version = watch.resource_version
+
+
+def _watch_jobs(api: kubernetes.client.ApiClient, namespace: str, timeline: Timeline, stop):
+    batch = kubernetes.client.BatchV1Api(api)
+    for event in _events(
+        stop, batch.list_namespaced_job, namespace, label_selector=naming.MANAGED_SELECTOR
+    ):
+        job = event["object"]
+        name = job.metadata.labels[naming.LABEL_TRAINING_JOB]
+        timeline.first(timeline.job_created, name)
+        conditions = (job.status and job.status.conditions) or []
+        if any(c.type == "Complete" and c.status == "True" for c in conditions):
+            timeline.first(timeline.job_complete, name)
 
 
 def _watch_resources(api: kubernetes.client.ApiClient, namespace: str, timeline, stop):
     custom = kubernetes.client.CustomObjectsApi(api)
-    while not stop.is_set():
-        watch = kubernetes.watch.Watch()
-        for event in watch.stream(
-            custom.list_namespaced_custom_object,
-            resource.GROUP,
-            resource.VERSION,
-            namespace,
-            resource.PLURAL,
-            timeout_seconds=5,
-        ):
-            item = event["object"]
-            if (item.get("status") or {}).get("phase") == "completed":
-                timeline.first(timeline.completed, item["metadata"]["name"])
-            if stop.is_set():
-                watch.stop()
+    for event in _events(
+        stop,
+        custom.list_namespaced_custom_object,
+        resource.GROUP,
+        resource.VERSION,
+        namespace,
+        resource.PLURAL,
+    ):
+        item = event["object"]
+        if (item.get("status") or {}).get("phase") == "completed":
+            timeline.first(timeline.completed, item["metadata"]["name"])
 
 
 def _resource(name: str) -> dict:
@@ -120,6 +135,32 @@ def _peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc status")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Liveness:
+    """The operator's /healthz as the chart's liveness probe sees it (1 s timeout)."""
+
+    port: int
+    slowest: float = 0.0
+    failures: int = 0
+
+    def poll(self, stop: threading.Event) -> None:
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        while not stop.wait(5):
+            began = time.monotonic()
+            try:
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    answer.read()
+            except OSError:
+                self.failures += 1
+            self.slowest = max(self.slowest, time.monotonic() - began)
 
 
 def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
@@ -141,6 +182,7 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
         programs={INSTANT_TRAINER: program},
         max_pods=count + 10,
     ).start()
+    liveness = Liveness(free_port())
     environment = {
         "FLUXLORA_TRAINER_IMAGE": INSTANT_TRAINER,
         "FLUXLORA_DEFAULT_OUTPUT": "s3://benchmark/loras",
@@ -148,6 +190,7 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
         "FLUXLORA_CPU_REQUEST": "100m",
         "FLUXLORA_MEMORY_REQUEST": "64Mi",
         "FLUXLORA_MEMORY_LIMIT": "128Mi",
+        "FLUXLORA_HEALTH_PORT": str(liveness.port),
     }
     timeline, stop = Timeline(), threading.Event()
     api = plane.api_client()
@@ -155,6 +198,7 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
         threading.Thread(target=target, args=(api, namespace, timeline, stop), daemon=True)
         for target in (_watch_jobs, _watch_resources)
     ]
+    watchers.append(threading.Thread(target=liveness.poll, args=(stop,), daemon=True))
     try:
         with operator_process(plane.kubeconfig, environment, workdir / "operator.log") as operator:
             for watcher in watchers:
@@ -169,6 +213,7 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
             names = [f"lora-{i:04d}" for i in range(count)]
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(create, names))
+            submitted = time.monotonic() - started
             deadline = started + TIMEOUT_SECONDS
             while len(timeline.completed) < count and time.monotonic() < deadline:
                 if operator.poll() is not None:
@@ -176,6 +221,7 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
                 time.sleep(0.5)
             wall = time.monotonic() - started
             peak_rss = _peak_rss_mib(operator.pid)
+            cpu = _cpu_seconds(operator.pid)
             # The Job watch re-lists every few seconds and may see a Job's Complete condition
             # after the resource's completion: give it a moment before reading the timeline.
             settle = time.monotonic() + 30
@@ -203,21 +249,30 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
                 if n in timeline.job_complete
             ]
         ),
+        "submitted_seconds": round(submitted, 1),
         "wall_seconds": round(wall, 1),
+        "operator_cpu_seconds": round(cpu, 1),
         "operator_peak_rss_mib": round(peak_rss, 1),
+        "liveness_slowest_ms": round(liveness.slowest * 1000),
+        "liveness_failures": liveness.failures,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300, help="how many resources (default 300)")
+    parser.add_argument("--operator-log", type=Path, help="keep the operator's log here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fluxlora-scale-") as folder:
         work = Path(folder)
-        with running_control_plane(work / "control-plane") as plane:
-            kube = plane.admin()
-            install_crd(kube)
-            report = measure(plane, kube, args.count, work)
+        try:
+            with running_control_plane(work / "control-plane") as plane:
+                kube = plane.admin()
+                install_crd(kube)
+                report = measure(plane, kube, args.count, work)
+        finally:
+            if args.operator_log and (work / "operator.log").exists():
+                shutil.copyfile(work / "operator.log", args.operator_log)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -31,8 +31,9 @@ RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
 JOBS = ("batch", "v1", "jobs")
 PODS = ("", "v1", "pods")
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
-# Threads for the handlers, which wait on the API server most of the time.
-HANDLER_THREADS = 16
+# Threads for the handlers, which wait on the API server most of the time (measured at 1,000
+# resources created at once: p99 creation -> Job 14.9 s with 16 threads, 9.2 s with 64).
+HANDLER_THREADS = 64
 # The first resync (the resume) waits this long for the watches to start.
 RESUME_DELAY_SECONDS = 5
 
@@ -85,6 +86,10 @@ def register(
         settings.peering.priority = priority
         settings.peering.lifetime = operator_settings.peering_lifetime_seconds
         settings.execution.max_workers = HANDLER_THREADS
+        # kopf logs "Handler ... succeeded" at INFO for every watch event it hands us: thousands
+        # of lines a minute under load, and CPU. Its warnings and errors still show; what a run
+        # does is logged by the reconciler and posted as Events.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     @kopf.on.event(*RESOURCE, registry=registry)
     @_counted("resource_event", metrics)

@@ -53,13 +53,18 @@ def path(kind: str, namespace: str, name: str | None = None, subresource: str = 
     return url
 
 
-def load_api_client() -> kubernetes.client.ApiClient:
-    """In-cluster credentials when running in a pod, the kubeconfig otherwise."""
+def load_api_client(connections: int | None = None) -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a pod, the kubeconfig otherwise; `connections`
+    kept alive for the threads that share the client (past that, every request makes a TLS
+    connection and drops it after; default: five per CPU)."""
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
+    config = kubernetes.client.Configuration.get_default_copy()
+    if connections:
+        config.connection_pool_maxsize = connections
+    return kubernetes.client.ApiClient(config)
 
 
 class Kube:

@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from fluxlora_operator.events import EventPoster
-from fluxlora_operator.handlers import register
+from fluxlora_operator.handlers import HANDLER_THREADS, register
 from fluxlora_operator.kube import Kube, load_api_client
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.peering import PeeringGate, replica_identity, replica_priority
@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = Metrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
-    kube = Kube(load_api_client())
+    # One connection per handler thread, and some for the resync, the Event poster and the
+    # progress endpoint.
+    kube = Kube(load_api_client(connections=HANDLER_THREADS + 8))
     reconciler = Reconciler(kube, settings, metrics, EventPoster(kube))
     registry = kopf.OperatorRegistry()
     priority = replica_priority(settings)

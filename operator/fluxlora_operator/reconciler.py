@@ -43,11 +43,8 @@ POD_CREATION_GRACE_SECONDS = 5.0
 
 
 class RetryLater(Exception):
-    """Nothing is wrong with the resource, but the cluster is not ready for it yet."""
-
-    def __init__(self, message: str, delay: float = 30.0) -> None:
-        super().__init__(message)
-        self.delay = delay
+    """Nothing is wrong with the resource, but the cluster is not ready for it yet: the next
+    resync round tries again."""
 
 
 class Reconciler:
@@ -153,7 +150,7 @@ class Reconciler:
                 "JobCreated", "False", "NameConflict", str(error), warning=True
             )
             self._condition(body, conflict, first, guarded)
-            raise RetryLater(str(error), delay=60) from None
+            raise RetryLater(str(error)) from None
         except ApiError as error:
             if error.status in (400, 422):
                 message = f"the API server rejected the trainer Job: {error.message}"

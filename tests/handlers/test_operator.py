@@ -45,6 +45,18 @@ async def submit(cluster, namespace: str = NAMESPACE, name: str = "portrait") ->
     await cluster.apply(body)
 
 
+async def finish(cluster) -> None:
+    """What the kubelet and the Job controller do when the trainer exits 0 with its result."""
+    message = result_message(outputs=["lora.safetensors"], timings={"inference": 5})
+    finished = {"name": "trainer", "state": terminated(0, message, "Completed")}
+    await cluster.patch(
+        "Pod",
+        "portrait-train-1",
+        {"status": {"phase": "Succeeded", "containerStatuses": [finished]}},
+    )
+    await cluster.patch("Job", JOB, {"status": {"conditions": [job_condition("Complete")]}})
+
+
 async def test_the_operator_runs_a_resource_from_created_to_completed(operator, apiserver):
     cluster, metrics = operator
     await submit(cluster)
@@ -73,14 +85,7 @@ async def test_the_operator_runs_a_resource_from_created_to_completed(operator, 
     await eventually(processing)
 
     # The trainer finishes and the Job controller marks the Job complete: the Job watch reacts.
-    message = result_message(outputs=["lora.safetensors"], timings={"inference": 5})
-    finished = {"name": "trainer", "state": terminated(0, message, "Completed")}
-    await cluster.patch(
-        "Pod",
-        "portrait-train-1",
-        {"status": {"phase": "Succeeded", "containerStatuses": [finished]}},
-    )
-    await cluster.patch("Job", JOB, {"status": {"conditions": [job_condition("Complete")]}})
+    await finish(cluster)
 
     async def completed():
         """the resource is completed"""
@@ -179,14 +184,7 @@ async def test_a_run_driven_by_watch_events_reads_no_object_back(apiserver):
             )
         )
         await eventually(reaches("processing"), "the resource is processing")
-        message = result_message(outputs=["lora.safetensors"], timings={"inference": 5})
-        finished = {"name": "trainer", "state": terminated(0, message, "Completed")}
-        await cluster.patch(
-            "Pod",
-            "portrait-train-1",
-            {"status": {"phase": "Succeeded", "containerStatuses": [finished]}},
-        )
-        await cluster.patch("Job", JOB, {"status": {"conditions": [job_condition("Complete")]}})
+        await finish(cluster)
         await eventually(reaches("completed"), "the resource is completed")
         status = (await first(resource.KIND))["status"]
         assert status["outputs"][0].endswith("/lora.safetensors")

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 # One place for every pinned version. MinIO publishes no semver tags: this pseudo-version is
@@ -61,8 +62,12 @@ def _build_once(directory: Path, build) -> None:
         staging = directory.with_name(directory.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
+        # Only a cold machine gets here, for minutes: say so.
+        print(f"building {directory.name} with Go (once per machine, minutes) ...", flush=True)
+        began = time.monotonic()
         build(staging)
         staging.rename(directory)
+        print(f"built {directory.name} in {time.monotonic() - began:.0f} s", flush=True)
 
 
 def _run(command: list[str], **options) -> None:

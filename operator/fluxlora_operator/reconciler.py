@@ -393,19 +393,15 @@ def _is_terminal(body: dict[str, Any]) -> bool:
     return phase is not None and phase.terminal
 
 
-def _age_seconds(obj: dict[str, Any]) -> float:
+def _age_seconds(obj: dict[str, Any], now: datetime | None = None) -> float:
     created = obj["metadata"].get("creationTimestamp")
-    return (utcnow() - parse_time(created)).total_seconds() if created else float("inf")
+    if not created:
+        return float("inf")
+    return ((now or utcnow()) - parse_time(created)).total_seconds()
 
 
 def _job_overdue(job: dict[str, Any], now: datetime) -> bool:
     """Running (not suspended, neither complete nor failed) for POD_CREATION_GRACE_SECONDS."""
-    created = job["metadata"].get("creationTimestamp")
-    if job["spec"].get("suspend") or not created:
+    if job["spec"].get("suspend") or not job["metadata"].get("creationTimestamp"):
         return False
-    if (now - parse_time(created)).total_seconds() < POD_CREATION_GRACE_SECONDS:
-        return False
-    return not any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in (job.get("status") or {}).get("conditions") or []
-    )
+    return _age_seconds(job, now) >= POD_CREATION_GRACE_SECONDS and not job_finished(job)

@@ -6,13 +6,19 @@ a model cache holding a tiny FLUX model, a generated dataset in MinIO); installs
 with `helm install` (its CRD, RBAC and Deployment; the node agent runs the operator pod);
 applies a LoRATrainingJob with kubectl and watches it until it completes; prints the output URLs;
 then does the same through the hosted API's REST gateway with curl (submit, poll, download); and
-shuts everything down (--keep leaves it running).
+shuts everything down (--keep leaves it running until Ctrl-C).
+
+It watches what it started: when the operator's or the gateway's pod stops, or the resource gets
+no phase, it prints the pod's state, termination message and last log lines and exits with 1.
+Ctrl-C (or SIGTERM) at any point stops everything it started, in order, within seconds.
 """
 
 import argparse
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,7 @@ from tests.support.gateway_client import GatewayClient  # noqa: E402
 from tests.support.helm import CHART, helm  # noqa: E402
 from tests.support.minio import S3Server, free_port, running_minio  # noqa: E402
 from tests.support.node_agent import NodeAgent  # noqa: E402
+from tests.support.pod_health import describe, problem  # noqa: E402
 from tests.support.processes import stop  # noqa: E402
 from tests.support.training_site import (  # noqa: E402
     MODEL_PATH,
@@ -51,6 +58,29 @@ NAMESPACE = "demo"
 OPERATOR_NAMESPACE = "fluxlora-system"
 BUCKET = "demo"
 TIMEOUT_SECONDS = 900
+READY_TIMEOUT_SECONDS = 120  # for the operator's and gateway's pods after `helm install`
+NO_PHASE_SECONDS = 30  # the operator gives a new resource its first phase within seconds
+FAILED = 1
+
+
+class DemoFailed(Exception):
+    """A step the demo cannot go on from; the message says why, for the user."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: stop everything the demo started."""
+
+
+def interrupt(signum: int, frame) -> None:
+    """The first Ctrl-C or SIGTERM stops the demo; later ones must not cut the stopping short."""
+    hold_signals()
+    os.write(sys.stdout.fileno(), b"\nstopping everything the demo started ...\n")
+    raise Interrupted
+
+
+def hold_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def shown(command: list[str]) -> str:
@@ -70,30 +100,74 @@ def prepare_site(kube: Kube, agent: NodeAgent, s3: S3Server, work: Path) -> None
     print(f"dataset uploaded: s3://{BUCKET}/datasets/portrait.zip (5 images, 1 caption)")
 
 
-def install_operator(plane: ControlPlane, s3: S3Server, gateway_port: int) -> bool:
+def install_operator(
+    plane: ControlPlane, agent: NodeAgent, s3: S3Server, gateway_port: int, values: list[str]
+) -> None:
     kube = plane.admin()
     create_namespace(kube, OPERATOR_NAMESPACE, RESTRICTED)
     store_credentials(kube, OPERATOR_NAMESPACE, s3)  # the gateway streams outputs with them
     arguments = ["install", "fluxlora", str(CHART), "--namespace", OPERATOR_NAMESPACE, "--wait",
-                 *chart_values(s3, BUCKET, [NAMESPACE], gateway_port)]  # fmt: skip
+                 *chart_values(s3, BUCKET, [NAMESPACE], gateway_port),
+                 *(item for value in values for item in ("--set", value))]  # fmt: skip
     print(f"\n$ {shown(['helm', *arguments])}", flush=True)
     result = helm(*arguments, kubeconfig=plane.kubeconfig)
     print(result.stdout.split("NOTES:")[0].strip() or result.stderr.strip())
-    return result.returncode == 0
+    if result.returncode != 0:
+        raise DemoFailed("helm install failed")
+    wait_for_release(kube, agent)
 
 
-def watch_until_done(plane: ControlPlane, kube: Kube, name: str) -> dict:
-    """`kubectl get ltj -w` (the real kubectl) until the resource has ended."""
+def release_pods(kube: Kube, agent: NodeAgent) -> list[dict]:
+    """The operator's and gateway's pods; DemoFailed with their story when one has stopped."""
+    pods = kube.request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods")["items"]
+    stopped = [pod for pod in pods if problem(pod)]
+    if stopped:
+        raise DemoFailed(explain("a pod of the release has stopped", stopped, agent))
+    return pods
+
+
+def explain(what: str, pods: list[dict], agent: NodeAgent) -> str:
+    stories = [describe(pod, agent.log_tail(pod["metadata"]["uid"])) for pod in pods]
+    return "\n".join([f"{what}:", *stories] if stories else [f"{what}: no pod"])
+
+
+def wait_for_release(kube: Kube, agent: NodeAgent) -> None:
+    """Until every pod of the release runs and is ready (`helm install --wait` says `deployed`
+    even when the operator's pod cannot start)."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        pods = release_pods(kube, agent)
+        if pods and all(ready(pod) for pod in pods):
+            print(f"running: {', '.join(pod['metadata']['name'] for pod in pods)}", flush=True)
+            return
+        time.sleep(1)
+    raise DemoFailed(explain(f"not ready within {READY_TIMEOUT_SECONDS} s", pods, agent))
+
+
+def ready(pod: dict) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def watch_until_done(plane: ControlPlane, kube: Kube, agent: NodeAgent, name: str) -> dict:
+    """`kubectl get ltj -w` (the real kubectl) until the resource has ended; DemoFailed when the
+    operator stops or leaves the resource without a phase."""
     command = [str(plane.kubectl_binary), "-n", NAMESPACE, "get", "ltj", "-w"]
     print(f"\n$ {shown(command)}", flush=True)
-    watch = subprocess.Popen([*command, "--kubeconfig", str(plane.kubeconfig)])
-    deadline, item = time.monotonic() + TIMEOUT_SECONDS, {}
+    # Its output goes to the terminal: the process is started as the servers are, with no log.
+    watch = subprocess.Popen([*command, "--kubeconfig", str(plane.kubeconfig)], process_group=0)
+    began, item = time.monotonic(), {}
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < began + TIMEOUT_SECONDS:
+            pods = release_pods(kube, agent)
             item = kube.get(resource.KIND, NAMESPACE, name) or {}
-            if (item.get("status") or {}).get("phase") in ("completed", "failed"):
+            phase = (item.get("status") or {}).get("phase")
+            if phase in ("completed", "failed"):
                 time.sleep(1)  # let kubectl print the last row
                 break
+            if not phase and time.monotonic() > began + NO_PHASE_SECONDS:
+                what = f"{name} has no phase after {NO_PHASE_SECONDS} s: the operator ignores it"
+                raise DemoFailed(explain(what, pods, agent))
             time.sleep(1)
     finally:
         stop(watch)
@@ -108,7 +182,7 @@ def curl(*args: str, key: str, show: bool = True) -> str:
                           text=True, check=True, timeout=60).stdout  # fmt: skip
 
 
-def hosted_api_flow(gateway: GatewayClient, key: str) -> int:
+def hosted_api_flow(gateway: GatewayClient, key: str, kube: Kube, agent: NodeAgent) -> int:
     """The hosted API's two curl commands against the local gateway, then the download."""
     print(f"\nThe same through the hosted API's gateway ({gateway.url}); KEY is a key for "
           f"namespace {NAMESPACE} made with `fluxlora-gateway key {NAMESPACE}`:")  # fmt: skip
@@ -127,6 +201,7 @@ def hosted_api_flow(gateway: GatewayClient, key: str) -> int:
              "--header", f"Authorization: Bearer {key}"]  # fmt: skip
     curl(*query, key=key)  # shown once, then polled
     while time.monotonic() < deadline:
+        release_pods(kube, agent)
         data = json.loads(curl(*query, key=key, show=False))["data"]
         if data["status"] != shown:
             print(f"  status: {data['status']}", flush=True)
@@ -145,7 +220,7 @@ def hosted_api_flow(gateway: GatewayClient, key: str) -> int:
     return 0
 
 
-def train_and_show(plane: ControlPlane, kube: Kube, work: Path) -> int:
+def train_and_show(plane: ControlPlane, kube: Kube, agent: NodeAgent, work: Path) -> int:
     body = {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
@@ -166,7 +241,7 @@ def train_and_show(plane: ControlPlane, kube: Kube, work: Path) -> int:
     print((applied.stdout or applied.stderr).strip())
     if applied.returncode != 0:
         return 1
-    status = watch_until_done(plane, kube, "portrait").get("status") or {}
+    status = watch_until_done(plane, kube, agent, "portrait").get("status") or {}
     if status.get("phase") != "completed":
         print(f"\nthe run did not complete: {status.get('error') or 'timed out'}")
         return 1
@@ -176,54 +251,71 @@ def train_and_show(plane: ControlPlane, kube: Kube, work: Path) -> int:
     return 0
 
 
-def keep_running(plane: ControlPlane, gateway: GatewayClient, key: str) -> None:
+def keep_running(
+    plane: ControlPlane, gateway: GatewayClient, key: str, kube: Kube, agent: NodeAgent
+) -> None:
+    """Until Ctrl-C, or until a pod of the release stops (then DemoFailed says why)."""
     print(f"\nstill running. Use it with:\n  export KUBECONFIG={plane.kubeconfig}\n"
           f"  {plane.kubectl_binary} -n {NAMESPACE} get ltj\n"
           f"  curl -H 'Authorization: Bearer {key}' {gateway.url}/openapi.json\n"
-          "Press Ctrl-C to stop.")  # fmt: skip
+          "Press Ctrl-C to stop.", flush=True)  # fmt: skip
     while True:
-        time.sleep(3600)
+        release_pods(kube, agent)
+        time.sleep(5)
+
+
+def run(args: argparse.Namespace, plane: ControlPlane, s3: S3Server, agent: NodeAgent) -> int:
+    kube = plane.admin()
+    prepare_site(kube, agent, s3, Path(args.work))
+    gateway_port = free_port()
+    install_operator(plane, agent, s3, gateway_port, args.set)
+    if train_and_show(plane, kube, agent, Path(args.work)):
+        return FAILED
+    gateway = GatewayClient(f"http://127.0.0.1:{gateway_port}", kube, OPERATOR_NAMESPACE)
+    key = new_key()
+    gateway.set_keys(demo=(key, NAMESPACE))
+    if not gateway.ready() or hosted_api_flow(gateway, key, kube, agent):
+        return FAILED
+    if args.keep:
+        keep_running(plane, gateway, key, kube, agent)
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave everything running at the end")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a chart value for helm install, as helm --set takes it")  # fmt: skip
     args = parser.parse_args()
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
-    work = Path(tempfile.mkdtemp(prefix="fluxlora-demo-"))
+    args.work = tempfile.mkdtemp(prefix="fluxlora-demo-")
     print(f"building or reusing the control plane, helm and MinIO (cached in {CACHE}/bin) ...")
     agent_dir = CACHE / "node-agent" / f"demo-{uuid.uuid4().hex[:6]}"
+    code, began = FAILED, None
     try:
         with (
-            running_control_plane(work / "control-plane") as plane,
-            running_minio(work / "minio") as s3,
+            running_control_plane(Path(args.work) / "control-plane") as plane,
+            running_minio(Path(args.work) / "minio") as s3,
         ):
-            kube = plane.admin()
-            agent = NodeAgent(kube, "gpu-node-1", agent_dir, plane.server, plane.ca_file).start()
+            agent = NodeAgent(plane.admin(), "gpu-node-1", agent_dir, plane.server, plane.ca_file)
             try:
-                prepare_site(kube, agent, s3, work)
-                gateway_port = free_port()
-                if not install_operator(plane, s3, gateway_port) or train_and_show(
-                    plane, kube, work
-                ):
-                    return 1
-                gateway_url = f"http://127.0.0.1:{gateway_port}"
-                gateway = GatewayClient(gateway_url, kube, OPERATOR_NAMESPACE)
-                key = new_key()
-                gateway.set_keys(demo=(key, NAMESPACE))
-                if not gateway.ready() or hosted_api_flow(gateway, key):
-                    return 1
-                if args.keep:
-                    keep_running(plane, gateway, key)
-                return 0
-            except KeyboardInterrupt:
-                return 0
+                code = run(args, plane, s3, agent.start())
+            except DemoFailed as failure:
+                print(f"\n{failure}", flush=True)
             finally:
-                agent.stop()  # and with it the operator's pod
-                print("\nstopped the operator, the node agent, MinIO and the control plane")
+                hold_signals()  # stopping must not be cut short by a second Ctrl-C
+                began = time.monotonic()
+                agent.stop()  # and with it the operator's and gateway's pods
+    except Interrupted:
+        code = 0 if args.keep else 130
     finally:
         shutil.rmtree(agent_dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(args.work, ignore_errors=True)
+    took = f" in {time.monotonic() - began:.1f} s" if began else ""
+    print(f"stopped the operator, the node agent, MinIO and the control plane{took}", flush=True)
+    return code
 
 
 if __name__ == "__main__":

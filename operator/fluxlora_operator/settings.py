@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import Toleration
@@ -160,6 +160,7 @@ def load_settings(
     args = vars(parser.parse_args(argv))
 
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for name, field in OperatorSettings.model_fields.items():
         env_name = ENV_PREFIX + name.upper()
         raw, source = args[name], _flag(name)
@@ -167,14 +168,20 @@ def load_settings(
             raw, source = environ[env_name], env_name
         if raw is None:
             continue
+        sources[name] = source
         try:
             values[name] = _parse(field.annotation, raw)
         except ValueError as error:
             raise SystemExit(f"fluxlora-operator: {source}: {error}") from None
     try:
         return OperatorSettings(**values)
-    except ValueError as error:
-        raise SystemExit(f"fluxlora-operator: invalid settings: {error}") from None
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = str(item["loc"][0]) if item["loc"] else ""
+            where = ".".join([sources.get(name, name), *map(str, item["loc"][1:])])
+            problems.append(f"fluxlora-operator: {where}: {item['msg']} (got {item['input']!r})")
+        raise SystemExit("\n".join(problems)) from None
 
 
 def render_settings_doc() -> str:

@@ -11,7 +11,10 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # One place for every pinned version. MinIO publishes no semver tags: this pseudo-version is
@@ -29,6 +32,7 @@ KUBE_PACKAGES = {
 }
 CACHE = Path(os.environ.get("FLUXLORA_CACHE", Path.home() / ".cache" / "flux-lora-operator"))
 BUILD_TIMEOUT_SECONDS = 2400
+LINK_FLAGS = "-s -w"  # no symbol table or DWARF: links faster, panics still name functions
 
 
 class BinaryUnavailable(RuntimeError):
@@ -52,8 +56,73 @@ def _go() -> str:
     return go
 
 
-def _build_once(directory: Path, build) -> None:
-    """Run `build(staging)` once per machine: under a lock, into a folder renamed into place."""
+REPORT_SECONDS = 15  # a person waiting on a cold build sees a line at least this often
+
+
+class Compilation:
+    """One `go build -v` or `go install -v` in a thread, counting the packages it compiles (`-v`
+    names each one) against the total that `listing` (a `go list -deps`) finds, if given, so a
+    cold build can say how far along it is."""
+
+    def __init__(self, name: str, command: list[str], listing: list[str] | None = None, **options):
+        self.name, self.total, self.compiled, self.began = name, None, 0, time.monotonic()
+        self.output: list[str] = []
+        self.process: subprocess.Popen | None = None
+        self.thread = threading.Thread(target=self._run, args=(command, listing, options))
+        self.thread.start()
+
+    def _run(self, command: list[str], listing: list[str] | None, options: dict) -> None:
+        if listing:
+            found = subprocess.run(listing, capture_output=True, text=True, **options)
+            self.total = len(found.stdout.split()) if found.returncode == 0 else None
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **options
+        )
+        for line in self.process.stdout:
+            self.output = [*self.output[-40:], line]
+            self.compiled += 1
+        self.process.wait()
+
+    def progress(self) -> str:
+        if self.process is None:
+            return f"{self.name} (fetching its modules)"
+        of = f" of ~{self.total}" if self.total else ""
+        return f"{self.name} ({self.compiled}{of} packages)"
+
+    def wait(self) -> None:
+        self.thread.join(timeout=BUILD_TIMEOUT_SECONDS)
+        if self.thread.is_alive() and self.process is not None:
+            self.process.kill()
+        self.thread.join()
+        if self.process is None or self.process.returncode != 0:
+            command = " ".join(self.process.args[:3]) if self.process else self.name
+            raise BinaryUnavailable(f"{command} failed:\n{''.join(self.output)[-3000:]}")
+
+
+_compiling: list[Compilation] = []  # every build under way, for one progress line for all
+_saying = threading.Lock()
+
+
+def _say(line: str) -> None:
+    """One whole line at a time: builds run in threads."""
+    with _saying:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def _report() -> None:
+    began = time.monotonic()
+    while _compiling:
+        time.sleep(REPORT_SECONDS)
+        if _compiling:
+            so_far = f"{time.monotonic() - began:.0f} s so far"
+            _say(f"  compiling {', '.join(c.progress() for c in _compiling)}: {so_far}")
+
+
+def _build_once(directory: Path, compile_into, finish=None) -> None:
+    """Build into `directory` once per machine: under a lock, into a folder renamed into place.
+    `compile_into(staging)` starts the build and returns its Compilation; `finish(staging)`
+    runs after it."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.parent / f".{directory.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -62,20 +131,21 @@ def _build_once(directory: Path, build) -> None:
         staging = directory.with_name(directory.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        # Only a cold machine gets here, for minutes: say so.
-        print(f"building {directory.name} with Go (once per machine, minutes) ...", flush=True)
-        began = time.monotonic()
-        build(staging)
+        # Only a cold machine gets here, for minutes: say so, and keep saying how far along.
+        _say(f"compiling {directory.name} with Go (once per machine, minutes) ...")
+        compilation = compile_into(staging)
+        _compiling.append(compilation)
+        if len(_compiling) == 1:
+            threading.Thread(target=_report, daemon=True).start()
+        try:
+            compilation.wait()
+        finally:
+            _compiling.remove(compilation)
+        if finish:
+            finish(staging)
         staging.rename(directory)
-        print(f"built {directory.name} in {time.monotonic() - began:.0f} s", flush=True)
-
-
-def _run(command: list[str], **options) -> None:
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, **options
-    )
-    if result.returncode != 0:
-        raise BinaryUnavailable(f"{' '.join(command[:3])} failed:\n{result.stderr[-3000:]}")
+        took = time.monotonic() - compilation.began
+        _say(f"compiled {directory.name} in {took:.0f} s ({compilation.compiled} packages)")
 
 
 def _go_install(name: str, package: str, version: str) -> Path:
@@ -85,11 +155,12 @@ def _go_install(name: str, package: str, version: str) -> Path:
         return override
     directory = CACHE / "bin" / f"{name}-{version}"
 
-    def build(staging: Path) -> None:
+    def compile_into(staging: Path) -> Compilation:
         environment = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"}
-        _run([_go(), "install", f"{package}@{version}"], env=environment)
+        command = [_go(), "install", "-v", "-ldflags", LINK_FLAGS, f"{package}@{version}"]
+        return Compilation(name, command, env=environment)
 
-    _build_once(directory, build)
+    _build_once(directory, compile_into)
     return directory / name
 
 
@@ -121,26 +192,46 @@ def ensure_control_plane() -> dict[str, Path]:
     ).hexdigest()[:8]
     directory = CACHE / "bin" / f"kubernetes-{version}-{pins}"
     major, minor = version[1:].split(".")[:2]
-    flags = " ".join(
-        f"-X k8s.io/component-base/version.{key}={value}"
-        for key, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor))
+    flags = (
+        LINK_FLAGS
+        + " "
+        + " ".join(
+            f"-X k8s.io/component-base/version.{key}={value}"
+            for key, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor))
+        )
     )
 
-    def build(staging: Path) -> None:
-        for name, package in KUBE_PACKAGES.items():
-            _run(
-                [_go(), "build", "-o", str(staging / name), "-ldflags", flags, package],
-                cwd=KUBE_BUILD,
-                env={**os.environ, "CGO_ENABLED": "0"},
-            )
+    def compile_into(staging: Path) -> Compilation:
+        # One invocation for all five: they share most packages, and `go build` links them in
+        # parallel; etcd's package is .../server/v3, whose binary Go names "server".
+        packages = list(KUBE_PACKAGES.values())
+        return Compilation(
+            "kubernetes",
+            [_go(), "build", "-v", "-o", f"{staging}/", "-ldflags", flags, *packages],
+            [_go(), "list", "-deps", *packages],
+            cwd=KUBE_BUILD,
+            env={**os.environ, "CGO_ENABLED": "0"},
+        )
 
-    _build_once(directory, build)
+    _build_once(
+        directory, compile_into, lambda staging: (staging / "server").rename(staging / "etcd")
+    )
     return {name: found[name] or directory / name for name in KUBE_PACKAGES}
+
+
+def ensure_all() -> list[Path]:
+    """Every server, the missing ones compiled at the same time (module downloads, compiles
+    and links overlap; one progress line covers them all)."""
+    with ThreadPoolExecutor(3) as pool:
+        builds = [
+            pool.submit(ensure) for ensure in (ensure_control_plane, ensure_minio, ensure_helm)
+        ]
+        found = [build.result() for build in builds]
+    return [*found[0].values(), found[1], found[2]]
 
 
 if __name__ == "__main__":
     # `make test` builds the servers first, so no test's time limit includes a cold Go build.
-    print(ensure_minio())
-    print(ensure_helm())
-    for binary in ensure_control_plane().values():
-        print(binary)
+    began = time.monotonic()
+    servers = ensure_all()
+    print(f"servers ready ({len(servers)} binaries, {time.monotonic() - began:.0f} s)")

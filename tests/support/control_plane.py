@@ -20,7 +20,7 @@ import yaml
 from fluxlora_operator.kube import Kube
 from tests.support.binaries import ensure_control_plane
 from tests.support.minio import free_port
-from tests.support.processes import stop
+from tests.support.processes import start, stop
 
 START_TIMEOUT_SECONDS = 120
 TEST_USERS = ("alice", "bob")  # authenticated, in no group with rights: RBAC grants them all
@@ -87,12 +87,11 @@ def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
 
 @contextmanager
 def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            yield process
-        finally:
-            stop(process)
+    process = start(command, log)
+    try:
+        yield process
+    finally:
+        stop(process)
 
 
 def _wait(url: str, token: str, ca_file: Path, processes: list[subprocess.Popen]) -> None:

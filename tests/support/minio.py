@@ -13,7 +13,7 @@ from pathlib import Path
 import urllib3
 
 from tests.support.binaries import ensure_minio
-from tests.support.processes import stop
+from tests.support.processes import start, stop
 
 START_TIMEOUT_SECONDS = 60
 
@@ -62,8 +62,7 @@ def running_minio(data_dir: Path) -> Iterator[S3Server]:
         "MINIO_ROOT_PASSWORD": server.secret_key,
         "MINIO_BROWSER": "off",
     }
-    log = (data_dir.parent / "minio.log").open("wb")
-    process = subprocess.Popen(
+    process = start(
         [
             str(binary),
             "server",
@@ -74,16 +73,14 @@ def running_minio(data_dir: Path) -> Iterator[S3Server]:
             f"127.0.0.1:{console}",
             "--quiet",
         ],
+        data_dir.parent / "minio.log",
         env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
     )
     try:
         _wait_ready(server.endpoint, process)
         yield server
     finally:
         stop(process)
-        log.close()
 
 
 def _wait_ready(endpoint: str, process: subprocess.Popen) -> None:

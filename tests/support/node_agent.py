@@ -206,6 +206,13 @@ class NodeAgent:
 
     # --- pods ----------------------------------------------------------------------------------
 
+    def log_tail(self, uid: str, lines: int = 20) -> str:
+        """The last lines a pod's container wrote (what `kubectl logs --tail` shows)."""
+        log = self.workdir / uid / "container.log"
+        if not log.exists():
+            return ""
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
     def _pod_loop(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
             try:

@@ -54,7 +54,10 @@ def test_tolerations_are_json():
     [
         (["--node-selector", "pool"], {}, "--node-selector"),
         ([], {"FLUXLORA_NODE_SELECTOR": "pool"}, "FLUXLORA_NODE_SELECTOR"),
-        (["--metrics-port", "eighty"], {}, "metrics_port"),
+        (["--metrics-port", "eighty"], {}, "--metrics-port: Input should be a valid integer"),
+        ([], {"FLUXLORA_GPUS": "some"}, "FLUXLORA_GPUS: Input should be a valid integer"),
+        ([], {"FLUXLORA_GPUS": "9"}, "FLUXLORA_GPUS: Input should be less than or equal to 8"),
+        ([], {"FLUXLORA_DATASET_LIMITS": '{"max_files": 0}'}, "FLUXLORA_DATASET_LIMITS.max_files"),
     ],
 )
 def test_a_bad_value_stops_the_operator_naming_the_setting(argv, environ, named):

@@ -1,0 +1,107 @@
+"""`make demo` as a user runs it: the kept demo stops on Ctrl-C within seconds and leaves no
+process behind; a demo whose operator cannot start says why within seconds and fails."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STOP_SECONDS = 30
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def process_tree(root: int) -> dict[int, str]:
+    """Every process descended from `root` (itself included): pid -> its start time, which
+    tells a process from a later one given the same pid."""
+    parents, started = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)], started[int(entry.name)] = int(fields[1]), fields[19]
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree.update(children)
+        frontier = children
+    return {pid: started[pid] for pid in tree if pid in started}
+
+
+def still_running(processes: dict[int, str]) -> list[str]:
+    left = []
+    for pid, started in processes.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        alive = stat.rsplit(")", 1)[1].split()[0] != "Z"
+        if alive and stat.rsplit(")", 1)[1].split()[19] == started:
+            left.append(f"{pid}: {command[:200]}")
+    return left
+
+
+def start_demo(*flags: str) -> subprocess.Popen:
+    """`make demo` in a process group of its own, as a terminal's foreground job is."""
+    return subprocess.Popen(
+        ["make", "--no-print-directory", "demo", f"DEMO_FLAGS={' '.join(flags)}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,
+    )
+
+
+def read_until(demo: subprocess.Popen, wanted: str, seconds: float) -> list[str]:
+    lines, deadline = [], time.monotonic() + seconds
+    for line in demo.stdout:
+        lines.append(line)
+        if wanted in line or time.monotonic() > deadline:
+            break
+    assert lines and wanted in lines[-1], "".join(lines[-60:])
+    return lines
+
+
+def test_ctrl_c_stops_the_kept_demo_within_seconds_leaving_nothing_running():
+    demo = start_demo("--keep")
+    try:
+        read_until(demo, "Press Ctrl-C to stop", seconds=480)
+        started = process_tree(demo.pid)
+        # The operator, gateway, node agent's pods, servers and kubectl all run.
+        assert len(started) >= 8, started
+        os.killpg(demo.pid, signal.SIGINT)
+        sent = time.monotonic()
+        rest = demo.communicate(timeout=STOP_SECONDS)[0]
+        took = time.monotonic() - sent
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert took < STOP_SECONDS
+    assert "stopping everything the demo started" in rest
+    assert "stopped the operator, the node agent, MinIO and the control plane in" in rest
+    assert "Traceback" not in rest, rest
+    assert still_running(started) == []
+
+
+def test_a_demo_whose_operator_cannot_start_says_why_and_fails():
+    # A setting with a value it cannot take: the operator refuses to start and says which.
+    demo = start_demo("--set extraEnv[0].name=FLUXLORA_GPUS --set extraEnv[0].value=some")
+    try:
+        output = demo.communicate(timeout=480)[0]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert demo.returncode != 0
+    tail = output[output.index("$ helm install") :]
+    assert "a pod of the release has stopped" in tail, tail
+    assert "container operator: terminated" in tail, tail
+    assert "FLUXLORA_GPUS: Input should be a valid integer" in tail, tail
+    assert "stopped the operator, the node agent, MinIO and the control plane" in tail

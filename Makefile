@@ -27,32 +27,33 @@ help:
 
 # uv downloads in parallel: a cold install takes about a tenth of pip's time.
 UV := uv>=0.9,<1
+UV_PIP = UV_CACHE_DIR=$(CACHE)/uv $(DEPS)/bin/uv pip install
 
 # Keyed by the requirement list, so it never goes stale; built under a lock because checkouts
 # share it, marked complete only at the end, and older ones (several GB each) removed then.
 $(DEPS)/.complete:
-	mkdir -p $(CACHE)
-	flock $(CACHE)/deps.lock $(MAKE) --no-print-directory deps-under-lock
+	@mkdir -p $(CACHE)
+	@flock $(CACHE)/deps.lock $(MAKE) --no-print-directory deps-under-lock
 
 deps-under-lock:
-	test -e $(DEPS)/.complete || { \
+	@test -e $(DEPS)/.complete || { \
 		echo "first run on this machine: installing the Python dependencies (torch with its CUDA" && \
 		echo "libraries, about 6 GB, a minute or two) into $(DEPS), while Go compiles the servers" && \
 		rm -rf $(DEPS) && $(PYTHON) -m venv $(DEPS) && \
 		$(REQUIREMENTS) > $(DEPS)/requirements.txt && \
 		$(DEPS)/bin/python -m pip install --quiet "$(UV)" && \
-		UV_CACHE_DIR=$(CACHE)/uv $(DEPS)/bin/uv pip install --python $(DEPS)/bin/python \
-			--upgrade pip setuptools -r $(DEPS)/requirements.txt && \
+		$(UV_PIP) --python $(DEPS)/bin/python --compile-bytecode -r $(DEPS)/requirements.txt && \
 		touch $(DEPS)/.complete && \
 		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} + ; }
 
 $(STAMP): $(DEPS)/.complete
-	rm -rf $(VENV)
-	$(PYTHON) -m venv --without-pip $(VENV)
-	$(DEPS)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	@echo "installing the project into $(VENV) (editable, over the shared dependencies)"
+	@rm -rf $(VENV)
+	@$(PYTHON) -m venv --without-pip $(VENV)
+	@$(DEPS)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
 		> "$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/fluxlora-deps.pth"
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	touch $@
+	@$(UV_PIP) --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
 
 install: $(STAMP)
 
@@ -70,9 +71,11 @@ lint: $(STAMP)
 servers:
 	$(PYTHON) -m tests.support.binaries
 
+# A worker per core; each has its own control plane and MinIO (session fixtures), and takes
+# the next test when it is free, so the long end-to-end tests spread out.
 test:
 	$(MAKE) --no-print-directory -j2 lint servers
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses auto --dist worksteal --durations 15
 
 format: $(STAMP)
 	$(DEPS)/bin/ruff format .

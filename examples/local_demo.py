@@ -108,6 +108,8 @@ def install_operator(
     store_credentials(kube, OPERATOR_NAMESPACE, s3)  # the gateway streams outputs with them
     arguments = ["install", "fluxlora", str(CHART), "--namespace", OPERATOR_NAMESPACE, "--wait",
                  *chart_values(s3, BUCKET, [NAMESPACE], gateway_port),
+                 # One run at a time here: its trainer may have every core (torch's threads).
+                 "--set-string", f"trainer.cpuRequest={os.cpu_count()}",
                  *(item for value in values for item in ("--set", value))]  # fmt: skip
     print(f"\n$ {shown(['helm', *arguments])}", flush=True)
     result = helm(*arguments, kubeconfig=plane.kubeconfig)
@@ -277,6 +279,7 @@ def run(args: argparse.Namespace, plane: ControlPlane, s3: S3Server, agent: Node
     if not gateway.ready() or hosted_api_flow(gateway, key, kube, agent):
         return FAILED
     if args.keep:
+        args.kept = True
         keep_running(plane, gateway, key, kube, agent)
     return 0
 
@@ -287,6 +290,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a chart value for helm install, as helm --set takes it")  # fmt: skip
     args = parser.parse_args()
+    args.kept = False
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
 
@@ -309,7 +313,7 @@ def main() -> int:
                 began = time.monotonic()
                 agent.stop()  # and with it the operator's and gateway's pods
     except Interrupted:
-        code = 0 if args.keep else 130
+        code = 0 if args.kept else 130  # stopping a kept demo is how it ends
     finally:
         shutil.rmtree(agent_dir, ignore_errors=True)
         shutil.rmtree(args.work, ignore_errors=True)

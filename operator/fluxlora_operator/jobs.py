@@ -79,6 +79,19 @@ def _env(config: TrainingConfig, settings: OperatorSettings) -> list[dict]:
         {"name": contract.CONFIG_ENV, "value": config.model_dump_json(by_alias=True)},
         {"name": "HOME", "value": WORK_MOUNT_PATH},
         {"name": "HF_HOME", "value": hf_home},
+        # torch starts a thread per host core whatever the pod was given: on a 64-core node a
+        # 4-CPU trainer would run 64 threads in 4 CPUs' time. The kubelet fills in the request,
+        # rounded up to a whole CPU.
+        {
+            "name": "OMP_NUM_THREADS",
+            "valueFrom": {
+                "resourceFieldRef": {
+                    "containerName": naming.TRAINER_CONTAINER,
+                    "resource": "requests.cpu",
+                    "divisor": "1",
+                }
+            },
+        },
     ]
     env += [{"name": k, "value": v} for k, v in settings.dataset_limits.to_env().items()]
     if settings.progress_url:

@@ -34,7 +34,7 @@ class OperatorSettings(BaseModel):
     gpus: int = Field(1, ge=1, le=8)
     """GPUs per trainer pod when spec.gpus is unset."""
     cpu_request: str = "4"
-    """CPU request of the trainer container."""
+    """CPU request of the trainer container; torch's CPU threads (OMP_NUM_THREADS) follow it."""
     memory_request: str = "32Gi"
     """Memory request of the trainer container."""
     memory_limit: str = "96Gi"

@@ -34,17 +34,22 @@ def process_tree(root: int) -> dict[int, str]:
     return {pid: started[pid] for pid in tree if pid in started}
 
 
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""  # it has ended
+
+
 def still_running(processes: dict[int, str]) -> list[str]:
     left = []
     for pid, started in processes.items():
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        alive = stat.rsplit(")", 1)[1].split()[0] != "Z"
-        if alive and stat.rsplit(")", 1)[1].split()[19] == started:
-            left.append(f"{pid}: {command[:200]}")
+        if fields[0] != "Z" and fields[19] == started:  # not a zombie, not a reused pid
+            left.append(f"{pid}: {command_line(pid)[:200]}")
     return left
 
 
@@ -73,10 +78,14 @@ def read_until(demo: subprocess.Popen, wanted: str, seconds: float) -> list[str]
 def test_ctrl_c_stops_the_kept_demo_within_seconds_leaving_nothing_running():
     demo = start_demo("--keep")
     try:
-        read_until(demo, "Press Ctrl-C to stop", seconds=480)
+        # Mid-training, when the most is running: the servers, the node agent's operator,
+        # gateway and trainer pods, and kubectl's watch.
+        read_until(demo, "$ kubectl -n demo get ltj -w", seconds=300)
+        read_until(demo, " processing ", seconds=120)
         started = process_tree(demo.pid)
-        # The operator, gateway, node agent's pods, servers and kubectl all run.
-        assert len(started) >= 8, started
+        commands = " ".join(command_line(pid) for pid in started)
+        for program in ("kube-apiserver", "etcd", "minio", "fluxlora-operator", "fluxlora-trainer"):
+            assert program in commands
         os.killpg(demo.pid, signal.SIGINT)
         sent = time.monotonic()
         rest = demo.communicate(timeout=STOP_SECONDS)[0]

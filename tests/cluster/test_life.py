@@ -125,7 +125,7 @@ async def test_a_bad_dataset_fails_with_the_trainers_message_and_no_retry(site, 
 
 async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, node, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
-    site.submit("portrait", "data/p.zip", steps=1500, checkpointEverySteps=100)
+    site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=100)
     selector = f"{naming.LABEL_TRAINING_JOB}=portrait"
     await eventually(
         lambda: (site.status("portrait").get("progress") or {}).get("step", 0) >= 150,
@@ -150,13 +150,15 @@ async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, 
     assert not job["status"].get("failed")  # the eviction did not count against backoffLimit
     logs = [p.read_text() for p in node.workdir.glob("*/container.log")]
     assert any("resuming from the checkpoint at step" in log for log in logs)
+    # The pod asked for one CPU (the site's cpuRequest): torch trains on one thread.
+    assert any("(CPU threads: 1)" in log for log in logs)
     loss = tmp_path / "loss.csv"
     key = next(u for u in final["outputs"] if u.endswith("/loss.csv")).removeprefix(
         f"s3://{site.bucket}/"
     )
     site.s3.download_file(site.bucket, key, str(loss))
     steps = [int(row.split(",")[0]) for row in loss.read_text().splitlines()[1:]]
-    assert steps == list(range(1, 1501))
+    assert steps == list(range(1, 701))
 
 
 async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_path):
@@ -220,7 +222,7 @@ async def test_an_image_that_cannot_be_pulled_fails_and_frees_the_gpu(site, node
 
 async def test_a_job_deleted_while_training_is_made_again_and_resumes(site, node, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
-    site.submit("portrait", "data/p.zip", steps=1500, checkpointEverySteps=100)
+    site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=100)
     job_name = naming.job_name("portrait")
     await eventually(
         lambda: (site.status("portrait").get("progress") or {}).get("step", 0) >= 150,

@@ -23,6 +23,7 @@ missing.
 import base64
 import contextlib
 import logging
+import math
 import os
 import shlex
 import signal
@@ -45,6 +46,10 @@ HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 80
 TOKEN_SECONDS = 3600
+
+
+def _cpus(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
 def now() -> str:
@@ -467,7 +472,20 @@ class NodeAgent:
                 env[item["name"]] = values[ref["configMapKeyRef"]["key"]]
             elif "fieldRef" in ref:
                 env[item["name"]] = str(self._field(pod, ref["fieldRef"]["fieldPath"]))
+            elif "resourceFieldRef" in ref:
+                env[item["name"]] = str(self._resource(container, ref["resourceFieldRef"]))
         return env
+
+    @staticmethod
+    def _resource(container: dict, ref: dict) -> int:
+        """A container's request or limit in units of the divisor, rounded up, as the kubelet
+        gives it (CPU only: what the pods here ask for)."""
+        kind, resource = ref["resource"].split(".")
+        amount = (container.get("resources") or {}).get(kind, {}).get(resource)
+        if resource != "cpu" or amount is None:
+            raise ValueError(f"resourceFieldRef {ref['resource']} is not supported here")
+        divisor = _cpus(str(ref.get("divisor") or "1"))
+        return max(1, math.ceil(_cpus(str(amount)) / divisor))
 
     def _secret(self, namespace: str, name: str) -> dict[str, str]:
         secret = self.kube.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")

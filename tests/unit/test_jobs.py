@@ -312,3 +312,11 @@ def test_dataset_limits_are_a_json_setting_and_wrong_ones_name_the_key():
     assert settings.dataset_limits.allowed_networks == ["127.0.0.0/8"]
     with pytest.raises(SystemExit, match=r"10\.0\.0\.300/8. is not a network"):
         load_settings(["--dataset-limits", '{"allowedNetworks": ["10.0.0.300/8"]}'], {})
+
+
+def test_the_trainer_runs_as_many_cpu_threads_as_cpus_it_requested():
+    job = make(SETTINGS.model_copy(update={"cpu_request": "2500m"}))
+    ref = env(job)["OMP_NUM_THREADS"]["resourceFieldRef"]
+    assert ref["resource"] == "requests.cpu"
+    assert ref["containerName"] == container(job)["name"]
+    assert container(job)["resources"]["requests"]["cpu"] == "2500m"

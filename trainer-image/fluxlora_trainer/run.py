@@ -53,6 +53,7 @@ def run_training(
         logger.warning("skipped %s: %s", item.name, item.reason)
     device = training_device()
     dtype = weight_dtype(device)
+    logger.info("training on %s (CPU threads: %d)", device, torch.get_num_threads())
     pipeline = load_pipeline(config.base_model, dtype)
     data = prepare_training_data(
         pipeline, dataset.samples, config.resolution, limits.max_image_pixels, device, seed

@@ -295,9 +295,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupt)
 
     args.work = tempfile.mkdtemp(prefix="fluxlora-demo-")
-    print(f"building or reusing the control plane, helm and MinIO (cached in {CACHE}/bin) ...")
+    print(f"starting the control plane, MinIO and a node agent (binaries in {CACHE}/bin) ...")
     agent_dir = CACHE / "node-agent" / f"demo-{uuid.uuid4().hex[:6]}"
-    code, began = FAILED, None
+    code, stopping_since = FAILED, None
     try:
         with (
             running_control_plane(Path(args.work) / "control-plane") as plane,
@@ -310,14 +310,14 @@ def main() -> int:
                 print(f"\n{failure}", flush=True)
             finally:
                 hold_signals()  # stopping must not be cut short by a second Ctrl-C
-                began = time.monotonic()
+                stopping_since = time.monotonic()
                 agent.stop()  # and with it the operator's and gateway's pods
     except Interrupted:
         code = 0 if args.kept else 130  # stopping a kept demo is how it ends
     finally:
         shutil.rmtree(agent_dir, ignore_errors=True)
         shutil.rmtree(args.work, ignore_errors=True)
-    took = f" in {time.monotonic() - began:.1f} s" if began else ""
+    took = f" in {time.monotonic() - stopping_since:.1f} s" if stopping_since else ""
     print(f"stopped the operator, the node agent, MinIO and the control plane{took}", flush=True)
     return code
 

@@ -86,7 +86,7 @@ class NodeAgent:
     ) -> None:
         self.kube = kube
         self.name = name
-        self.workdir = workdir
+        self.workdir = Path(workdir).resolve()
         self.server = server
         self.ca_file = ca_file
         self.capacity = {
@@ -570,7 +570,6 @@ class NodeAgent:
             sources["__serviceaccount"] = token_dir
         termination = folder / "termination-log"
         termination.touch()
-        lines = []
         mounts = [(m["name"], m["mountPath"]) for m in container.get("volumeMounts") or []]
         if "__serviceaccount" in sources:
             mounts.append(("__serviceaccount", "/var/run/secrets/kubernetes.io/serviceaccount"))
@@ -582,18 +581,28 @@ class NodeAgent:
             for keep in _PROGRAM_FOLDERS
             if any(keep.is_relative_to(path) for _, path in mounts)
         ]
+
+        # A volume mounted over a folder holding this agent's own (a workdir under /tmp, with
+        # the pod's emptyDir at /tmp) would hide the sources of the mounts after it: the script
+        # works from the workdir and names every source relative to it, and a shell's working
+        # directory stays reachable under a mount made over it.
+        def here(path: Path) -> str:
+            return shlex.quote("./" + str(path.relative_to(self.workdir)))
+
+        lines = [f"cd {shlex.quote(str(self.workdir))} &&"]
         kept = [shlex.quote(str(keep)) for keep in hidden]
-        stash = [shlex.quote(str(folder / "stash" / str(i))) for i in range(len(hidden))]
+        stash = [here(folder / "stash" / str(i)) for i in range(len(hidden))]
         for keep, place in zip(kept, stash, strict=True):
             lines.append(f"mkdir -p {place} && mount --bind {keep} {place} &&")
         for name, path in mounts:
-            source, target_path = shlex.quote(str(sources[name])), shlex.quote(path)
+            source, target_path = here(sources[name]), shlex.quote(path)
             lines.append(f"mkdir -p {target_path} && mount --bind {source} {target_path} &&")
         for keep, place in zip(kept, stash, strict=True):
             lines.append(f"mkdir -p {keep} && mount --bind {place} {keep} &&")
         target = container.get("terminationMessagePath") or "/dev/termination-log"
         lines.append(
             f"( [ -e {shlex.quote(target)} ] || touch {shlex.quote(target)} ) && "
-            f"mount --bind {shlex.quote(str(termination))} {shlex.quote(target)} &&"
+            f"mount --bind {here(termination)} {shlex.quote(target)} &&"
         )
+        lines.append(f"cd {shlex.quote(container.get('workingDir') or '/')} &&")
         return " ".join(lines)

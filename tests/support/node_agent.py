@@ -40,8 +40,15 @@ from fluxlora_operator.kube import ApiError, Kube
 
 logger = logging.getLogger(__name__)
 
-# What the pods' commands run from: this checkout and its Python environment.
-_PROGRAM_FOLDERS = sorted({Path(__file__).resolve().parents[2], Path(sys.prefix).resolve()})
+# What the pods' commands run from: this checkout and its Python environment, with the shared
+# dependencies' site-packages (the checkout's .venv reaches them by a .pth file).
+_PROGRAM_FOLDERS = sorted(
+    {
+        Path(__file__).resolve().parents[2],
+        Path(sys.prefix).resolve(),
+        *(Path(entry).resolve() for entry in sys.path if entry.endswith("site-packages")),
+    }
+)
 HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 80

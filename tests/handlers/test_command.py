@@ -56,8 +56,12 @@ async def test_the_command_runs_the_operator_with_a_kubeconfig(apiserver, tmp_pa
             """the operator process created the trainer Job"""
             return await cluster.get("Job", naming.job_name("portrait"))
 
+        async def created():
+            """the operator process wrote the first status (its own call, after the Job's)"""
+            return (await cluster.status("portrait")).get("phase") == "created"
+
         await eventually(job_created, timeout=30)
-        assert (await cluster.status("portrait"))["phase"] == "created"
+        await eventually(created, timeout=30)
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = await asyncio.to_thread(process.communicate, timeout=30)

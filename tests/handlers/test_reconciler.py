@@ -365,10 +365,12 @@ async def test_a_resync_round_costs_four_reads_per_namespace_not_per_resource(cl
     assert len(apiserver[kmock.method.PATCH]) == writes
 
 
-async def test_the_resync_starts_a_run_whose_start_failed_but_not_one_just_made(cluster):
+async def test_the_resync_starts_a_run_whose_start_failed_but_not_one_just_made(apiserver):
     """A start that failed (the API server was away) is tried again by a later resync; a
     resource created moments ago is being started by its own event, and a second start from a
     resync listing would only cost calls."""
+    # A period no loaded machine outlasts between the creation and the resync below.
+    cluster = make_cluster(apiserver, SETTINGS.model_copy(update={"resync_seconds": 60}))
     await submit(cluster, name="stuck")  # created long ago, never started
     fresh = training_job(name="fresh", namespace=NAMESPACE)
     del fresh["metadata"]["uid"]

@@ -101,6 +101,7 @@ class Compilation:
 
 _compiling: list[Compilation] = []  # every build under way, for one progress line for all
 _saying = threading.Lock()
+_reporter: threading.Thread | None = None
 
 
 def _say(line: str) -> None:
@@ -108,6 +109,16 @@ def _say(line: str) -> None:
     with _saying:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+def _start_reporting(compilation: Compilation) -> None:
+    """Add a build to the progress line; start the line's thread unless one is running."""
+    global _reporter
+    with _saying:
+        _compiling.append(compilation)
+        if _reporter is None or not _reporter.is_alive():
+            _reporter = threading.Thread(target=_report, daemon=True)
+            _reporter.start()
 
 
 def _report() -> None:
@@ -134,9 +145,7 @@ def _build_once(directory: Path, compile_into, finish=None) -> None:
         # Only a cold machine gets here, for minutes: say so, and keep saying how far along.
         _say(f"compiling {directory.name} with Go (once per machine, minutes) ...")
         compilation = compile_into(staging)
-        _compiling.append(compilation)
-        if len(_compiling) == 1:
-            threading.Thread(target=_report, daemon=True).start()
+        _start_reporting(compilation)
         try:
             compilation.wait()
         finally:

@@ -2,12 +2,12 @@
 
 It registers a Node with CPU, memory and nvidia.com/gpu capacity and keeps it Ready with lease
 heartbeats, and runs every pod bound to it as local processes: the container's command and args
-with its environment (values, Secret and ConfigMap keys, field references), its volumes at their
-mountPaths in a private mount namespace (emptyDir and PVC as directories, Secret, ConfigMap and
-the projected service-account token as files), the in-cluster API address pointing at the local
+with its environment (values, Secret and ConfigMap keys, field and CPU references), its volumes at
+their mountPaths in a private mount namespace (emptyDir and PVC as directories, Secret, ConfigMap
+and the projected service-account token as files), the in-cluster API address pointing at the local
 API server, and the termination-message file. It reports the pod's life (Pending -> Running ->
-Succeeded/Failed, exit codes, termination messages) and honours deletion (SIGTERM, grace,
-SIGKILL), then removes the pod as the kubelet does.
+Succeeded/Failed, exit codes, termination messages) and honours deletion (SIGTERM, grace, SIGKILL),
+then removes the pod as the kubelet does.
 
 Images cannot run here: the agent knows image names only. Given a set of `images` (its
 "registry"), a pod whose image is not in it waits in ImagePullBackOff as on a real node; by

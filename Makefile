@@ -9,14 +9,16 @@ CACHE := $(FLUXLORA_CACHE)
 export FLUXLORA_CACHE
 EXTRAS := operator trainer dev
 REQUIREMENTS = $(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\\n'.join(p['dependencies'] + [r for e in '$(EXTRAS)'.split() for r in p['optional-dependencies'][e]]))"
-DEPS_KEY := $(shell $(PYTHON) -c "import tomllib, hashlib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(hashlib.sha256(repr((p['dependencies'], p['optional-dependencies'])).encode()).hexdigest()[:12])")
+# The images' pinned versions: the tests install exactly these (`make lock` renews them).
+LOCKS := operator/requirements.lock trainer-image/requirements.lock
+DEPS_KEY := $(shell $(PYTHON) -c "import tomllib, hashlib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; locks = [open(f).read() for f in '$(LOCKS)'.split()]; print(hashlib.sha256(repr((p['dependencies'], p['optional-dependencies'], locks)).encode()).hexdigest()[:12])")
 DEPS := $(CACHE)/deps-$(DEPS_KEY)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
-.PHONY: help install deps-under-lock servers test lint format crds generate run demo clean
+.PHONY: help install deps-under-lock lock servers test lint format crds generate run demo clean
 
 help:
 	@echo "make demo    train a tiny LoRA end to end on a local control plane (DEMO_FLAGS=--keep)"
@@ -42,7 +44,8 @@ deps-under-lock:
 		rm -rf $(DEPS) && $(PYTHON) -m venv $(DEPS) && \
 		$(REQUIREMENTS) > $(DEPS)/requirements.txt && \
 		$(DEPS)/bin/python -m pip install --quiet "$(UV)" && \
-		$(UV_PIP) --python $(DEPS)/bin/python --compile-bytecode -r $(DEPS)/requirements.txt && \
+		$(UV_PIP) --python $(DEPS)/bin/python --compile-bytecode -r $(DEPS)/requirements.txt \
+			$(addprefix -c ,$(LOCKS)) && \
 		touch $(DEPS)/.complete && \
 		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} + ; }
 
@@ -56,6 +59,20 @@ $(STAMP): $(DEPS)/.complete
 	@touch $@
 
 install: $(STAMP)
+
+# Newest versions within pyproject.toml's ranges, resolved once for all extras so that both
+# images agree on what they share, then cut to each image's extra.
+UV_COMPILE = UV_CACHE_DIR=$(CACHE)/uv $(DEPS)/bin/uv pip compile --quiet --no-header \
+	--no-annotate --python-version 3.11 --python-platform x86_64-manylinux_2_28
+lock: $(DEPS)/.complete
+	@$(REQUIREMENTS) > $(CACHE)/everything.in
+	@$(UV_COMPILE) --upgrade $(CACHE)/everything.in -o $(CACHE)/everything.lock
+	@for extra in operator trainer; do \
+		lock=$$(echo "$(LOCKS)" | tr ' ' '\n' | grep "^$$extra"); \
+		{ echo "# Every package the $$extra image installs, pinned: \`make test\` installs the same versions."; \
+		  echo "# Regenerate with \`make lock\`."; \
+		  $(UV_COMPILE) pyproject.toml --extra $$extra -c $(CACHE)/everything.lock; } > $$lock; \
+		echo "wrote $$lock"; done
 
 crds generate: $(STAMP)
 	$(BIN)/fluxlora-crd $(CRD_DIRS) --reference docs/api-reference.md

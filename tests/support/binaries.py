@@ -28,7 +28,16 @@ KUBE_PACKAGES = {
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
+}
+# containerd is pinned by the containerd line of node-build/go.mod.
+NODE_BUILD = Path(__file__).with_name("node-build")
+CONTAINERD_PACKAGES = {
+    "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
+    "containerd-shim-runc-v2": "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+    "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
 }
 CACHE = Path(os.environ.get("FLUXLORA_CACHE", Path.home() / ".cache" / "flux-lora-operator"))
 BUILD_TIMEOUT_SECONDS = 2400
@@ -181,62 +190,89 @@ def ensure_helm() -> Path:
     return _go_install("helm", *HELM)
 
 
-def kubernetes_version() -> str:
-    match = re.search(
-        r"^\s*k8s\.io/kubernetes (v[\d.]+)", (KUBE_BUILD / "go.mod").read_text(), re.M
-    )
+def _pinned(build: Path, module: str) -> str:
+    go_mod = (build / "go.mod").read_text()
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (v[\d.]+)", go_mod, re.M)
     if not match:
-        raise BinaryUnavailable("k8s-build/go.mod names no k8s.io/kubernetes version")
+        raise BinaryUnavailable(f"{build.name}/go.mod names no {module} version")
     return match.group(1)
 
 
-def ensure_control_plane() -> dict[str, Path]:
-    """kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd."""
-    found = {name: _override(name) for name in KUBE_PACKAGES}
+def kubernetes_version() -> str:
+    return _pinned(KUBE_BUILD, "k8s.io/kubernetes")
+
+
+def _build_module(
+    name: str, build: Path, packages: dict[str, str], version: str, flags: str = LINK_FLAGS
+) -> dict[str, Path]:
+    """Every command of `packages` from the module graph of `build` in one `go build` (they
+    share most packages, and `go build` links them in parallel), once per machine and pin."""
+    found = {command: _override(command) for command in packages}
     if all(found.values()):
         return found  # type: ignore[return-value]
-    version = kubernetes_version()
-    pins = hashlib.sha256(
-        (KUBE_BUILD / "go.sum").read_bytes() + " ".join(KUBE_PACKAGES).encode()
-    ).hexdigest()[:8]
-    directory = CACHE / "bin" / f"kubernetes-{version}-{pins}"
-    major, minor = version[1:].split(".")[:2]
-    flags = (
-        LINK_FLAGS
-        + " "
-        + " ".join(
-            f"-X k8s.io/component-base/version.{key}={value}"
-            for key, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor))
-        )
-    )
+    pins = hashlib.sha256((build / "go.sum").read_bytes() + " ".join(packages).encode())
+    directory = CACHE / "bin" / f"{name}-{version}-{pins.hexdigest()[:8]}"
 
     def compile_into(staging: Path) -> Compilation:
-        # One invocation for all five: they share most packages, and `go build` links them in
-        # parallel; etcd's package is .../server/v3, whose binary Go names "server".
-        packages = list(KUBE_PACKAGES.values())
+        paths = list(packages.values())
         return Compilation(
-            "kubernetes",
-            [_go(), "build", "-v", "-o", f"{staging}/", "-ldflags", flags, *packages],
-            [_go(), "list", "-deps", *packages],
-            cwd=KUBE_BUILD,
+            name,
+            [_go(), "build", "-v", "-o", f"{staging}/", "-ldflags", flags, *paths],
+            [_go(), "list", "-deps", *paths],
+            cwd=build,
             env={**os.environ, "CGO_ENABLED": "0"},
         )
 
-    _build_once(
-        directory, compile_into, lambda staging: (staging / "server").rename(staging / "etcd")
+    def finish(staging: Path) -> None:
+        for command, package in packages.items():
+            # Go names a binary after its package's folder, or the one above a /vN suffix
+            parts = package.split("/")
+            built = staging / (parts[-2] if re.fullmatch(r"v\d+", parts[-1]) else parts[-1])
+            if built.name != command:
+                built.rename(staging / command)
+
+    _build_once(directory, compile_into, finish)
+    return {command: found[command] or directory / command for command in packages}
+
+
+def ensure_kubernetes() -> dict[str, Path]:
+    """The control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd),
+    kubectl, and a node's kubelet and kube-proxy."""
+    version = kubernetes_version()
+    major, minor = version[1:].split(".")[:2]
+    stamps = " ".join(
+        f"-X k8s.io/component-base/version.{key}={value}"
+        for key, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor))
     )
-    return {name: found[name] or directory / name for name in KUBE_PACKAGES}
+    return _build_module("kubernetes", KUBE_BUILD, KUBE_PACKAGES, version, f"{LINK_FLAGS} {stamps}")
+
+
+def ensure_containerd() -> dict[str, Path]:
+    """containerd, its runc shim and ctr."""
+    version = _pinned(NODE_BUILD, "github.com/containerd/containerd/v2")
+    return _build_module("containerd", NODE_BUILD, CONTAINERD_PACKAGES, version)
+
+
+def ensure_node() -> dict[str, Path]:
+    """What a real node runs, from Go: containerd, its shim and ctr, kubelet and kube-proxy."""
+    kubernetes = ensure_kubernetes()
+    return {
+        **ensure_containerd(),
+        "kubelet": kubernetes["kubelet"],
+        "kube-proxy": kubernetes["kube-proxy"],
+    }
 
 
 def ensure_all() -> list[Path]:
     """Every server, the missing ones compiled at the same time (module downloads, compiles
     and links overlap; one progress line covers them all)."""
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(4) as pool:
         builds = [
-            pool.submit(ensure) for ensure in (ensure_control_plane, ensure_minio, ensure_helm)
+            pool.submit(ensure)
+            for ensure in (ensure_kubernetes, ensure_containerd, ensure_minio, ensure_helm)
         ]
         found = [build.result() for build in builds]
-    return [*found[0].values(), found[1], found[2]]
+    return [*found[0].values(), *found[1].values(), found[2], found[3]]
 
 
 if __name__ == "__main__":

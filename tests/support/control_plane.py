@@ -2,7 +2,9 @@
 authorizers, default admission plugins, service-account issuer and keys, token credentials for
 an admin and for test users with no rights of their own), kube-controller-manager (job,
 garbage-collector, namespace, service-account-token and the other default controllers),
-kube-scheduler, and kubectl to drive it. Pods run on the node agent (node_agent.py)."""
+kube-scheduler, and kubectl to drive it. Pods run on the node agent (node_agent.py) or on a real
+node (node.py), which reaches the API server at the host address of node_network.py and holds
+a node identity of NODE_NAMES; the API server reaches its kubelet with a client certificate."""
 
 import secrets
 import subprocess
@@ -18,12 +20,15 @@ import urllib3
 import yaml
 
 from fluxlora_operator.kube import Kube
-from tests.support.binaries import ensure_control_plane
+from tests.support.binaries import ensure_kubernetes
 from tests.support.minio import free_port
+from tests.support.node_network import ensure_host_address
 from tests.support.processes import start, stop
 
 START_TIMEOUT_SECONDS = 120
 TEST_USERS = ("alice", "bob")  # authenticated, in no group with rights: RBAC grants them all
+NODE_NAMES = ("gpu-node-1", "gpu-node-2")  # the kubelets' identities (group system:nodes)
+KUBE_PROXY_USER = "system:kube-proxy"  # bound to system:node-proxier by the default policy
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class ControlPlane:
     signing_key: Path
     kubectl_binary: Path
     user_tokens: dict[str, str]
+    node_tokens: dict[str, str]
+    proxy_token: str
+    kubelet_client_ca: Path  # the CA of the API server's client certificate for kubelets
 
     def api_client(self) -> kubernetes.client.ApiClient:
         """An official-client ApiClient of this plane with the admin's credentials."""
@@ -62,6 +70,69 @@ class ControlPlane:
         return subprocess.run(
             [*command, *args], capture_output=True, text=True, timeout=120, check=False
         )
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _kubelet_client_certificate(certs: Path) -> tuple[Path, Path, Path]:
+    """A CA that kubelets trust for clients, and the API server's certificate from it (in
+    system:masters, so a kubelet's authorization webhook allows logs and exec)."""
+    certs.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, request, certificate = (
+        certs / name
+        for name in (
+            "kubelet-client-ca.key",
+            "kubelet-client-ca.crt",
+            "kubelet-client.key",
+            "kubelet-client.csr",
+            "kubelet-client.crt",
+        )
+    )
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fluxlora-test-kubelet-client-ca",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "-keyout",
+        str(key),
+        "-out",
+        str(request),
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(request),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        str(certificate),
+    )
+    return ca, certificate, key
 
 
 def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
@@ -113,7 +184,7 @@ def _wait(url: str, token: str, ca_file: Path, processes: list[subprocess.Popen]
 
 @contextmanager
 def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
-    binaries = ensure_control_plane()
+    binaries = ensure_kubernetes()
     workdir.mkdir(parents=True, exist_ok=True)
     certs = workdir / "certs"
     key = workdir / "service-account.key"
@@ -126,12 +197,22 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
     )
     admin_token = secrets.token_hex(16)
     user_tokens = {user: secrets.token_hex(16) for user in TEST_USERS}
+    node_tokens = {node: secrets.token_hex(16) for node in NODE_NAMES}
+    proxy_token = secrets.token_hex(16)
     (workdir / "tokens.csv").write_text(
         f"{admin_token},admin,admin,system:masters\n"
         + "".join(f"{token},{user},{user}\n" for user, token in user_tokens.items())
+        + "".join(
+            f'{token},system:node:{node},{node},"system:nodes"\n'
+            for node, token in node_tokens.items()
+        )
+        + f"{proxy_token},{KUBE_PROXY_USER},{KUBE_PROXY_USER}\n"
     )
+    kubelet_ca, kubelet_client, kubelet_client_key = _kubelet_client_certificate(certs)
+    host = ensure_host_address()
     etcd_client, etcd_peer, api_port = free_port(), free_port(), free_port()
-    server = f"https://127.0.0.1:{api_port}"
+    # the serving certificate names the advertised address (not loopback): every client uses it
+    server = f"https://{host}:{api_port}"
     ca_file = certs / "apiserver.crt"
 
     with ExitStack() as stack:
@@ -155,8 +236,9 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
                 [
                     str(binaries["kube-apiserver"]),
                     "--etcd-servers", f"http://127.0.0.1:{etcd_client}",
-                    "--bind-address", "127.0.0.1",
-                    "--advertise-address", "127.0.0.1",
+                    # the host address is on loopback: reached from here, from nodes and from pods
+                    "--bind-address", host,
+                    "--advertise-address", host,
                     "--secure-port", str(api_port),
                     "--cert-dir", str(certs),
                     "--token-auth-file", str(workdir / "tokens.csv"),
@@ -165,8 +247,9 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
                     "--service-account-key-file", str(public),
                     "--service-account-signing-key-file", str(key),
                     "--service-cluster-ip-range", "10.96.0.0/24",
-                    # on loopback there are no endpoints for the kubernetes Service to publish
-                    "--endpoint-reconciler-type", "none",
+                    "--kubelet-preferred-address-types", "InternalIP",
+                    "--kubelet-client-certificate", str(kubelet_client),
+                    "--kubelet-client-key", str(kubelet_client_key),
                 ],
                 workdir / "kube-apiserver.log",
             )
@@ -204,5 +287,14 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
             )
         )  # fmt: skip
         yield ControlPlane(
-            server, ca_file, admin_token, kubeconfig, key, binaries["kubectl"], user_tokens
+            server,
+            ca_file,
+            admin_token,
+            kubeconfig,
+            key,
+            binaries["kubectl"],
+            user_tokens,
+            node_tokens,
+            proxy_token,
+            kubelet_ca,
         )

@@ -1,0 +1,253 @@
+"""The project's two images, built here from their Dockerfiles as a user builds them, without a
+registry or a Docker engine: buildah (Debian's package) runs the Dockerfiles with their layers
+cached, on a base made of Debian packages by mmdebstrap in place of the public default base
+(same Python minor version). Each image is then saved as an archive that a node imports, under
+the name the chart and the operator use. A kubelet also needs a pause image: built from the
+pause.c of the pinned Kubernetes module.
+
+`python -m tests.support.images` builds both (what `make images` runs)."""
+
+import glob
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.binaries import CACHE, KUBE_BUILD, kubernetes_version
+
+ROOT = Path(__file__).resolve().parents[2]
+STORAGE = CACHE / "containers"
+ARCHIVES = CACHE / "images"
+# Debian 12: its python3 is 3.11, the minor version of the Dockerfiles' default python:3.11-slim.
+SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+BUILD_TIMEOUT_SECONDS = 3600
+# The host's own package-index and certificate settings, seen by the builds' RUN steps (read
+# only, not kept in the image), so a build reaches the same package index the host reaches.
+HOST_SETTINGS = ("/etc/pip.conf", "/etc/ssl/certs/ca-certificates.crt")
+
+
+@dataclass(frozen=True)
+class Image:
+    dockerfile: str
+    repository: str  # the name the chart and the operator use
+
+    def name(self, version: str) -> str:
+        return f"{self.repository}:{version}"
+
+
+IMAGES = {
+    "operator": Image("operator/Dockerfile", "flux-lora-operator"),
+    "trainer": Image("trainer-image/Dockerfile", "flux-lora-trainer"),
+}
+
+
+class ImageBuildFailed(RuntimeError):
+    pass
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _buildah(*args: str, quiet: bool = True, **options) -> str:
+    command = [
+        "buildah",
+        "--root",
+        str(STORAGE / "storage"),
+        "--runroot",
+        str(STORAGE / "run"),
+        "--storage-driver",
+        "overlay",
+        *args,
+    ]
+    done = subprocess.run(
+        command,
+        stdout=subprocess.PIPE if quiet else None,
+        stderr=subprocess.PIPE if quiet else None,
+        text=True,
+        timeout=BUILD_TIMEOUT_SECONDS,
+        check=False,
+        **options,
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or "")[-3000:] if quiet else "(its output is above)"
+        raise ImageBuildFailed(f"buildah {' '.join(args[:2])} failed: {detail}")
+    return done.stdout or ""
+
+
+def image_id(name: str) -> str | None:
+    found = subprocess.run(
+        [
+            "buildah",
+            "--root",
+            str(STORAGE / "storage"),
+            "--runroot",
+            str(STORAGE / "run"),
+            "--storage-driver",
+            "overlay",
+            "images",
+            "--quiet",
+            "--no-trunc",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    ids = found.stdout.split() if found.returncode == 0 else []
+    return ids[0].removeprefix("sha256:") if ids else None
+
+
+def _apt_sources() -> str:
+    """The host's Debian sources (a deb822 file), which mmdebstrap pastes into the chroot."""
+    found = sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
+    if not found:
+        raise ImageBuildFailed("no Debian sources (/etc/apt/sources.list.d/*.sources) found")
+    return found[0]
+
+
+def base_image() -> str:
+    """A Python 3.11 base from Debian's packages, once per machine and package list."""
+    key = hashlib.sha256(repr((SUITE, BASE_PACKAGES)).encode()).hexdigest()[:8]
+    name = f"localhost/fluxlora-base:{SUITE}-{key}"
+    if image_id(name):
+        return name
+    STORAGE.mkdir(parents=True, exist_ok=True)
+    rootfs = STORAGE / f"base-{key}.tar"
+    _say(f"making the base image from Debian {SUITE}'s packages with mmdebstrap (once) ...")
+    began = time.monotonic()
+    done = subprocess.run(
+        [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--quiet",
+            f"--include={','.join(BASE_PACKAGES)}",
+            '--aptopt=Acquire::Retries "3"',
+            '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
+            SUITE,
+            str(rootfs),
+            _apt_sources(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ImageBuildFailed(f"mmdebstrap failed: {done.stderr[-3000:]}")
+    container = _buildah("from", "scratch").strip()
+    try:
+        _buildah("add", container, str(rootfs), "/")
+        _buildah(
+            "config",
+            "--env",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--cmd",
+            '["python3"]',
+            container,
+        )
+        _buildah("commit", "--rm", container, name)
+    except BaseException:
+        _buildah("rm", container)
+        raise
+    finally:
+        rootfs.unlink(missing_ok=True)
+    _say(f"made {name} in {time.monotonic() - began:.0f} s")
+    return name
+
+
+def pause_image() -> str:
+    """The kubelet's sandbox image, from the pinned Kubernetes module's own pause.c."""
+    version = kubernetes_version()
+    name = f"localhost/fluxlora-pause:{version}"
+    if image_id(name):
+        return name
+    modules = subprocess.run(
+        ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True, cwd=KUBE_BUILD
+    ).stdout.strip()
+    subprocess.run(
+        ["go", "mod", "download", f"k8s.io/kubernetes@{version}"], cwd=KUBE_BUILD, check=True
+    )
+    source = Path(modules) / f"k8s.io/kubernetes@{version}/build/pause/linux/pause.c"
+    STORAGE.mkdir(parents=True, exist_ok=True)
+    binary = STORAGE / "pause"
+    subprocess.run(
+        ["gcc", "-Os", "-static", f"-DVERSION={version}", "-o", str(binary), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    container = _buildah("from", "scratch").strip()
+    try:
+        _buildah("copy", container, str(binary), "/pause")
+        _buildah("config", "--entrypoint", '["/pause"]', "--user", "65535:65535", container)
+        _buildah("commit", "--rm", container, name)
+    except BaseException:
+        _buildah("rm", container)
+        raise
+    return name
+
+
+def project_version() -> str:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def build(which: str) -> str:
+    """Build one of IMAGES from its Dockerfile on the local base; only changed layers rebuild."""
+    image = IMAGES[which]
+    name = image.name(project_version())
+    began = time.monotonic()
+    _say(f"building the {which} image ({image.dockerfile}) with buildah ...")
+    mounts = [f"--volume={path}:{path}:ro" for path in HOST_SETTINGS if os.path.exists(path)]
+    _buildah(
+        "build",
+        "--layers",
+        "--network",
+        "host",
+        "--build-arg",
+        f"BASE={base_image()}",
+        *mounts,
+        "--file",
+        str(ROOT / image.dockerfile),
+        "--tag",
+        name,
+        str(ROOT),
+        quiet=False,
+    )
+    _say(f"built {name} in {time.monotonic() - began:.0f} s")
+    return name
+
+
+def archive(name: str) -> Path:
+    """The image as an archive a node imports (docker-archive: it carries the image's name, as
+    the chart writes it, with no registry host). One per image id, so an unchanged image is
+    saved once."""
+    identity = image_id(name)
+    if identity is None:
+        raise ImageBuildFailed(f"no image {name}; build it first")
+    ARCHIVES.mkdir(parents=True, exist_ok=True)
+    path = ARCHIVES / f"{identity[:16]}.tar"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        # named as the chart names it, with no registry host, which a node reads as docker.io
+        named = f"docker.io/library/{name.split('/')[-1]}"
+        _buildah("push", "--quiet", name, f"docker-archive:{partial}:{named}")
+        partial.rename(path)
+    return path
+
+
+def ensure_images(*which: str) -> dict[str, Path]:
+    """Archives of the named images (all by default), built or rebuilt as needed."""
+    return {each: archive(build(each)) for each in which or IMAGES}
+
+
+if __name__ == "__main__":
+    for each, path in ensure_images(*sys.argv[1:]).items():
+        print(f"{each}: {path}")

@@ -1,0 +1,416 @@
+"""A real node for the tests: containerd (running runc, with the CNI bridge plugins) and the
+kubelet and kube-proxy of the control plane's own Kubernetes build, in a network namespace of
+their own (node_network.py), joined to the test control plane with a node identity.
+
+Pods run in containers from images imported into the node's containerd (there is no registry:
+`import_image` loads an OCI archive, as `ctr images import` does on a real node). The node's
+daemons and pods live under a cgroup of their own, so that stopping the node can find and kill
+everything it started. The GPUs are an extended resource the node advertises (as the
+Kubernetes docs show for node-level resources); containers see no device, and the trainer runs
+on the CPU.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tests.support.binaries import ensure_node
+from tests.support.control_plane import ControlPlane
+from tests.support.images import archive, pause_image
+from tests.support.node_network import NodeLink, create_link, remove_link
+from tests.support.processes import start, stop
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+READY_TIMEOUT_SECONDS = 120
+RUNC = "/usr/sbin/runc"
+CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    link: NodeLink
+    workdir: Path
+    containerd_socket: Path
+    ctr_binary: Path
+
+    def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """containerd's own client, in the namespace the kubelet's containers live in."""
+        return subprocess.run(
+            [str(self.ctr_binary), "--address", str(self.containerd_socket), "-n", "k8s.io", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def import_image(self, archive: Path) -> None:
+        done = self.ctr("images", "import", "--local", str(archive))
+        if done.returncode != 0:
+            raise RuntimeError(f"importing {archive.name} into {self.name}: {done.stderr}")
+
+    def images(self) -> set[str]:
+        return set(self.ctr("images", "list", "--quiet").stdout.split())
+
+
+# --- cgroups (v1 here; the kubelet is told to accept it) --------------------------------------
+
+
+def _hierarchies() -> list[Path]:
+    return [path for path in CGROUP_ROOT.iterdir() if (path / "cgroup.procs").exists()]
+
+
+def _make_cgroup(relative: str) -> None:
+    for hierarchy in _hierarchies():
+        path = hierarchy
+        for part in Path(relative).parts:
+            parent, path = path, path / part
+            path.mkdir(exist_ok=True)
+            if hierarchy.name == "cpuset":  # a new cpuset starts with no CPUs and no memory
+                for key in ("cpuset.cpus", "cpuset.mems"):
+                    if not (path / key).read_text().strip():
+                        (path / key).write_text((parent / key).read_text())
+
+
+def _cgroup_processes(relative: str) -> list[int]:
+    pids = CGROUP_ROOT / "pids" / relative
+    found = []
+    for procs in pids.rglob("cgroup.procs") if pids.exists() else []:
+        found += [int(pid) for pid in procs.read_text().split()]
+    return found
+
+
+def _remove_cgroup(relative: str) -> None:
+    for hierarchy in _hierarchies():
+        top = hierarchy / relative
+        if top.exists():
+            for path in sorted(
+                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+            ):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def _containerd_config(folder: Path, pause_image: str) -> str:
+    return f"""version = 3
+root = "{folder}/root"
+state = "{folder}/state"
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile",
+  "io.containerd.snapshotter.v1.erofs", "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing", "io.containerd.nri.v1.nri",
+]
+
+[grpc]
+  address = "{folder}/containerd.sock"
+
+[ttrpc]
+  address = "{folder}/containerd.sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{folder}/opt"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  netns_mounts_under_state_dir = true
+  # this machine withholds CAP_SYS_RESOURCE: no OOM score below containerd's own
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "{RUNC}"
+        SystemdCgroup = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{CNI_PLUGINS}"]
+    conf_dir = "{folder}/cni"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{pause_image}"
+"""
+
+
+def _cni_config(link: NodeLink) -> dict:
+    return {
+        "cniVersion": "1.0.0",
+        "name": "pods",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": link.pod_range}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def _kubeconfig(plane: ControlPlane, token: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": plane.server,
+                    "certificate-authority": str(plane.ca_file),
+                },
+            }
+        ],
+        "users": [{"name": "node", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "node"}}],
+        "current-context": "local",
+    }
+
+
+def _kubelet_config(plane: ControlPlane, folder: Path, cgroup: str, socket: Path) -> dict:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "failCgroupV1": False,  # this machine's cgroups are v1
+        "failSwapOn": False,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{cgroup}",
+        "containerRuntimeEndpoint": f"unix://{socket}",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(plane.kubelet_client_ca)},
+        },
+        "authorization": {"mode": "Webhook"},
+        "readOnlyPort": 0,
+        "staticPodPath": "",
+        "resolvConf": "/etc/resolv.conf",
+        "serializeImagePulls": False,
+        "registerNode": True,
+        # The machine's disk is shared with everything else: evict for real shortage only.
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "2%",
+            "imagefs.available": "2%",
+        },
+        "imageGCHighThresholdPercent": 100,
+        "nodeStatusUpdateFrequency": "5s",
+        "syncFrequency": "5s",
+        "fileCheckFrequency": "5s",
+        "volumeStatsAggPeriod": "30s",
+    }
+
+
+def _proxy_config(plane: ControlPlane, folder: Path, name: str) -> dict:
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": "iptables",
+        "hostnameOverride": name,
+        "clusterCIDR": "10.244.0.0/16",
+        "clientConnection": {"kubeconfig": str(folder / "kube-proxy.kubeconfig")},
+        "conntrack": {"maxPerCore": 0},  # a node's namespace cannot size the host's table
+    }
+
+
+# --- the node ---------------------------------------------------------------------------------
+
+
+def _in_node(link: NodeLink, cgroup: str, command: list[str]) -> list[str]:
+    """The command in the node's network namespace and the node's system cgroup (every
+    hierarchy), which its children (containerd's shims) inherit."""
+    joins = "; ".join(
+        f"echo $$ > {hierarchy / cgroup / 'system' / 'cgroup.procs'}"
+        for hierarchy in _hierarchies()
+    )
+    return ["sh", "-c", f'{joins}; exec nsenter --net={link.namespace_path} "$@"', "node", *command]
+
+
+def _unmount_under(folder: Path) -> None:
+    found = subprocess.run(
+        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for target in sorted((t for t in found if t.startswith(f"{folder}/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+def _wait_ready(plane: ControlPlane, name: str, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{Path(process.args[-1]).name} on {name} exited")
+        done = plane.kubectl(
+            "get",
+            "node",
+            name,
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        )
+        if done.stdout == "True":
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"node {name} was not Ready within {READY_TIMEOUT_SECONDS} s")
+
+
+@contextmanager
+def running_node(
+    plane: ControlPlane,
+    workdir: Path,
+    name: str = "gpu-node-1",
+    gpus: int = 1,
+    archives: tuple[Path, ...] = (),
+) -> Iterator[Node]:
+    """A Ready node with the images of `archives` (OCI archives) and `gpus` GPUs; on leaving,
+    everything it ran is killed and unmounted and its network removed."""
+    binaries = ensure_node()
+    pause = pause_image()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    link = create_link()
+    cgroup = f"fluxlora/{name}-{link.slot}"
+    containerd_dir = workdir / "containerd"
+    (containerd_dir / "cni").mkdir(parents=True, exist_ok=True)
+    (containerd_dir / "cni" / "10-pods.conflist").write_text(json.dumps(_cni_config(link)))
+    (workdir / "containerd.toml").write_text(
+        _containerd_config(containerd_dir, pause.split("/")[-1])
+    )
+    socket = containerd_dir / "containerd.sock"
+    for file, body in (
+        ("kubelet.kubeconfig", _kubeconfig(plane, plane.node_tokens[name])),
+        ("kube-proxy.kubeconfig", _kubeconfig(plane, plane.proxy_token)),
+        ("kubelet.yaml", _kubelet_config(plane, workdir, cgroup, socket)),
+        ("kube-proxy.yaml", _proxy_config(plane, workdir, name)),
+    ):
+        (workdir / file).write_text(yaml.safe_dump(body))
+    processes: list[subprocess.Popen] = []
+    node = Node(name, link, workdir, socket, binaries["ctr"])
+    try:
+        _make_cgroup(f"{cgroup}/system")
+        shims = binaries["containerd"].parent  # containerd finds its runc shim on PATH
+        environment = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+        processes.append(
+            start(
+                _in_node(
+                    link,
+                    cgroup,
+                    [str(binaries["containerd"]), "--config", str(workdir / "containerd.toml")],
+                ),
+                workdir / "containerd.log",
+                env=environment,
+            )
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while node.ctr("version", timeout=10).returncode != 0:
+            if processes[0].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"containerd on {name} did not start; see containerd.log")
+            time.sleep(0.2)
+        for each in (archive(pause), *archives):
+            node.import_image(each)
+        processes.append(
+            start(
+                _in_node(
+                    link,
+                    cgroup,
+                    [
+                        str(binaries["kubelet"]),
+                        "--config",
+                        str(workdir / "kubelet.yaml"),
+                        "--kubeconfig",
+                        str(workdir / "kubelet.kubeconfig"),
+                        "--root-dir",
+                        str(workdir / "kubelet"),
+                        "--cert-dir",
+                        str(workdir / "kubelet-pki"),
+                        "--hostname-override",
+                        name,
+                        "--node-ip",
+                        link.node_address,
+                        "--node-labels",
+                        "nvidia.com/gpu.present=true,nvidia.com/gpu.product=Test-GPU",
+                        "--v",
+                        "1",
+                    ],
+                ),
+                workdir / "kubelet.log",
+                env=environment,
+            )
+        )
+        processes.append(
+            start(
+                _in_node(
+                    link,
+                    cgroup,
+                    [str(binaries["kube-proxy"]), "--config", str(workdir / "kube-proxy.yaml")],
+                ),
+                workdir / "kube-proxy.log",
+            )
+        )
+        _wait_ready(plane, name, processes)
+        _advertise_gpus(plane, name, gpus)
+        yield node
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        for _ in range(50):  # the containers, their shims, anything left
+            pids = _cgroup_processes(cgroup)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            time.sleep(0.1)
+        _unmount_under(workdir)
+        _remove_cgroup(cgroup)
+        remove_link(link)
+
+
+def _advertise_gpus(plane: ControlPlane, name: str, gpus: int) -> None:
+    """GPUs as a node-level extended resource (no device plugin: there is no device)."""
+    patch = [
+        {
+            "op": "add",
+            "path": f"/status/{field}/{GPU_RESOURCE.replace('/', '~1')}",
+            "value": str(gpus),
+        }
+        for field in ("capacity", "allocatable")
+    ]
+    done = plane.kubectl(
+        "patch",
+        "node",
+        name,
+        "--subresource",
+        "status",
+        "--type",
+        "json",
+        "-p",
+        yaml.safe_dump(patch, default_flow_style=True),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"advertising GPUs on {name}: {done.stderr}")
+
+
+def remove_node_folder(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)

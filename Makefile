@@ -18,7 +18,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
-.PHONY: help install deps-under-lock lock servers test lint format crds generate run demo clean
+.PHONY: help install deps-under-lock lock servers host-packages images test lint format crds generate run demo clean
 
 help:
 	@echo "make demo    train a tiny LoRA end to end on a local control plane (DEMO_FLAGS=--keep)"
@@ -88,10 +88,27 @@ lint: $(STAMP)
 servers:
 	$(PYTHON) -m tests.support.binaries
 
+# What the real node and the image builds run, from Debian's packages (a fresh machine lacks
+# them; installing needs root, as running a node does).
+HOST_PACKAGES := runc containernetworking-plugins buildah mmdebstrap iptables conntrack
+host-packages:
+	@missing="$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the node and the image builds:" $$missing; \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+		|| { echo "could not install" $$missing "(as root: apt-get install $$missing)"; exit 1; }; \
+	fi
+
+# Both images from their Dockerfiles (buildah, on a local Debian base): only changed layers
+# rebuild, so a change to our code takes seconds.
+images: $(STAMP) host-packages
+	$(BIN)/python -m tests.support.images
+
 # A worker per core; each has its own control plane and MinIO (session fixtures), and takes
 # the next test when it is free, so the long end-to-end tests spread out.
 test:
-	$(MAKE) --no-print-directory -j2 lint servers
+	$(MAKE) --no-print-directory -j3 lint servers images
 	$(BIN)/python -m pytest --numprocesses auto --dist worksteal --durations 15
 
 format: $(STAMP)

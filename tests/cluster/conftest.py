@@ -2,11 +2,14 @@
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from fluxlora_operator.kube import Kube
 from tests.support.control_plane import ControlPlane
+from tests.support.images import ensure_images
+from tests.support.node import Node, running_node
 from tests.support.node_agent import NodeAgent
 
 
@@ -24,3 +27,30 @@ def node(
     yield agent
     agent.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+# Until every end-to-end test runs on the real node, it is tainted: only pods that tolerate the
+# taint go there, and the stand-in node's tests see no difference.
+REAL_NODE_TAINT = "fluxlora.dev/real-node"
+REAL_NODE_TOLERATION = {"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, Path]:
+    """Archives of the project's images (`make test` has built them: this finds them)."""
+    return ensure_images()
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    control_plane: ControlPlane, images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    """A real node (containerd, kubelet, kube-proxy) with both images and one GPU."""
+    with running_node(
+        control_plane,
+        tmp_path_factory.mktemp("real-node"),
+        name="gpu-node-2",
+        archives=tuple(images.values()),
+        taints=(f"{REAL_NODE_TAINT}=true:NoSchedule",),
+    ) as node:
+        yield node

@@ -282,9 +282,11 @@ def running_node(
     name: str = "gpu-node-1",
     gpus: int = 1,
     archives: tuple[Path, ...] = (),
+    taints: tuple[str, ...] = (),
 ) -> Iterator[Node]:
-    """A Ready node with the images of `archives` (OCI archives) and `gpus` GPUs; on leaving,
-    everything it ran is killed and unmounted and its network removed."""
+    """A Ready node with the images of `archives` (image archives), `gpus` GPUs and `taints`
+    (key=value:Effect) from its registration on; on leaving, everything it ran is killed and
+    unmounted and its network removed."""
     binaries = ensure_node()
     pause = pause_image()
     workdir = Path(workdir).resolve()
@@ -350,6 +352,7 @@ def running_node(
                         link.node_address,
                         "--node-labels",
                         "nvidia.com/gpu.present=true,nvidia.com/gpu.product=Test-GPU",
+                        f"--register-with-taints={','.join(taints)}",
                         "--v",
                         "1",
                     ],

@@ -1,0 +1,151 @@
+"""The real node: a kubelet and containerd run the project's images, as a cluster would."""
+
+import json
+import time
+
+import pytest
+
+from fluxlora_operator.kube import Kube
+from tests.cluster.conftest import REAL_NODE_TOLERATION
+from tests.support.control_plane import ControlPlane
+from tests.support.node import Node
+from tests.support.training_site import RESTRICTED
+
+pytestmark = pytest.mark.timeout(240)
+
+OPERATOR_IMAGE = "flux-lora-operator:0.1.0"
+TRAINER_IMAGE = "flux-lora-trainer:0.1.0"
+# What the restricted Pod Security profile demands, as the operator's Jobs set it.
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _pod(name: str, image: str, command: list[str] | None, args: list[str]) -> dict:
+    container = {"name": "main", "image": image, "args": args}
+    if command:
+        container["command"] = command
+    container["securityContext"] = RESTRICTED_CONTAINER
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "tolerations": [REAL_NODE_TOLERATION],
+            "nodeSelector": {"kubernetes.io/hostname": "gpu-node-2"},
+            "containers": [container],
+        },
+    }
+
+
+def _finished(kube: Kube, namespace: str, name: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pod = kube.get("Pod", namespace, name)
+        if pod and pod["status"].get("phase") in ("Succeeded", "Failed"):
+            return pod
+        time.sleep(0.5)
+    raise AssertionError(f"pod {name} did not finish within {timeout} s: {pod}")
+
+
+@pytest.fixture
+def restricted_namespace(cluster_admin: Kube, namespace: str) -> str:
+    cluster_admin.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}",
+        {"metadata": {"labels": RESTRICTED}},
+        content_type="application/merge-patch+json",
+    )
+    return namespace
+
+
+@pytest.mark.parametrize(
+    ("image", "program", "user"),
+    [(OPERATOR_IMAGE, "fluxlora-operator", 65532), (TRAINER_IMAGE, "fluxlora-trainer", 1000)],
+)
+def test_each_image_runs_its_program_as_its_non_root_user_under_restricted_pod_security(
+    real_node: Node,
+    control_plane: ControlPlane,
+    cluster_admin: Kube,
+    restricted_namespace: str,
+    image: str,
+    program: str,
+    user: int,
+):
+    namespace = restricted_namespace
+    check = (
+        "import os, shutil, importlib.util as u; print(json.dumps({'uid': os.getuid(), "
+        "'program': shutil.which(sys.argv[1]), 'compilers': [c for c in ('gcc', 'cc', 'g++', "
+        "'clang') if shutil.which(c)], 'test_tools': [m for m in ('pytest', 'kmock', 'ruff') "
+        "if u.find_spec(m)]}))"
+    )
+    cluster_admin.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        _pod("inside", image, ["python3", "-c", f"import json, sys; {check}"], [program]),
+    )
+    cluster_admin.request(
+        "POST", f"/api/v1/namespaces/{namespace}/pods", _pod("help", image, None, ["--help"])
+    )
+
+    inside = _finished(cluster_admin, namespace, "inside")
+    assert inside["status"]["phase"] == "Succeeded", inside["status"]
+    found = json.loads(control_plane.kubectl("logs", "-n", namespace, "inside").stdout)
+    assert found["uid"] == user
+    assert found["program"] == f"/opt/venv/bin/{program}"
+    assert found["compilers"] == [] and found["test_tools"] == []
+
+    # The image's own entrypoint, with only the pod's args.
+    helped = _finished(cluster_admin, namespace, "help")
+    assert helped["status"]["phase"] == "Succeeded", helped["status"]
+    logs = control_plane.kubectl("logs", "-n", namespace, "help")
+    assert logs.returncode == 0 and f"usage: {program}" in logs.stdout
+
+
+def test_a_crashing_container_is_restarted_in_place_with_back_off(
+    real_node: Node, control_plane: ControlPlane, cluster_admin: Kube, namespace: str
+):
+    """A Deployment's failing container restarts in its pod (CrashLoopBackOff); its
+    ReplicaSet makes no new pods (the stand-in node made 380 in four minutes)."""
+    pod = _pod("crash", OPERATOR_IMAGE, ["python3", "-c", "print('down'); raise SystemExit(3)"], [])
+    template = {
+        "metadata": {"labels": {"app": "crash"}},
+        "spec": pod["spec"] | {"restartPolicy": "Always"},
+    }
+    cluster_admin.request(
+        "POST",
+        f"/apis/apps/v1/namespaces/{namespace}/deployments",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "crash"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "crash"}},
+                "template": template,
+            },
+        },
+    )
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = cluster_admin.request("GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
+        statuses = [s for p in pods for s in p["status"].get("containerStatuses", [])]
+        if statuses and statuses[0]["restartCount"] >= 2:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"no second restart within 120 s: {pods}")
+
+    assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running"
+    last = statuses[0]["lastState"]["terminated"]
+    assert last["exitCode"] == 3
+    waiting = statuses[0]["state"].get("waiting", {})
+    assert statuses[0]["state"].get("running") or waiting.get("reason") == "CrashLoopBackOff"
+    logs = control_plane.kubectl("logs", "-n", namespace, pods[0]["metadata"]["name"], "--previous")
+    assert logs.stdout.strip() == "down"

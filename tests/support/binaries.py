@@ -32,6 +32,9 @@ KUBE_PACKAGES = {
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
+# The cluster's DNS: CoreDNS with only a cluster's plugins, pinned by dns-build/go.mod.
+DNS_BUILD = Path(__file__).with_name("dns-build")
+DNS_PACKAGES = {"coredns": "fluxlora.dev/tests/dns"}
 # containerd is pinned by the containerd line of node-build/go.mod.
 NODE_BUILD = Path(__file__).with_name("node-build")
 CONTAINERD_PACKAGES = {
@@ -210,7 +213,9 @@ def _build_module(
     found = {command: _override(command) for command in packages}
     if all(found.values()):
         return found  # type: ignore[return-value]
-    pins = hashlib.sha256((build / "go.sum").read_bytes() + " ".join(packages).encode())
+    pins = hashlib.sha256(" ".join(packages).encode())
+    for source in sorted(build.iterdir()):  # go.mod, go.sum and any Go file of our own
+        pins.update(source.read_bytes())
     directory = CACHE / "bin" / f"{name}-{version}-{pins.hexdigest()[:8]}"
 
     def compile_into(staging: Path) -> Compilation:
@@ -253,11 +258,18 @@ def ensure_containerd() -> dict[str, Path]:
     return _build_module("containerd", NODE_BUILD, CONTAINERD_PACKAGES, version)
 
 
+def ensure_coredns() -> dict[str, Path]:
+    version = _pinned(DNS_BUILD, "github.com/coredns/coredns")
+    return _build_module("coredns", DNS_BUILD, DNS_PACKAGES, version)
+
+
 def ensure_node() -> dict[str, Path]:
-    """What a real node runs, from Go: containerd, its shim and ctr, kubelet and kube-proxy."""
+    """What a real node runs, from Go: containerd, its shim and ctr, kubelet, kube-proxy and
+    the cluster's DNS."""
     kubernetes = ensure_kubernetes()
     return {
         **ensure_containerd(),
+        **ensure_coredns(),
         "kubelet": kubernetes["kubelet"],
         "kube-proxy": kubernetes["kube-proxy"],
     }
@@ -266,13 +278,12 @@ def ensure_node() -> dict[str, Path]:
 def ensure_all() -> list[Path]:
     """Every server, the missing ones compiled at the same time (module downloads, compiles
     and links overlap; one progress line covers them all)."""
-    with ThreadPoolExecutor(4) as pool:
-        builds = [
-            pool.submit(ensure)
-            for ensure in (ensure_kubernetes, ensure_containerd, ensure_minio, ensure_helm)
-        ]
-        found = [build.result() for build in builds]
-    return [*found[0].values(), *found[1].values(), found[2], found[3]]
+    ensures = (ensure_kubernetes, ensure_containerd, ensure_coredns, ensure_minio, ensure_helm)
+    with ThreadPoolExecutor(len(ensures)) as pool:
+        found = [build.result() for build in [pool.submit(ensure) for ensure in ensures]]
+    return [
+        path for each in found for path in (each.values() if isinstance(each, dict) else [each])
+    ]
 
 
 if __name__ == "__main__":

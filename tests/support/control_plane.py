@@ -29,6 +29,25 @@ START_TIMEOUT_SECONDS = 120
 TEST_USERS = ("alice", "bob")  # authenticated, in no group with rights: RBAC grants them all
 NODE_NAMES = ("gpu-node-1", "gpu-node-2")  # the kubelets' identities (group system:nodes)
 KUBE_PROXY_USER = "system:kube-proxy"  # bound to system:node-proxier by the default policy
+DNS_USER = "system:coredns"  # the cluster DNS: reads Services, EndpointSlices and namespaces
+DNS_RBAC = f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "system:coredns"}}
+rules:
+  - apiGroups: [""]
+    resources: [endpoints, services, pods, namespaces]
+    verbs: [list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "system:coredns"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{DNS_USER}"}}]
+"""
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,7 @@ class ControlPlane:
     user_tokens: dict[str, str]
     node_tokens: dict[str, str]
     proxy_token: str
+    dns_token: str
     kubelet_client_ca: Path  # the CA of the API server's client certificate for kubelets
 
     def api_client(self) -> kubernetes.client.ApiClient:
@@ -198,7 +218,7 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
     admin_token = secrets.token_hex(16)
     user_tokens = {user: secrets.token_hex(16) for user in TEST_USERS}
     node_tokens = {node: secrets.token_hex(16) for node in NODE_NAMES}
-    proxy_token = secrets.token_hex(16)
+    proxy_token, dns_token = secrets.token_hex(16), secrets.token_hex(16)
     (workdir / "tokens.csv").write_text(
         f"{admin_token},admin,admin,system:masters\n"
         + "".join(f"{token},{user},{user}\n" for user, token in user_tokens.items())
@@ -207,6 +227,7 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
             for node, token in node_tokens.items()
         )
         + f"{proxy_token},{KUBE_PROXY_USER},{KUBE_PROXY_USER}\n"
+        + f"{dns_token},{DNS_USER},{DNS_USER}\n"
     )
     kubelet_ca, kubelet_client, kubelet_client_key = _kubelet_client_certificate(certs)
     host = ensure_host_address()
@@ -260,6 +281,12 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
             time.sleep(0.1)
         _wait(f"{server}/readyz", admin_token, ca_file, [etcd, apiserver])
         kubeconfig = _kubeconfig(workdir / "kubeconfig", server, ca_file, admin_token)
+        (workdir / "dns-rbac.yaml").write_text(DNS_RBAC)
+        subprocess.run(
+            [str(binaries["kubectl"]), "--kubeconfig", str(kubeconfig), "apply", "-f",
+             str(workdir / "dns-rbac.yaml")],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
         stack.enter_context(
             _process(
                 [
@@ -296,5 +323,6 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
             user_tokens,
             node_tokens,
             proxy_token,
+            dns_token,
             kubelet_ca,
         )

@@ -189,7 +189,24 @@ def _kubeconfig(plane: ControlPlane, token: str) -> dict:
     }
 
 
-def _kubelet_config(plane: ControlPlane, folder: Path, cgroup: str, socket: Path) -> dict:
+def _corefile(folder: Path, address: str) -> str:
+    """The cluster's DNS on the node's own address: Services and pods by name, nothing else
+    (there is no upstream to forward to)."""
+    return f"""cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {{
+    bind {address}
+    errors
+    health 127.0.0.1:8081
+    ready 127.0.0.1:8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {folder / "coredns.kubeconfig"}
+        pods insecure
+    }}
+    cache 5
+}}
+"""
+
+
+def _kubelet_config(plane: ControlPlane, folder: Path, cgroup: str, socket: Path, dns: str) -> dict:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -207,6 +224,8 @@ def _kubelet_config(plane: ControlPlane, folder: Path, cgroup: str, socket: Path
         "readOnlyPort": 0,
         "staticPodPath": "",
         "resolvConf": "/etc/resolv.conf",
+        "clusterDNS": [dns],
+        "clusterDomain": "cluster.local",
         "serializeImagePulls": False,
         "registerNode": True,
         # The machine's disk is shared with everything else: evict for real shortage only.
@@ -303,7 +322,8 @@ def running_node(
     for file, body in (
         ("kubelet.kubeconfig", _kubeconfig(plane, plane.node_tokens[name])),
         ("kube-proxy.kubeconfig", _kubeconfig(plane, plane.proxy_token)),
-        ("kubelet.yaml", _kubelet_config(plane, workdir, cgroup, socket)),
+        ("coredns.kubeconfig", _kubeconfig(plane, plane.dns_token)),
+        ("kubelet.yaml", _kubelet_config(plane, workdir, cgroup, socket, link.node_address)),
         ("kube-proxy.yaml", _proxy_config(plane, workdir, name)),
     ):
         (workdir / file).write_text(yaml.safe_dump(body))
@@ -369,6 +389,15 @@ def running_node(
                     [str(binaries["kube-proxy"]), "--config", str(workdir / "kube-proxy.yaml")],
                 ),
                 workdir / "kube-proxy.log",
+            )
+        )
+        (workdir / "Corefile").write_text(_corefile(workdir, link.node_address))
+        processes.append(
+            start(
+                _in_node(
+                    link, cgroup, [str(binaries["coredns"]), "-conf", str(workdir / "Corefile")]
+                ),
+                workdir / "coredns.log",
             )
         )
         _wait_ready(plane, name, processes)

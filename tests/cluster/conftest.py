@@ -9,8 +9,10 @@ import pytest
 from fluxlora_operator.kube import Kube
 from tests.support.control_plane import ControlPlane
 from tests.support.images import ensure_images
+from tests.support.minio import S3Server, running_minio
 from tests.support.node import Node, running_node
 from tests.support.node_agent import NodeAgent
+from tests.support.node_network import ensure_host_address
 
 
 @pytest.fixture
@@ -54,3 +56,10 @@ def real_node(
         taints=(f"{REAL_NODE_TAINT}=true:NoSchedule",),
     ) as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def host_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """MinIO at the host address, where a real node's pods reach it."""
+    with running_minio(tmp_path_factory.mktemp("host-minio") / "data", ensure_host_address()) as s3:
+        yield s3

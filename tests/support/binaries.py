@@ -142,8 +142,9 @@ def _report() -> None:
             _say(f"  compiling {', '.join(c.progress() for c in _compiling)}: {so_far}")
 
 
-def _build_once(directory: Path, compile_into, finish=None) -> None:
-    """Build into `directory` once per machine: under a lock, into a folder renamed into place.
+def _build_once(directory: Path, family: str, compile_into, finish=None) -> None:
+    """Build into `directory` once per machine: under a lock, into a folder renamed into place,
+    then remove the family's older builds (other versions or pins: hundreds of MB each).
     `compile_into(staging)` starts the build and returns its Compilation; `finish(staging)`
     runs after it."""
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +166,9 @@ def _build_once(directory: Path, compile_into, finish=None) -> None:
         if finish:
             finish(staging)
         staging.rename(directory)
+        for older in directory.parent.glob(f"{family}-v*"):
+            if older != directory and older.is_dir() and not older.name.endswith(".partial"):
+                shutil.rmtree(older, ignore_errors=True)
         took = time.monotonic() - compilation.began
         _say(f"compiled {directory.name} in {took:.0f} s ({compilation.compiled} packages)")
 
@@ -181,7 +185,7 @@ def _go_install(name: str, package: str, version: str) -> Path:
         command = [_go(), "install", "-v", "-ldflags", LINK_FLAGS, f"{package}@{version}"]
         return Compilation(name, command, env=environment)
 
-    _build_once(directory, compile_into)
+    _build_once(directory, name, compile_into)
     return directory / name
 
 
@@ -236,7 +240,7 @@ def _build_module(
             if built.name != command:
                 built.rename(staging / command)
 
-    _build_once(directory, compile_into, finish)
+    _build_once(directory, name, compile_into, finish)
     return {command: found[command] or directory / command for command in packages}
 
 

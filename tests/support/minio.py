@@ -52,10 +52,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_minio(data_dir: Path) -> Iterator[S3Server]:
+def running_minio(data_dir: Path, host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """MinIO on `host` (loopback; or the host address of node_network.py, for pods)."""
     binary = ensure_minio()
     port, console = free_port(), free_port()
-    server = S3Server(f"http://127.0.0.1:{port}", "fluxlora-test", secrets.token_hex(16))
+    server = S3Server(f"http://{host}:{port}", "fluxlora-test", secrets.token_hex(16))
     environment = {
         **os.environ,
         "MINIO_ROOT_USER": server.access_key,
@@ -68,9 +69,9 @@ def running_minio(data_dir: Path) -> Iterator[S3Server]:
             "server",
             str(data_dir),
             "--address",
-            f"127.0.0.1:{port}",
+            f"{host}:{port}",
             "--console-address",
-            f"127.0.0.1:{console}",
+            f"{host}:{console}",
             "--quiet",
         ],
         data_dir.parent / "minio.log",

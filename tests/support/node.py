@@ -3,7 +3,9 @@ kubelet and kube-proxy of the control plane's own Kubernetes build, in a network
 their own (node_network.py), joined to the test control plane with a node identity.
 
 Pods run in containers from images imported into the node's containerd (there is no registry:
-`import_image` loads an OCI archive, as `ctr images import` does on a real node). The node's
+`import_image` loads an image archive, as `ctr images import` does on a real node). containerd's
+store of images is kept between runs in the cache (a few GB: the trainer image is large), one
+per node name and test worker, so an unchanged image is imported once per machine. The node's
 daemons and pods live under a cgroup of their own, so that stopping the node can find and kill
 everything it started. The GPUs are an extended resource the node advertises (as the
 Kubernetes docs show for node-level resources); containers see no device, and the trainer runs
@@ -11,6 +13,8 @@ on the CPU.
 """
 
 import contextlib
+import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.binaries import ensure_node
+from tests.support.binaries import CACHE, ensure_node
 from tests.support.control_plane import ControlPlane
 from tests.support.images import archive, pause_image
 from tests.support.node_network import NodeLink, create_link, remove_link
@@ -34,6 +38,7 @@ READY_TIMEOUT_SECONDS = 120
 RUNC = "/usr/sbin/runc"
 CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
 GPU_RESOURCE = "nvidia.com/gpu"
+VOLUMES = Path("/var/lib/fluxlora-test-nodes")
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,16 @@ class Node:
     name: str
     link: NodeLink
     workdir: Path
+    store: Path
     containerd_socket: Path
     ctr_binary: Path
+
+    @property
+    def volumes(self) -> Path:
+        """Where this node's hostPath volumes live: outside any private folder (the tests'
+        temporary folders and the cache are root's only), so a pod's non-root user can read
+        what it is given."""
+        return VOLUMES / self.link.namespace
 
     def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """containerd's own client, in the namespace the kubelet's containers live in."""
@@ -55,9 +68,16 @@ class Node:
         )
 
     def import_image(self, archive: Path) -> None:
-        done = self.ctr("images", "import", "--local", str(archive))
+        """Import an image archive, unless this store holds it already (archives are named
+        by image id); keep only the unpacked layers."""
+        record = self.store / "imported"
+        if archive.name in (record.read_text().split() if record.exists() else []):
+            return
+        done = self.ctr("images", "import", "--local", "--discard-unpacked-layers", str(archive))
         if done.returncode != 0:
             raise RuntimeError(f"importing {archive.name} into {self.name}: {done.stderr}")
+        with record.open("a") as imported:
+            imported.write(archive.name + "\n")
 
     def images(self) -> set[str]:
         return set(self.ctr("images", "list", "--quiet").stdout.split())
@@ -106,9 +126,9 @@ def _remove_cgroup(relative: str) -> None:
 # --- configuration ----------------------------------------------------------------------------
 
 
-def _containerd_config(folder: Path, pause_image: str) -> str:
+def _containerd_config(folder: Path, store: Path, pause_image: str) -> str:
     return f"""version = 3
-root = "{folder}/root"
+root = "{store}/root"
 state = "{folder}/state"
 disabled_plugins = [
   "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -267,6 +287,22 @@ def _in_node(link: NodeLink, cgroup: str, command: list[str]) -> list[str]:
     return ["sh", "-c", f'{joins}; exec nsenter --net={link.namespace_path} "$@"', "node", *command]
 
 
+@contextmanager
+def _free_store(name: str) -> Iterator[Path]:
+    """The first of this node name's stores that no running node holds (a test worker and the
+    demo may each run a node of the same name), held until the node stops."""
+    for number in itertools.count(1):
+        store = CACHE / "nodes" / f"{name}-{number}"
+        store.mkdir(parents=True, exist_ok=True)
+        with (store / "lock").open("w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            yield store
+            return
+
+
 def _unmount_under(folder: Path) -> None:
     found = subprocess.run(
         ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False
@@ -310,113 +346,117 @@ def running_node(
     pause = pause_image()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    link = create_link()
-    cgroup = f"fluxlora/{name}-{link.slot}"
-    containerd_dir = workdir / "containerd"
-    (containerd_dir / "cni").mkdir(parents=True, exist_ok=True)
-    (containerd_dir / "cni" / "10-pods.conflist").write_text(json.dumps(_cni_config(link)))
-    (workdir / "containerd.toml").write_text(
-        _containerd_config(containerd_dir, pause.split("/")[-1])
-    )
-    socket = containerd_dir / "containerd.sock"
-    for file, body in (
-        ("kubelet.kubeconfig", _kubeconfig(plane, plane.node_tokens[name])),
-        ("kube-proxy.kubeconfig", _kubeconfig(plane, plane.proxy_token)),
-        ("coredns.kubeconfig", _kubeconfig(plane, plane.dns_token)),
-        ("kubelet.yaml", _kubelet_config(plane, workdir, cgroup, socket, link.node_address)),
-        ("kube-proxy.yaml", _proxy_config(plane, workdir, name)),
-    ):
-        (workdir / file).write_text(yaml.safe_dump(body))
-    processes: list[subprocess.Popen] = []
-    node = Node(name, link, workdir, socket, binaries["ctr"])
-    try:
-        _make_cgroup(f"{cgroup}/system")
-        shims = binaries["containerd"].parent  # containerd finds its runc shim on PATH
-        environment = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
-        processes.append(
-            start(
-                _in_node(
-                    link,
-                    cgroup,
-                    [str(binaries["containerd"]), "--config", str(workdir / "containerd.toml")],
-                ),
-                workdir / "containerd.log",
-                env=environment,
-            )
+    with _free_store(name) as store:
+        link = create_link()
+        cgroup = f"fluxlora/{name}-{link.slot}"
+        containerd_dir = workdir / "containerd"
+        (containerd_dir / "cni").mkdir(parents=True, exist_ok=True)
+        (containerd_dir / "cni" / "10-pods.conflist").write_text(json.dumps(_cni_config(link)))
+        (workdir / "containerd.toml").write_text(
+            _containerd_config(containerd_dir, store, pause.split("/")[-1])
         )
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while node.ctr("version", timeout=10).returncode != 0:
-            if processes[0].poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"containerd on {name} did not start; see containerd.log")
-            time.sleep(0.2)
-        for each in (archive(pause), *archives):
-            node.import_image(each)
-        processes.append(
-            start(
-                _in_node(
-                    link,
-                    cgroup,
-                    [
-                        str(binaries["kubelet"]),
-                        "--config",
-                        str(workdir / "kubelet.yaml"),
-                        "--kubeconfig",
-                        str(workdir / "kubelet.kubeconfig"),
-                        "--root-dir",
-                        str(workdir / "kubelet"),
-                        "--cert-dir",
-                        str(workdir / "kubelet-pki"),
-                        "--hostname-override",
-                        name,
-                        "--node-ip",
-                        link.node_address,
-                        "--node-labels",
-                        "nvidia.com/gpu.present=true,nvidia.com/gpu.product=Test-GPU",
-                        f"--register-with-taints={','.join(taints)}",
-                        "--v",
-                        "1",
-                    ],
-                ),
-                workdir / "kubelet.log",
-                env=environment,
+        socket = containerd_dir / "containerd.sock"
+        for file, body in (
+            ("kubelet.kubeconfig", _kubeconfig(plane, plane.node_tokens[name])),
+            ("kube-proxy.kubeconfig", _kubeconfig(plane, plane.proxy_token)),
+            ("coredns.kubeconfig", _kubeconfig(plane, plane.dns_token)),
+            ("kubelet.yaml", _kubelet_config(plane, workdir, cgroup, socket, link.node_address)),
+            ("kube-proxy.yaml", _proxy_config(plane, workdir, name)),
+        ):
+            (workdir / file).write_text(yaml.safe_dump(body))
+        processes: list[subprocess.Popen] = []
+        node = Node(name, link, workdir, store, socket, binaries["ctr"])
+        node.volumes.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            _make_cgroup(f"{cgroup}/system")
+            shims = binaries["containerd"].parent  # containerd finds its runc shim on PATH
+            environment = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+            processes.append(
+                start(
+                    _in_node(
+                        link,
+                        cgroup,
+                        [str(binaries["containerd"]), "--config", str(workdir / "containerd.toml")],
+                    ),
+                    workdir / "containerd.log",
+                    env=environment,
+                )
             )
-        )
-        processes.append(
-            start(
-                _in_node(
-                    link,
-                    cgroup,
-                    [str(binaries["kube-proxy"]), "--config", str(workdir / "kube-proxy.yaml")],
-                ),
-                workdir / "kube-proxy.log",
+            deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+            while node.ctr("version", timeout=10).returncode != 0:
+                if processes[0].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"containerd on {name} did not start; see containerd.log")
+                time.sleep(0.2)
+            for each in (archive(pause), *archives):
+                node.import_image(each)
+            processes.append(
+                start(
+                    _in_node(
+                        link,
+                        cgroup,
+                        [
+                            str(binaries["kubelet"]),
+                            "--config",
+                            str(workdir / "kubelet.yaml"),
+                            "--kubeconfig",
+                            str(workdir / "kubelet.kubeconfig"),
+                            "--root-dir",
+                            str(workdir / "kubelet"),
+                            "--cert-dir",
+                            str(workdir / "kubelet-pki"),
+                            "--hostname-override",
+                            name,
+                            "--node-ip",
+                            link.node_address,
+                            "--node-labels",
+                            "nvidia.com/gpu.present=true,nvidia.com/gpu.product=Test-GPU",
+                            f"--register-with-taints={','.join(taints)}",
+                            "--v",
+                            "1",
+                        ],
+                    ),
+                    workdir / "kubelet.log",
+                    env=environment,
+                )
             )
-        )
-        (workdir / "Corefile").write_text(_corefile(workdir, link.node_address))
-        processes.append(
-            start(
-                _in_node(
-                    link, cgroup, [str(binaries["coredns"]), "-conf", str(workdir / "Corefile")]
-                ),
-                workdir / "coredns.log",
+            processes.append(
+                start(
+                    _in_node(
+                        link,
+                        cgroup,
+                        [str(binaries["kube-proxy"]), "--config", str(workdir / "kube-proxy.yaml")],
+                    ),
+                    workdir / "kube-proxy.log",
+                )
             )
-        )
-        _wait_ready(plane, name, processes)
-        _advertise_gpus(plane, name, gpus)
-        yield node
-    finally:
-        for process in reversed(processes):
-            stop(process)
-        for _ in range(50):  # the containers, their shims, anything left
-            pids = _cgroup_processes(cgroup)
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-            time.sleep(0.1)
-        _unmount_under(workdir)
-        _remove_cgroup(cgroup)
-        remove_link(link)
+            (workdir / "Corefile").write_text(_corefile(workdir, link.node_address))
+            processes.append(
+                start(
+                    _in_node(
+                        link, cgroup, [str(binaries["coredns"]), "-conf", str(workdir / "Corefile")]
+                    ),
+                    workdir / "coredns.log",
+                )
+            )
+            _wait_ready(plane, name, processes)
+            _advertise_gpus(plane, name, gpus)
+            yield node
+        finally:
+            for process in reversed(processes):
+                stop(process)
+            for _ in range(50):  # the containers, their shims, anything left
+                pids = _cgroup_processes(cgroup)
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, 9)
+                time.sleep(0.1)
+            _unmount_under(workdir)
+            _unmount_under(store)
+            _remove_cgroup(cgroup)
+            shutil.rmtree(node.volumes, ignore_errors=True)
+            remove_link(link)
 
 
 def _advertise_gpus(plane: ControlPlane, name: str, gpus: int) -> None:
@@ -442,7 +482,3 @@ def _advertise_gpus(plane: ControlPlane, name: str, gpus: int) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"advertising GPUs on {name}: {done.stderr}")
-
-
-def remove_node_folder(workdir: Path) -> None:
-    shutil.rmtree(workdir, ignore_errors=True)

@@ -8,12 +8,14 @@ import json
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 from fluxlora_api.crd import CRD_FILE
 from fluxlora_operator.kube import Kube
 from tests.support.minio import S3Server, free_port
+from tests.support.node import Node
 from tests.support.node_agent import NodeAgent
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
@@ -74,9 +76,18 @@ def store_credentials(kube: Kube, namespace: str, s3: S3Server) -> None:
     kube.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
 
 
-def model_cache_claim(kube: Kube, agent: NodeAgent, namespace: str, model: Path) -> None:
-    """A bound PersistentVolumeClaim holding the model, as a model cache volume would."""
-    shutil.copytree(model, agent.workdir / "claims" / namespace / MODEL_CLAIM / "tiny-flux")
+def model_cache_claim(kube: Kube, node: NodeAgent | Node, namespace: str, model: Path) -> None:
+    """A bound PersistentVolumeClaim holding the model, as a model cache volume would: a
+    hostPath volume of the node's (the stand-in maps its path into its own folders)."""
+    if isinstance(node, NodeAgent):
+        folder = node.workdir / "claims" / namespace / MODEL_CLAIM
+        host_path = f"/models/{namespace}"
+    else:  # readable by the trainer's user, as a model cache volume is
+        folder = node.volumes / namespace / MODEL_CLAIM
+        host_path = str(folder)
+    shutil.copytree(model, folder / "tiny-flux")
+    for path in (folder.parent, *folder.rglob("*"), folder):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     volume = f"{namespace}-{MODEL_CLAIM}"
     kube.request(
         "POST",
@@ -89,7 +100,7 @@ def model_cache_claim(kube: Kube, agent: NodeAgent, namespace: str, model: Path)
                 "capacity": {"storage": "1Gi"},
                 "accessModes": ["ReadWriteOnce"],
                 "storageClassName": "",
-                "hostPath": {"path": f"/models/{namespace}"},
+                "hostPath": {"path": host_path},
                 "claimRef": {"namespace": namespace, "name": MODEL_CLAIM},
             },
         },
@@ -161,4 +172,31 @@ def chart_values(
         "--set", f"progress.port={progress_port}",
         "--set", f"progress.url=http://127.0.0.1:{progress_port}",
         "--set-json", f"trainer.datasetLimits={json.dumps(LOOPBACK_DATA)}",
+    ]  # fmt: skip
+
+
+def real_node_chart_values(
+    s3: S3Server, bucket: str, namespaces: list[str], toleration: dict
+) -> list[str]:
+    """The site's settings for the chart's pods on a real node: each pod has its own network
+    (the chart's default ports), the progress URL is the chart's default (cluster DNS), MinIO
+    is at the host address (which trainers may reach), and the node's taint is tolerated by
+    the operator, the gateway and the trainers."""
+    host_data = {"allowedNetworks": [f"{urlsplit(s3.endpoint).hostname}/32"]}
+    return [
+        "--set", "gateway.enabled=true",
+        "--set-json", "gateway.reloadSeconds=0.5",
+        "--set", f"gateway.s3CredentialsSecret={CREDENTIALS}",
+        "--set-json", f"gateway.specDefaults={json.dumps(GATEWAY_SPEC_DEFAULTS)}",
+        "--set", f"watchNamespaces={{{','.join(namespaces)}}}",
+        "--set", f"output.default=s3://{bucket}/loras",
+        "--set", f"output.s3Endpoint={s3.endpoint}",
+        "--set", f"output.credentialsSecret={CREDENTIALS}",
+        "--set", f"model.cachePvc={MODEL_CLAIM}",
+        "--set-string", "trainer.cpuRequest=1",
+        "--set", "trainer.memoryRequest=1Gi",
+        "--set", "trainer.memoryLimit=8Gi",
+        "--set-json", f"trainer.datasetLimits={json.dumps(host_data)}",
+        "--set-json", f"tolerations={json.dumps([toleration])}",
+        "--set-json", f"trainer.tolerations={json.dumps([toleration])}",
     ]  # fmt: skip

@@ -10,6 +10,7 @@ pause.c of the pinned Kubernetes module.
 import glob
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -54,19 +55,16 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _buildah(*args: str, quiet: bool = True, **options) -> str:
-    command = [
-        "buildah",
-        "--root",
-        str(STORAGE / "storage"),
-        "--runroot",
-        str(STORAGE / "run"),
-        "--storage-driver",
-        "overlay",
-        *args,
-    ]
+STORAGE_OPTIONS = (
+    "--root", str(STORAGE / "storage"), "--runroot", str(STORAGE / "run"),
+    "--storage-driver", "overlay",
+)  # fmt: skip
+
+
+def buildah(*args: str, quiet: bool = True, **options) -> str:
+    """Run buildah on the project's image storage (in the cache); its output, when `quiet`."""
     done = subprocess.run(
-        command,
+        ["buildah", *STORAGE_OPTIONS, *args],
         stdout=subprocess.PIPE if quiet else None,
         stderr=subprocess.PIPE if quiet else None,
         text=True,
@@ -81,25 +79,10 @@ def _buildah(*args: str, quiet: bool = True, **options) -> str:
 
 
 def image_id(name: str) -> str | None:
-    found = subprocess.run(
-        [
-            "buildah",
-            "--root",
-            str(STORAGE / "storage"),
-            "--runroot",
-            str(STORAGE / "run"),
-            "--storage-driver",
-            "overlay",
-            "images",
-            "--quiet",
-            "--no-trunc",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    ids = found.stdout.split() if found.returncode == 0 else []
+    try:
+        ids = buildah("images", "--quiet", "--no-trunc", name).split()
+    except ImageBuildFailed:
+        return None
     return ids[0].removeprefix("sha256:") if ids else None
 
 
@@ -140,10 +123,10 @@ def base_image() -> str:
     )
     if done.returncode != 0:
         raise ImageBuildFailed(f"mmdebstrap failed: {done.stderr[-3000:]}")
-    container = _buildah("from", "scratch").strip()
+    container = buildah("from", "scratch").strip()
     try:
-        _buildah("add", container, str(rootfs), "/")
-        _buildah(
+        buildah("add", container, str(rootfs), "/")
+        buildah(
             "config",
             "--env",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -151,9 +134,9 @@ def base_image() -> str:
             '["python3"]',
             container,
         )
-        _buildah("commit", "--rm", container, name)
+        buildah("commit", "--rm", container, name)
     except BaseException:
-        _buildah("rm", container)
+        buildah("rm", container)
         raise
     finally:
         rootfs.unlink(missing_ok=True)
@@ -181,13 +164,13 @@ def pause_image() -> str:
         check=True,
         capture_output=True,
     )
-    container = _buildah("from", "scratch").strip()
+    container = buildah("from", "scratch").strip()
     try:
-        _buildah("copy", container, str(binary), "/pause")
-        _buildah("config", "--entrypoint", '["/pause"]', "--user", "65535:65535", container)
-        _buildah("commit", "--rm", container, name)
+        buildah("copy", container, str(binary), "/pause")
+        buildah("config", "--entrypoint", '["/pause"]', "--user", "65535:65535", container)
+        buildah("commit", "--rm", container, name)
     except BaseException:
-        _buildah("rm", container)
+        buildah("rm", container)
         raise
     return name
 
@@ -198,28 +181,47 @@ def project_version() -> str:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
+def build_dockerfile(dockerfile: Path, tag: str, context: Path = ROOT) -> list[str]:
+    """`buildah build` of a Dockerfile on the local base, its layers cached. Shows what it does
+    (the steps it runs and their output), not the steps it takes from its cache; returns every
+    line it printed."""
+    mounts = [f"--volume={path}:{path}:ro" for path in HOST_SETTINGS if os.path.exists(path)]
+    command = [
+        "buildah", *STORAGE_OPTIONS, "build", "--layers", "--network", "host",
+        "--build-arg", f"BASE={base_image()}", *mounts,
+        "--file", str(dockerfile), "--tag", tag, str(context),
+    ]  # fmt: skip
+    lines: list[str] = []
+    step = None  # a step is shown once its next line says it is not from the cache
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("STEP "):
+                step = line
+            elif "Using cache" in line:
+                step = None
+            elif step is not None:  # the step runs: say so, with what it prints
+                sys.stdout.write("  " + step)
+                step = None
+            if not line.startswith(("STEP ", "--> ", "COMMIT ", "Successfully tagged")) and (
+                not re.fullmatch(r"[0-9a-f]{64}\n", line)
+            ):
+                sys.stdout.write("    " + line)
+        sys.stdout.flush()
+    if process.returncode != 0:
+        raise ImageBuildFailed(f"building {dockerfile}: {''.join(lines[-40:])}")
+    return lines
+
+
 def build(which: str) -> str:
-    """Build one of IMAGES from its Dockerfile on the local base; only changed layers rebuild."""
+    """Build one of IMAGES from its Dockerfile; only changed layers rebuild."""
     image = IMAGES[which]
     name = image.name(project_version())
     began = time.monotonic()
     _say(f"building the {which} image ({image.dockerfile}) with buildah ...")
-    mounts = [f"--volume={path}:{path}:ro" for path in HOST_SETTINGS if os.path.exists(path)]
-    _buildah(
-        "build",
-        "--layers",
-        "--network",
-        "host",
-        "--build-arg",
-        f"BASE={base_image()}",
-        *mounts,
-        "--file",
-        str(ROOT / image.dockerfile),
-        "--tag",
-        name,
-        str(ROOT),
-        quiet=False,
-    )
+    build_dockerfile(ROOT / image.dockerfile, name)
     _say(f"built {name} in {time.monotonic() - began:.0f} s")
     return name
 
@@ -227,18 +229,21 @@ def build(which: str) -> str:
 def archive(name: str) -> Path:
     """The image as an archive a node imports (docker-archive: it carries the image's name, as
     the chart writes it, with no registry host). One per image id, so an unchanged image is
-    saved once."""
+    saved once; the image's older archives (GBs for the trainer) are removed."""
     identity = image_id(name)
     if identity is None:
         raise ImageBuildFailed(f"no image {name}; build it first")
     ARCHIVES.mkdir(parents=True, exist_ok=True)
-    path = ARCHIVES / f"{identity[:16]}.tar"
+    repository = name.split("/")[-1].split(":")[0]
+    path = ARCHIVES / f"{repository}-{identity[:16]}.tar"
     if not path.exists():
+        for older in ARCHIVES.glob(f"{repository}-*"):
+            older.unlink()
         partial = path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
         # named as the chart names it, with no registry host, which a node reads as docker.io
         named = f"docker.io/library/{name.split('/')[-1]}"
-        _buildah("push", "--quiet", name, f"docker-archive:{partial}:{named}")
+        buildah("push", "--quiet", name, f"docker-archive:{partial}:{named}")
         partial.rename(path)
     return path
 

@@ -1,6 +1,11 @@
-"""The trainer image cannot be built here; it must at least agree with the package and the Job."""
+"""The images' Dockerfiles agree with the package, the Job and the lock files (the images
+themselves are built and run on the real node: tests/cluster/test_node.py)."""
 
+import re
+import tomllib
 from pathlib import Path
+
+import pytest
 
 from fluxlora_operator.jobs import TRAINER_ARGS, TRAINER_COMMAND
 from fluxlora_operator.settings import OperatorSettings
@@ -27,12 +32,37 @@ def test_the_image_user_is_the_non_root_user_the_job_asks_for():
     assert uid != 0
 
 
-def test_the_image_installs_the_trainer_extra_without_the_operator():
-    assert '".[trainer]"' in DOCKERFILE and "operator]" not in DOCKERFILE
+def test_the_image_installs_the_trainer_lock_and_no_operator_code():
+    assert "pip install --no-deps -r /tmp/requirements.lock" in DOCKERFILE
+    assert "COPY trainer-image/requirements.lock" in DOCKERFILE
     assert "COPY operator/fluxlora_operator" not in DOCKERFILE  # no kopf code, no kopf
+    assert "kopf==" not in (ROOT / "trainer-image" / "requirements.lock").read_text()
 
 
-def test_every_constraint_is_a_pinned_version():
-    for line in (ROOT / "trainer-image" / "constraints.txt").read_text().splitlines():
+def _pins(lock: Path) -> dict[str, str]:
+    pins = {}
+    for line in lock.read_text().splitlines():
         if line and not line.startswith("#"):
-            assert "==" in line, line
+            name, _, version = line.partition("==")
+            assert version, f"{lock.name}: {line} is not pinned"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+@pytest.mark.parametrize(
+    ("extra", "lock"),
+    [("operator", "operator/requirements.lock"), ("trainer", "trainer-image/requirements.lock")],
+)
+def test_each_lock_pins_every_requirement_of_its_extra(extra, lock):
+    """A requirement added to pyproject.toml without `make lock` fails here."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _pins(ROOT / lock)
+    for requirement in project["dependencies"] + project["optional-dependencies"][extra]:
+        name = re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]
+        assert re.sub(r"[-_.]+", "-", name).lower() in pins, f"{name} is not in {lock}"
+
+
+def test_both_images_pin_the_same_version_of_what_they_share():
+    operator = _pins(ROOT / "operator" / "requirements.lock")
+    trainer = _pins(ROOT / "trainer-image" / "requirements.lock")
+    assert {n: v for n, v in operator.items() if trainer.get(n, v) != v} == {}

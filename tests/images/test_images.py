@@ -1,0 +1,63 @@
+"""The images as built from their Dockerfiles (by `make images`, before the tests): what they
+hold and run is checked on the real node (tests/cluster/test_node.py); here, how they are
+built."""
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support import images
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _context(tmp_path: Path) -> Path:
+    """A copy of what the operator image's build reads."""
+    context = tmp_path / "context"
+    shutil.copytree(
+        images.ROOT / "operator", context / "operator", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for part in ("pyproject.toml", "README.md", ".dockerignore",
+                 "trainer-image/fluxlora_trainer/__init__.py"):  # fmt: skip
+        (context / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(images.ROOT / part, context / part)
+    return context
+
+
+def test_a_change_to_our_code_rebuilds_only_the_layers_after_the_dependencies(tmp_path):
+    context = _context(tmp_path)
+    with (context / "operator" / "fluxlora_operator" / "__init__.py").open("a") as source:
+        source.write(f"\n# a change never built before: {uuid.uuid4()}\n")
+    built = "".join(
+        images.build_dockerfile(context / "operator" / "Dockerfile", "fluxlora-layer-test", context)
+    )
+    steps = built.split("STEP ")[1:]
+    dependencies = next(s for s in steps if "pip install --no-deps -r" in s)
+    code = next(s for s in steps if "COPY operator " in s)
+    assert "Using cache" in dependencies  # the large layer is reused
+    assert "Using cache" not in code  # our code is copied afresh
+    images.buildah("rmi", "fluxlora-layer-test")
+
+
+@pytest.mark.parametrize("which", sorted(images.IMAGES))
+def test_each_dockerfile_defaults_to_the_public_slim_python_base(which):
+    dockerfile = (images.ROOT / images.IMAGES[which].dockerfile).read_text()
+    assert "ARG BASE=python:3.11-slim\nFROM ${BASE}" in dockerfile
+
+
+def test_the_local_base_has_the_python_minor_version_of_the_public_default():
+    container = images.buildah("from", images.base_image()).strip()
+    try:
+        version = images.buildah(
+            "run",
+            container,
+            "--",
+            "python3",
+            "-c",
+            "import sys; print(*sys.version_info[:2], sep='.')",
+        )
+    finally:
+        images.buildah("rm", container)
+    assert version.strip() == "3.11"

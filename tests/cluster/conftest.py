@@ -2,7 +2,6 @@
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -38,21 +37,22 @@ REAL_NODE_TOLERATION = {"key": REAL_NODE_TAINT, "operator": "Exists", "effect": 
 
 
 @pytest.fixture(scope="session")
-def images() -> dict[str, Path]:
-    """Archives of the project's images (`make test` has built them: this finds them)."""
+def images() -> tuple[str, ...]:
+    """The project's images in the cluster's registry (`make test` has built and pushed them:
+    this finds them)."""
     return ensure_images()
 
 
 @pytest.fixture(scope="session")
 def real_node(
-    control_plane: ControlPlane, images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, images: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
     """A real node (containerd, kubelet, kube-proxy) with both images and one GPU."""
     with running_node(
         control_plane,
         tmp_path_factory.mktemp("real-node"),
         name="gpu-node-2",
-        archives=tuple(images.values()),
+        images=images,
         taints=(f"{REAL_NODE_TAINT}=true:NoSchedule",),
     ) as node:
         yield node

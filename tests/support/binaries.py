@@ -35,6 +35,9 @@ KUBE_PACKAGES = {
 # The cluster's DNS: CoreDNS with only a cluster's plugins, pinned by dns-build/go.mod.
 DNS_BUILD = Path(__file__).with_name("dns-build")
 DNS_PACKAGES = {"coredns": "fluxlora.dev/tests/dns"}
+# The image registry nodes pull from: distribution's, with its filesystem storage only.
+REGISTRY_BUILD = Path(__file__).with_name("registry-build")
+REGISTRY_PACKAGES = {"registry": "fluxlora.dev/tests/registry"}
 # containerd is pinned by the containerd line of node-build/go.mod.
 NODE_BUILD = Path(__file__).with_name("node-build")
 CONTAINERD_PACKAGES = {
@@ -267,6 +270,11 @@ def ensure_coredns() -> dict[str, Path]:
     return _build_module("coredns", DNS_BUILD, DNS_PACKAGES, version)
 
 
+def ensure_registry() -> Path:
+    version = _pinned(REGISTRY_BUILD, "github.com/distribution/distribution/v3")
+    return _build_module("registry", REGISTRY_BUILD, REGISTRY_PACKAGES, version)["registry"]
+
+
 def ensure_node() -> dict[str, Path]:
     """What a real node runs, from Go: containerd, its shim and ctr, kubelet, kube-proxy and
     the cluster's DNS."""
@@ -282,7 +290,10 @@ def ensure_node() -> dict[str, Path]:
 def ensure_all() -> list[Path]:
     """Every server, the missing ones compiled at the same time (module downloads, compiles
     and links overlap; one progress line covers them all)."""
-    ensures = (ensure_kubernetes, ensure_containerd, ensure_coredns, ensure_minio, ensure_helm)
+    ensures = (
+        ensure_kubernetes, ensure_containerd, ensure_coredns, ensure_registry, ensure_minio,
+        ensure_helm,
+    )  # fmt: skip
     with ThreadPoolExecutor(len(ensures)) as pool:
         found = [build.result() for build in [pool.submit(ensure) for ensure in ensures]]
     return [

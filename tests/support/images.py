@@ -1,12 +1,13 @@
 """The project's two images, built here from their Dockerfiles as a user builds them, without a
 registry or a Docker engine: buildah (Debian's package) runs the Dockerfiles with their layers
 cached, on a base made of Debian packages by mmdebstrap in place of the public default base
-(same Python minor version). Each image is then saved as an archive that a node imports, under
-the name the chart and the operator use. A kubelet also needs a pause image: built from the
-pause.c of the pinned Kubernetes module.
+(same Python minor version). Each image is then pushed to the cluster's registry (registry.py),
+from which nodes pull it under the name the chart and the operator use. A kubelet also needs a
+pause image: built from the pause.c of the pinned Kubernetes module.
 
 `python -m tests.support.images` builds both (what `make images` runs)."""
 
+import fcntl
 import glob
 import hashlib
 import os
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.binaries import CACHE, KUBE_BUILD, kubernetes_version
+from tests.support.registry import published_id, reference, running_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE = CACHE / "containers"
-ARCHIVES = CACHE / "images"
+PUSH_PORT = 5000  # the registry's address while pushing (see publish)
+PUSH_LOCK = CACHE / "registry" / "push.lock"
 # Debian 12: its python3 is 3.11, the minor version of the Dockerfiles' default python:3.11-slim.
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
@@ -147,7 +150,7 @@ def base_image() -> str:
 def pause_image() -> str:
     """The kubelet's sandbox image, from the pinned Kubernetes module's own pause.c."""
     version = kubernetes_version()
-    name = f"localhost/fluxlora-pause:{version}"
+    name = f"fluxlora-pause:{version}"
     if image_id(name):
         return name
     modules = subprocess.run(
@@ -226,33 +229,31 @@ def build(which: str) -> str:
     return name
 
 
-def archive(name: str) -> Path:
-    """The image as an archive a node imports (docker-archive: it carries the image's name, as
-    the chart writes it, with no registry host). One per image id, so an unchanged image is
-    saved once; the image's older archives (GBs for the trainer) are removed."""
-    identity = image_id(name)
-    if identity is None:
-        raise ImageBuildFailed(f"no image {name}; build it first")
-    ARCHIVES.mkdir(parents=True, exist_ok=True)
-    repository = name.split("/")[-1].split(":")[0]
-    path = ARCHIVES / f"{repository}-{identity[:16]}.tar"
-    if not path.exists():
-        for older in ARCHIVES.glob(f"{repository}-*"):
-            older.unlink()
-        partial = path.with_suffix(".partial")
-        partial.unlink(missing_ok=True)
-        # named as the chart names it, with no registry host, which a node reads as docker.io
-        named = f"docker.io/library/{name.split('/')[-1]}"
-        buildah("push", "--quiet", name, f"docker-archive:{partial}:{named}")
-        partial.rename(path)
-    return path
+def publish(*names: str) -> None:
+    """Push images to the cluster's registry (registry.py), unless it holds them already. The
+    registry is always at the same address while pushing (one push at a time), so buildah's
+    cache of which compressed layer it already sent there spares it compressing the trainer's
+    unchanged layers again (a minute)."""
+    PUSH_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with PUSH_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with running_registry(PUSH_PORT) as address:
+            for name in names:
+                if published_id(address, name) != image_id(name):
+                    buildah("push", "--quiet", "--tls-verify=false", name,
+                            f"docker://{reference(address, name)}")  # fmt: skip
 
 
-def ensure_images(*which: str) -> dict[str, Path]:
-    """Archives of the named images (all by default), built or rebuilt as needed."""
-    return {each: archive(build(each)) for each in which or IMAGES}
+def ensure_images(*which: str) -> tuple[str, ...]:
+    """The named images (all by default) and the pause image, built or rebuilt as needed and
+    in the cluster's registry; returns their names as pods name them."""
+    names = tuple(build(each) for each in which or IMAGES)
+    publish(*names, pause_image())
+    return names
 
 
 if __name__ == "__main__":
-    for each, path in ensure_images(*sys.argv[1:]).items():
-        print(f"{each}: {path}")
+    began = time.monotonic()
+    names = ensure_images(*sys.argv[1:])
+    print(f"images ready in the cluster's registry ({', '.join(names)}, "
+          f"{time.monotonic() - began:.0f} s)")  # fmt: skip

@@ -2,10 +2,12 @@
 kubelet and kube-proxy of the control plane's own Kubernetes build, in a network namespace of
 their own (node_network.py), joined to the test control plane with a node identity.
 
-Pods run in containers from images imported into the node's containerd (there is no registry:
-`import_image` loads an image archive, as `ctr images import` does on a real node). containerd's
-store of images is kept between runs in the cache (a few GB: the trainer image is large), one
-per node name and test worker, so an unchanged image is imported once per machine. The node's
+Pods run in containers from images the node pulls from the cluster's registry (registry.py),
+its mirror of docker.io, so that the names the chart and the operator use (`flux-lora-trainer:
+0.1.0`) resolve there. The node pulls the images it is given as it starts, so a tag rebuilt
+since its last run is fresh. containerd's store is kept between runs in the cache (a few GB:
+the trainer image is large), one per node name and test worker, so a pull moves only the layers
+the store lacks. The node's
 daemons and pods live under a cgroup of their own, so that stopping the node can find and kill
 everything it started. The GPUs are an extended resource the node advertises (as the
 Kubernetes docs show for node-level resources); containers see no device, and the trainer runs
@@ -29,9 +31,10 @@ import yaml
 
 from tests.support.binaries import CACHE, ensure_node
 from tests.support.control_plane import ControlPlane
-from tests.support.images import archive, pause_image
+from tests.support.images import pause_image
 from tests.support.node_network import NodeLink, create_link, remove_link
 from tests.support.processes import start, stop
+from tests.support.registry import running_registry
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 READY_TIMEOUT_SECONDS = 120
@@ -67,17 +70,14 @@ class Node:
             check=False,
         )
 
-    def import_image(self, archive: Path) -> None:
-        """Import an image archive, unless this store holds it already (archives are named
-        by image id); keep only the unpacked layers."""
-        record = self.store / "imported"
-        if archive.name in (record.read_text().split() if record.exists() else []):
-            return
-        done = self.ctr("images", "import", "--local", "--discard-unpacked-layers", str(archive))
+    def pull(self, name: str) -> None:
+        """Pull an image (as pods name it) from the registry, as the kubelet would."""
+        mirrors = self.workdir / "containerd" / "certs.d"
+        done = self.ctr(
+            "images", "pull", "--local", "--hosts-dir", str(mirrors), f"docker.io/library/{name}"
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"importing {archive.name} into {self.name}: {done.stderr}")
-        with record.open("a") as imported:
-            imported.write(archive.name + "\n")
+            raise RuntimeError(f"pulling {name} on {self.name}: {done.stderr[-2000:]}")
 
     def images(self) -> set[str]:
         return set(self.ctr("images", "list", "--quiet").stdout.split())
@@ -126,6 +126,15 @@ def _remove_cgroup(relative: str) -> None:
 # --- configuration ----------------------------------------------------------------------------
 
 
+def _registry_mirror(registry: str) -> str:
+    """docker.io as the node sees it: the cluster's registry (there is no other)."""
+    return f"""server = "https://registry-1.docker.io"
+
+[host."http://{registry}"]
+  capabilities = ["pull", "resolve"]
+"""
+
+
 def _containerd_config(folder: Path, store: Path, pause_image: str) -> str:
     return f"""version = 3
 root = "{store}/root"
@@ -163,6 +172,8 @@ disabled_plugins = [
 
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{folder}/certs.d"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{pause_image}"
 """
@@ -336,25 +347,26 @@ def running_node(
     workdir: Path,
     name: str = "gpu-node-1",
     gpus: int = 1,
-    archives: tuple[Path, ...] = (),
+    images: tuple[str, ...] = (),
     taints: tuple[str, ...] = (),
 ) -> Iterator[Node]:
-    """A Ready node with the images of `archives` (image archives), `gpus` GPUs and `taints`
+    """A Ready node holding `images` (pulled from the cluster's registry), `gpus` GPUs and `taints`
     (key=value:Effect) from its registration on; on leaving, everything it ran is killed and
     unmounted and its network removed."""
     binaries = ensure_node()
     pause = pause_image()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    with _free_store(name) as store:
+    with _free_store(name) as store, running_registry() as registry:
         link = create_link()
         cgroup = f"fluxlora/{name}-{link.slot}"
         containerd_dir = workdir / "containerd"
         (containerd_dir / "cni").mkdir(parents=True, exist_ok=True)
         (containerd_dir / "cni" / "10-pods.conflist").write_text(json.dumps(_cni_config(link)))
-        (workdir / "containerd.toml").write_text(
-            _containerd_config(containerd_dir, store, pause.split("/")[-1])
-        )
+        (workdir / "containerd.toml").write_text(_containerd_config(containerd_dir, store, pause))
+        mirror = containerd_dir / "certs.d" / "docker.io" / "hosts.toml"
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        mirror.write_text(_registry_mirror(registry))
         socket = containerd_dir / "containerd.sock"
         for file, body in (
             ("kubelet.kubeconfig", _kubeconfig(plane, plane.node_tokens[name])),
@@ -387,8 +399,8 @@ def running_node(
                 if processes[0].poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"containerd on {name} did not start; see containerd.log")
                 time.sleep(0.2)
-            for each in (archive(pause), *archives):
-                node.import_image(each)
+            for each in (pause, *images):
+                node.pull(each)
             processes.append(
                 start(
                     _in_node(

@@ -164,7 +164,14 @@ def test_a_crashing_container_is_restarted_in_place_with_back_off(
     assert last["exitCode"] == 3
     state = statuses[0]["state"]  # running again, just ended, or backing off: nothing else
     assert state.get("waiting", {}).get("reason", "CrashLoopBackOff") == "CrashLoopBackOff"
-    logs = control_plane.kubectl("logs", "-n", namespace, pods[0]["metadata"]["name"], "--previous")
+    # The last ended run's output (asked again if a restart replaced that run meanwhile).
+    for _ in range(20):
+        logs = control_plane.kubectl(
+            "logs", "-n", namespace, pods[0]["metadata"]["name"], "--previous"
+        )
+        if logs.returncode == 0 and "unable to retrieve" not in logs.stdout:
+            break
+        time.sleep(0.5)
     assert logs.stdout.strip() == "down"
 
 

@@ -119,7 +119,7 @@ run: $(STAMP)
 	$(BIN)/fluxlora-operator
 
 demo:
-	$(MAKE) --no-print-directory -j2 $(STAMP) servers
+	$(MAKE) --no-print-directory -j3 $(STAMP) servers images
 	$(BIN)/python examples/local_demo.py $(DEMO_FLAGS)
 
 clean:

@@ -1,12 +1,15 @@
 """`make demo`: the main job, end to end, on a local control plane.
 
-Builds or reuses kube-apiserver, controller-manager, scheduler, kubectl, etcd, helm and MinIO;
-starts them and a node agent with one GPU; prepares a training namespace (storage credentials,
-a model cache holding a tiny FLUX model, a generated dataset in MinIO); installs the operator
-with `helm install` (its CRD, RBAC and Deployment; the node agent runs the operator pod);
-applies a LoRATrainingJob with kubectl and watches it until it completes; prints the output URLs;
-then does the same through the hosted API's REST gateway with curl (submit, poll, download); and
-shuts everything down (--keep leaves it running until Ctrl-C).
+Builds or reuses kube-apiserver, controller-manager, scheduler, kubectl, etcd, helm, MinIO and
+a node's servers, and both images (`make images`); starts the control plane, MinIO and a real
+node with one GPU (containerd, kubelet, kube-proxy, CoreDNS, a GPU device plugin); prepares a
+training namespace (storage credentials, a model cache holding a tiny FLUX model, a generated
+dataset in MinIO); installs the operator with `helm install` (its CRD, RBAC and Deployment: the
+operator and gateway pods run from the operator image); applies a LoRATrainingJob with kubectl
+and watches it until it completes (the trainer pod runs from the trainer image); shows the pods
+and the trainer pod as kubectl describes them; prints the output URLs; then does the same
+through the hosted API's REST gateway with curl (submit, poll, download); and shuts everything
+down (--keep leaves it running until Ctrl-C).
 
 It watches what it started: when the operator's or the gateway's pod stops, or the resource gets
 no phase, it prints the pod's state, termination message and last log lines and exits with 1.
@@ -23,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,14 +36,17 @@ import yaml  # noqa: E402
 from fluxlora_api import resource  # noqa: E402
 from fluxlora_gateway.hosted import SUBMIT_PATH  # noqa: E402
 from fluxlora_gateway.keys import new_key  # noqa: E402
+from fluxlora_operator import naming  # noqa: E402
 from fluxlora_operator.kube import Kube  # noqa: E402
 from fluxlora_trainer.tiny_model import write_tiny_model  # noqa: E402
 from tests.support.binaries import CACHE  # noqa: E402
 from tests.support.control_plane import ControlPlane, running_control_plane  # noqa: E402
 from tests.support.gateway_client import GatewayClient  # noqa: E402
 from tests.support.helm import CHART, helm  # noqa: E402
-from tests.support.minio import S3Server, free_port, running_minio  # noqa: E402
-from tests.support.node_agent import NodeAgent  # noqa: E402
+from tests.support.images import ensure_images  # noqa: E402
+from tests.support.minio import S3Server, running_minio  # noqa: E402
+from tests.support.node import Node, running_node  # noqa: E402
+from tests.support.node_network import ensure_host_address  # noqa: E402
 from tests.support.pod_health import describe, problem  # noqa: E402
 from tests.support.processes import stop  # noqa: E402
 from tests.support.training_site import (  # noqa: E402
@@ -55,6 +60,8 @@ from tests.support.training_site import (  # noqa: E402
 from tests.trainer.datasets import make_zip, photos  # noqa: E402
 
 NAMESPACE = "demo"
+NODE = "gpu-node-1"
+COMPONENT = "app.kubernetes.io/component"
 OPERATOR_NAMESPACE = "fluxlora-system"
 BUCKET = "demo"
 TIMEOUT_SECONDS = 900
@@ -89,61 +96,74 @@ def shown(command: list[str]) -> str:
     return " ".join(shlex.quote(w.replace(str(ROOT) + "/", "")) for w in words)
 
 
-def prepare_site(kube: Kube, agent: NodeAgent, s3: S3Server, work: Path) -> None:
+def prepare_site(kube: Kube, node: Node, s3: S3Server, work: Path) -> None:
     """The training namespace: restricted Pod Security, credentials, model cache, dataset."""
     create_namespace(kube, NAMESPACE, RESTRICTED)
     store_credentials(kube, NAMESPACE, s3)
-    model_cache_claim(kube, agent, NAMESPACE, write_tiny_model(work / "tiny-flux"))
+    model_cache_claim(kube, node, NAMESPACE, write_tiny_model(work / "tiny-flux"))
     s3.client().create_bucket(Bucket=BUCKET)
     dataset = make_zip(work / "portrait.zip", {**photos(5), "photo_0.txt": "[trigger] smiling"})
     s3.client().upload_file(str(dataset), BUCKET, "datasets/portrait.zip")
     print(f"dataset uploaded: s3://{BUCKET}/datasets/portrait.zip (5 images, 1 caption)")
 
 
-def install_operator(
-    plane: ControlPlane, agent: NodeAgent, s3: S3Server, gateway_port: int, values: list[str]
-) -> None:
+def install_operator(plane: ControlPlane, s3: S3Server, values: list[str]) -> list[dict]:
+    """`helm install` of the chart; returns the release's pods once they run."""
     kube = plane.admin()
     create_namespace(kube, OPERATOR_NAMESPACE, RESTRICTED)
     store_credentials(kube, OPERATOR_NAMESPACE, s3)  # the gateway streams outputs with them
+    # One run at a time here: its trainer may have every core the operator's and gateway's
+    # requests leave (torch's threads follow the request, rounded up).
+    trainer_cpu = f"{(os.cpu_count() or 1) * 1000 - 300}m"
     arguments = ["install", "fluxlora", str(CHART), "--namespace", OPERATOR_NAMESPACE, "--wait",
-                 *chart_values(s3, BUCKET, [NAMESPACE], gateway_port),
-                 # One run at a time here: its trainer may have every core (torch's threads).
-                 "--set-string", f"trainer.cpuRequest={os.cpu_count()}",
+                 *chart_values(s3, BUCKET, [NAMESPACE]),
+                 "--set-string", f"trainer.cpuRequest={trainer_cpu}",
                  *(item for value in values for item in ("--set", value))]  # fmt: skip
     print(f"\n$ {shown(['helm', *arguments])}", flush=True)
     result = helm(*arguments, kubeconfig=plane.kubeconfig)
     print(result.stdout.split("NOTES:")[0].strip() or result.stderr.strip())
     if result.returncode != 0:
         raise DemoFailed("helm install failed")
-    wait_for_release(kube, agent)
+    return wait_for_release(plane)
 
 
-def release_pods(kube: Kube, agent: NodeAgent) -> list[dict]:
+def release_pods(plane: ControlPlane) -> list[dict]:
     """The operator's and gateway's pods; DemoFailed with their story when one has stopped."""
-    pods = kube.request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods")["items"]
+    pods = plane.admin().request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods")["items"]
     stopped = [pod for pod in pods if problem(pod)]
     if stopped:
-        raise DemoFailed(explain("a pod of the release has stopped", stopped, agent))
+        raise DemoFailed(explain(plane, "a pod of the release has stopped", stopped))
     return pods
 
 
-def explain(what: str, pods: list[dict], agent: NodeAgent) -> str:
-    stories = [describe(pod, agent.log_tail(pod["metadata"]["uid"])) for pod in pods]
+def explain(plane: ControlPlane, what: str, pods: list[dict]) -> str:
+    stories = [describe(pod, log_tail(plane, pod)) for pod in pods]
     return "\n".join([f"{what}:", *stories] if stories else [f"{what}: no pod"])
 
 
-def wait_for_release(kube: Kube, agent: NodeAgent) -> None:
+def log_tail(plane: ControlPlane, pod: dict) -> str:
+    """The last lines of the pod's log, or of its previous run's when it is waiting to restart
+    (what `kubectl logs` shows; nothing when it never ran)."""
+    meta = pod["metadata"]
+    for previous in ((), ("--previous",)):
+        logs = plane.kubectl("logs", "-n", meta["namespace"], meta["name"], "--tail", "20",
+                             *previous)  # fmt: skip
+        if logs.returncode == 0 and logs.stdout.strip():
+            return logs.stdout
+    return ""
+
+
+def wait_for_release(plane: ControlPlane) -> list[dict]:
     """Until every pod of the release runs and is ready (`helm install --wait` says `deployed`
     even when the operator's pod cannot start)."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        pods = release_pods(kube, agent)
+        pods = release_pods(plane)
         if pods and all(ready(pod) for pod in pods):
             print(f"running: {', '.join(pod['metadata']['name'] for pod in pods)}", flush=True)
-            return
+            return pods
         time.sleep(1)
-    raise DemoFailed(explain(f"not ready within {READY_TIMEOUT_SECONDS} s", pods, agent))
+    raise DemoFailed(explain(plane, f"not ready within {READY_TIMEOUT_SECONDS} s", pods))
 
 
 def ready(pod: dict) -> bool:
@@ -151,7 +171,7 @@ def ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def watch_until_done(plane: ControlPlane, kube: Kube, agent: NodeAgent, name: str) -> dict:
+def watch_until_done(plane: ControlPlane, kube: Kube, name: str) -> dict:
     """`kubectl get ltj -w` (the real kubectl) until the resource has ended; DemoFailed when the
     operator stops or leaves the resource without a phase."""
     command = [str(plane.kubectl_binary), "-n", NAMESPACE, "get", "ltj", "-w"]
@@ -161,7 +181,7 @@ def watch_until_done(plane: ControlPlane, kube: Kube, agent: NodeAgent, name: st
     began, item = time.monotonic(), {}
     try:
         while time.monotonic() < began + TIMEOUT_SECONDS:
-            pods = release_pods(kube, agent)
+            pods = release_pods(plane)
             item = kube.get(resource.KIND, NAMESPACE, name) or {}
             phase = (item.get("status") or {}).get("phase")
             if phase in ("completed", "failed"):
@@ -169,7 +189,7 @@ def watch_until_done(plane: ControlPlane, kube: Kube, agent: NodeAgent, name: st
                 break
             if not phase and time.monotonic() > began + NO_PHASE_SECONDS:
                 what = f"{name} has no phase after {NO_PHASE_SECONDS} s: the operator ignores it"
-                raise DemoFailed(explain(what, pods, agent))
+                raise DemoFailed(explain(plane, what, pods))
             time.sleep(1)
     finally:
         stop(watch)
@@ -184,7 +204,7 @@ def curl(*args: str, key: str, show: bool = True) -> str:
                           text=True, check=True, timeout=60).stdout  # fmt: skip
 
 
-def hosted_api_flow(gateway: GatewayClient, key: str, kube: Kube, agent: NodeAgent) -> int:
+def hosted_api_flow(gateway: GatewayClient, key: str, plane: ControlPlane) -> int:
     """The hosted API's two curl commands against the local gateway, then the download."""
     print(f"\nThe same through the hosted API's gateway ({gateway.url}); KEY is a key for "
           f"namespace {NAMESPACE} made with `fluxlora-gateway key {NAMESPACE}`:")  # fmt: skip
@@ -203,7 +223,7 @@ def hosted_api_flow(gateway: GatewayClient, key: str, kube: Kube, agent: NodeAge
              "--header", f"Authorization: Bearer {key}"]  # fmt: skip
     curl(*query, key=key)  # shown once, then polled
     while time.monotonic() < deadline:
-        release_pods(kube, agent)
+        release_pods(plane)
         data = json.loads(curl(*query, key=key, show=False))["data"]
         if data["status"] != shown:
             print(f"  status: {data['status']}", flush=True)
@@ -222,7 +242,7 @@ def hosted_api_flow(gateway: GatewayClient, key: str, kube: Kube, agent: NodeAge
     return 0
 
 
-def train_and_show(plane: ControlPlane, kube: Kube, agent: NodeAgent, work: Path) -> int:
+def train_and_show(plane: ControlPlane, kube: Kube, work: Path) -> int:
     body = {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
@@ -243,7 +263,8 @@ def train_and_show(plane: ControlPlane, kube: Kube, agent: NodeAgent, work: Path
     print((applied.stdout or applied.stderr).strip())
     if applied.returncode != 0:
         return 1
-    status = watch_until_done(plane, kube, agent, "portrait").get("status") or {}
+    status = watch_until_done(plane, kube, "portrait").get("status") or {}
+    show_pods(plane, "portrait")
     if status.get("phase") != "completed":
         print(f"\nthe run did not complete: {status.get('error') or 'timed out'}")
         return 1
@@ -253,34 +274,50 @@ def train_and_show(plane: ControlPlane, kube: Kube, agent: NodeAgent, work: Path
     return 0
 
 
-def keep_running(
-    plane: ControlPlane, gateway: GatewayClient, key: str, kube: Kube, agent: NodeAgent
-) -> None:
+def show_pods(plane: ControlPlane, name: str) -> None:
+    """Where everything ran: the pods of the release and of the run on the node, and the
+    trainer's pod as `kubectl describe` shows it (image, user, resources, the GPU)."""
+    for arguments in (
+        ["get", "pods", "--all-namespaces", "-o", "wide"],
+        ["-n", NAMESPACE, "describe", "pod", "-l", f"{naming.LABEL_TRAINING_JOB}={name}"],
+    ):
+        print(f"\n$ {shown([str(plane.kubectl_binary), *arguments])}", flush=True)
+        done = plane.kubectl(*arguments)
+        print((done.stdout or done.stderr).rstrip(), flush=True)
+
+
+def keep_running(plane: ControlPlane, gateway: GatewayClient, key: str) -> None:
     """Until Ctrl-C, or until a pod of the release stops (then DemoFailed says why)."""
     print(f"\nstill running. Use it with:\n  export KUBECONFIG={plane.kubeconfig}\n"
           f"  {plane.kubectl_binary} -n {NAMESPACE} get ltj\n"
           f"  curl -H 'Authorization: Bearer {key}' {gateway.url}/openapi.json\n"
           "Press Ctrl-C to stop.", flush=True)  # fmt: skip
     while True:
-        release_pods(kube, agent)
+        release_pods(plane)
         time.sleep(5)
 
 
-def run(args: argparse.Namespace, plane: ControlPlane, s3: S3Server, agent: NodeAgent) -> int:
+def gateway_url(pods: list[dict]) -> str:
+    """The gateway pod's address: this machine routes to the node's pods (node_network.py)."""
+    (pod,) = [p for p in pods if p["metadata"]["labels"].get(COMPONENT) == "gateway"]
+    port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+    return f"http://{pod['status']['podIP']}:{port}"
+
+
+def run(args: argparse.Namespace, plane: ControlPlane, s3: S3Server, node: Node) -> int:
     kube = plane.admin()
-    prepare_site(kube, agent, s3, Path(args.work))
-    gateway_port = free_port()
-    install_operator(plane, agent, s3, gateway_port, args.set)
-    if train_and_show(plane, kube, agent, Path(args.work)):
+    prepare_site(kube, node, s3, Path(args.work))
+    pods = install_operator(plane, s3, args.set)
+    if train_and_show(plane, kube, Path(args.work)):
         return FAILED
-    gateway = GatewayClient(f"http://127.0.0.1:{gateway_port}", kube, OPERATOR_NAMESPACE)
+    gateway = GatewayClient(gateway_url(pods), kube, OPERATOR_NAMESPACE)
     key = new_key()
     gateway.set_keys(demo=(key, NAMESPACE))
-    if not gateway.ready() or hosted_api_flow(gateway, key, kube, agent):
+    if not gateway.ready() or hosted_api_flow(gateway, key, plane):
         return FAILED
     if args.keep:
         args.kept = True
-        keep_running(plane, gateway, key, kube, agent)
+        keep_running(plane, gateway, key)
     return 0
 
 
@@ -295,30 +332,31 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupt)
 
     args.work = tempfile.mkdtemp(prefix="fluxlora-demo-")
-    print(f"starting the control plane, MinIO and a node agent (binaries in {CACHE}/bin) ...")
-    agent_dir = CACHE / "node-agent" / f"demo-{uuid.uuid4().hex[:6]}"
+    work = Path(args.work)
+    print(f"starting the control plane and MinIO (binaries in {CACHE}/bin) ...", flush=True)
     code, stopping_since = FAILED, None
     try:
         with (
-            running_control_plane(Path(args.work) / "control-plane") as plane,
-            running_minio(Path(args.work) / "minio") as s3,
+            running_control_plane(work / "control-plane") as plane,
+            running_minio(work / "minio", ensure_host_address()) as s3,
         ):
-            agent = NodeAgent(plane.admin(), "gpu-node-1", agent_dir, plane.server, plane.ca_file)
-            try:
-                code = run(args, plane, s3, agent.start())
-            except DemoFailed as failure:
-                print(f"\n{failure}", flush=True)
-            finally:
-                hold_signals()  # stopping must not be cut short by a second Ctrl-C
-                stopping_since = time.monotonic()
-                agent.stop()  # and with it the operator's and gateway's pods
+            images = ensure_images()
+            print(f"starting {NODE} with one GPU: containerd, kubelet, kube-proxy, CoreDNS and "
+                  f"a GPU device plugin; it pulls {', '.join(images)} ...", flush=True)  # fmt: skip
+            with running_node(plane, work / "node", name=NODE, images=images) as node:
+                try:
+                    code = run(args, plane, s3, node)
+                except DemoFailed as failure:
+                    print(f"\n{failure}", flush=True)
+                finally:
+                    hold_signals()  # stopping must not be cut short by a second Ctrl-C
+                    stopping_since = time.monotonic()
     except Interrupted:
         code = 0 if args.kept else 130  # stopping a kept demo is how it ends
     finally:
-        shutil.rmtree(agent_dir, ignore_errors=True)
         shutil.rmtree(args.work, ignore_errors=True)
     took = f" in {time.monotonic() - stopping_since:.1f} s" if stopping_since else ""
-    print(f"stopped the operator, the node agent, MinIO and the control plane{took}", flush=True)
+    print(f"stopped the node and its pods, MinIO and the control plane{took}", flush=True)
     return code
 
 

@@ -1,7 +1,7 @@
 """The Helm chart on the real control plane: every documented variant is accepted by the API
 server, and `helm install` gives an operator and a gateway that train a LoRA end to end as the
-chart's Deployment pods under the chart's ServiceAccounts (so a missing RBAC rule fails the
-run)."""
+chart's Deployment pods on the real node, from the images, under the chart's ServiceAccounts (so
+a missing RBAC rule fails the run)."""
 
 import json
 import urllib.request
@@ -13,9 +13,10 @@ from fluxlora_api import resource
 from fluxlora_gateway.hosted import RESULT_PATH, SUBMIT_PATH
 from fluxlora_gateway.keys import new_key
 from fluxlora_operator import naming
+from fluxlora_operator.settings import OPERATOR_VERSION
+from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.gateway_client import GatewayClient
 from tests.support.helm import CHART, helm, render
-from tests.support.minio import free_port
 from tests.support.training_site import (
     RESTRICTED,
     chart_values,
@@ -86,22 +87,31 @@ def test_each_documented_variant_is_accepted_by_the_api_server(
     assert "deployment.apps/fluxlora-flux-lora-operator created (server dry run)" in result.stdout
 
 
+def pod_log(plane, pod: dict) -> str:
+    namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+    done = plane.kubectl("logs", "-n", namespace, name)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def can_i(control_plane, account: str, *question: str) -> str:
     answer = control_plane.kubectl("auth", "can-i", *question, "--as", account)
     return answer.stdout.strip()
 
 
 async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstalls(
-    control_plane, cluster_admin, namespace, node, tiny_model, s3_server, tmp_path
+    control_plane, cluster_admin, namespace, real_node, tiny_model, host_s3, tmp_path
 ):
+    """`helm install` as a user does it, on the real node: the operator and the gateway run
+    from the operator image, the trainer from the trainer image, as their non-root users under
+    restricted Pod Security, reaching the API server through the kubernetes Service and the
+    operator's progress endpoint by its cluster DNS name."""
     # The training namespace, as the chart's NOTES describe it.
-    store_credentials(cluster_admin, namespace, s3_server)
-    model_cache_claim(cluster_admin, node, namespace, tiny_model)
+    store_credentials(cluster_admin, namespace, host_s3)
+    model_cache_claim(cluster_admin, real_node, namespace, tiny_model)
     bucket = f"chart-{uuid.uuid4().hex[:8]}"
-    s3_server.client().create_bucket(Bucket=bucket)
-    s3_server.client().upload_file(
-        str(make_zip(tmp_path / "d.zip", photos(3))), bucket, "data/p.zip"
-    )
+    host_s3.client().create_bucket(Bucket=bucket)
+    host_s3.client().upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), bucket, "data/p.zip")
     release_namespace = f"{namespace}-ops"
     # Both the operator's and the trainer's pods must pass the restricted Pod Security profile.
     create_namespace(cluster_admin, release_namespace, RESTRICTED)
@@ -111,8 +121,8 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         {"metadata": {"labels": RESTRICTED}},
         content_type="application/merge-patch+json",
     )
-    store_credentials(cluster_admin, release_namespace, s3_server)  # for the gateway
-    values = chart_values(s3_server, bucket, [namespace], gateway_port=free_port())
+    store_credentials(cluster_admin, release_namespace, host_s3)  # for the gateway
+    values = chart_values(host_s3, bucket, [namespace], (REAL_NODE_TOLERATION,))
     kube, plane = cluster_admin, control_plane
     installed = helm(
         "install", "fluxlora", str(CHART), "--namespace", release_namespace,
@@ -130,8 +140,12 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
     (gateway_pod,) = kube.list_objects(
         "Pod", release_namespace, "app.kubernetes.io/component=gateway"
     )
+    assert operator_pod["spec"]["nodeName"] == gateway_pod["spec"]["nodeName"] == real_node.name
     port = gateway_pod["spec"]["containers"][0]["ports"][0]["containerPort"]
-    gateway = GatewayClient(f"http://127.0.0.1:{port}", kube, release_namespace)
+    # This machine routes to the node's pod range (node_network.py).
+    gateway = GatewayClient(
+        f"http://{gateway_pod['status']['podIP']}:{port}", kube, release_namespace
+    )
     key = new_key()
     gateway.set_keys(team=(key, namespace))
     assert gateway.ready()
@@ -150,16 +164,25 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         data = await eventually(final, "the chart's operator finishes the run", timeout=400)
         assert data["status"] == "completed", data["error"]
         (run,) = kube.list_objects(resource.KIND, namespace, "")
-        assert run["status"]["progress"]["step"] == 500  # reported through the operator
+        assert run["status"]["progress"]["step"] == 500  # reported to the operator by DNS name
         with urllib.request.urlopen(
             urllib.request.Request(data["outputs"][0], headers={"Authorization": f"Bearer {key}"})
         ) as download:
             assert download.read(4096)  # the LoRA streams from MinIO through the gateway
 
+        # The trainer ran in its image, as its user, with the Job's CPU request as threads.
+        job = naming.job_name(run["metadata"]["name"])
+        (trainer_pod,) = kube.list_objects("Pod", namespace, f"job-name={job}")
+        assert trainer_pod["spec"]["nodeName"] == real_node.name
+        (trainer,) = trainer_pod["status"]["containerStatuses"]
+        assert trainer["image"].endswith(f"flux-lora-trainer:{OPERATOR_VERSION}")
+        assert trainer["state"]["terminated"]["exitCode"] == 0
+        assert "CPU threads: 1" in plane.kubectl("logs", "-n", namespace, f"job/{job}").stdout
+
         # The operator never ran into a missing right (kopf retries those quietly).
-        log = (node.workdir / operator_pod["metadata"]["uid"] / "container.log").read_text()
+        log = pod_log(plane, operator_pod)
         assert "Forbidden" not in log and "kopf" in log
-        log = (node.workdir / gateway_pod["metadata"]["uid"] / "container.log").read_text()
+        log = pod_log(plane, gateway_pod)
         assert "Kubernetes API error" not in log and "POST /api/v3/" in log
         assert key not in log
 

@@ -18,6 +18,7 @@ from fluxlora_api import resource
 from fluxlora_api.resource import CRD_NAME
 from fluxlora_gateway.keys import new_key
 from fluxlora_operator.settings import load_settings
+from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.gateway_client import GatewayClient
 from tests.support.minio import free_port
 from tests.support.operator import embedded_operator
@@ -64,14 +65,12 @@ def reference_submit(base_url: str, key: str, body: str) -> dict:
 
 
 @pytest.fixture
-def gateway(
-    control_plane, cluster_admin, namespace, s3_server, tmp_path
-) -> Iterator[GatewayClient]:
+def gateway(control_plane, cluster_admin, namespace, host_s3, tmp_path) -> Iterator[GatewayClient]:
     port = free_port()
     environment = {
         "PATH": "/usr/bin:/bin",
         "KUBECONFIG": str(control_plane.kubeconfig),
-        **s3_server.environment(),  # for streaming outputs
+        **host_s3.environment(),  # for streaming outputs
     }
     command = [
         sys.executable, "-m", "fluxlora_gateway.main", "serve",
@@ -184,17 +183,18 @@ def test_the_openapi_document_describes_both_endpoints(gateway):
 
 
 async def test_the_reference_curl_flow_trains_and_the_output_downloads(
-    gateway, control_plane, cluster_admin, namespace, node, tiny_model, s3_server, tmp_path
+    gateway, control_plane, cluster_admin, namespace, real_node, tiny_model, host_s3, tmp_path
 ):
     bucket = f"gw-{uuid.uuid4().hex[:8]}"
-    s3 = s3_server.client()
+    s3 = host_s3.client()
     s3.create_bucket(Bucket=bucket)
     s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), bucket, "data/portrait.zip")
-    store_credentials(cluster_admin, namespace, s3_server)
-    model_cache_claim(cluster_admin, node, namespace, tiny_model)
+    store_credentials(cluster_admin, namespace, host_s3)
+    model_cache_claim(cluster_admin, real_node, namespace, tiny_model)
     key = new_key()
     gateway.set_keys(team=(key, namespace))
-    settings = load_settings([], operator_environment(s3_server, bucket))
+    environment = operator_environment(host_s3, bucket, (REAL_NODE_TOLERATION,))
+    settings = load_settings([], environment)
     async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
         # The reference's two commands; the body also carries the `data` it requires.
         with_data = REFERENCE_BODY.replace(

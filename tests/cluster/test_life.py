@@ -1,6 +1,7 @@
-"""The whole life on the real control plane: the operator's Job runs the real trainer (tiny FLUX
-model, on the node agent) on a dataset in MinIO, and the resource goes created -> processing ->
-completed with outputs that exist in MinIO."""
+"""The whole life on the real control plane: the operator's Job runs the trainer image (tiny FLUX
+model) on the real node, on a dataset in MinIO, and the resource goes created -> processing ->
+completed with outputs that exist in MinIO; evictions, deleted Jobs, an operator that was down,
+bad datasets and a busy GPU along the way."""
 
 import threading
 import uuid
@@ -15,6 +16,9 @@ from fluxlora_api import resource
 from fluxlora_operator import naming
 from fluxlora_operator.kube import Kube, path
 from fluxlora_operator.settings import load_settings
+from tests.cluster.conftest import REAL_NODE_TOLERATION
+from tests.support.control_plane import ControlPlane
+from tests.support.node_network import HOST_ADDRESS
 from tests.support.operator import embedded_operator
 from tests.support.training_site import (
     MODEL_PATH,
@@ -32,6 +36,7 @@ pytestmark = pytest.mark.timeout(600)
 class Site:
     """A namespace ready to train in: credentials, model cache, a bucket, a running operator."""
 
+    plane: ControlPlane
     kube: Kube
     namespace: str
     bucket: str
@@ -54,6 +59,14 @@ class Site:
         }
         self.kube.request("POST", path(resource.KIND, self.namespace), body)
 
+    def logs(self, name: str) -> str:
+        """What every pod of the resource's Job still on the node wrote, as `kubectl logs`
+        reads it from the kubelet."""
+        selector = f"{naming.LABEL_TRAINING_JOB}={name}"
+        done = self.plane.kubectl("logs", "-n", self.namespace, "-l", selector, "--tail", "-1")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
     def status(self, name: str) -> dict:
         return (self.kube.get(resource.KIND, self.namespace, name) or {}).get("status") or {}
 
@@ -66,17 +79,20 @@ class Site:
 
 
 @pytest.fixture
-def quiet_site(request, control_plane, cluster_admin, namespace, node, tiny_model, s3_server):
-    """The site without a running operator; its settings can be changed per test with
-    @pytest.mark.operator_env(NAME=value)."""
+def quiet_site(request, control_plane, cluster_admin, namespace, real_node, tiny_model, host_s3):
+    """The site without a running operator (it runs here; its trainers on the real node); its
+    settings can be changed per test with @pytest.mark.operator_env(NAME=value)."""
     bucket = f"e2e-{uuid.uuid4().hex[:8]}"
-    s3 = s3_server.client()
+    s3 = host_s3.client()
     s3.create_bucket(Bucket=bucket)
-    store_credentials(cluster_admin, namespace, s3_server)
-    model_cache_claim(cluster_admin, node, namespace, tiny_model)
+    store_credentials(cluster_admin, namespace, host_s3)
+    model_cache_claim(cluster_admin, real_node, namespace, tiny_model)
     marker = request.node.get_closest_marker("operator_env")
-    environment = {**operator_environment(s3_server, bucket), **(marker.kwargs if marker else {})}
-    site = Site(cluster_admin, namespace, bucket, s3)
+    environment = {
+        **operator_environment(host_s3, bucket, (REAL_NODE_TOLERATION,)),
+        **(marker.kwargs if marker else {}),
+    }
+    site = Site(control_plane, cluster_admin, namespace, bucket, s3)
     site.operator = lambda: embedded_operator(
         cluster_admin, control_plane.kopf_connection(), load_settings([], environment)
     )
@@ -123,7 +139,7 @@ async def test_a_bad_dataset_fails_with_the_trainers_message_and_no_retry(site, 
     assert final["attempts"] == 1
 
 
-async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, node, tmp_path):
+async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
     site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=100)
     selector = f"{naming.LABEL_TRAINING_JOB}=portrait"
@@ -148,10 +164,10 @@ async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, 
     assert final["attempts"] == 2
     job = site.kube.get("Job", site.namespace, naming.job_name("portrait"))
     assert not job["status"].get("failed")  # the eviction did not count against backoffLimit
-    logs = [p.read_text() for p in node.workdir.glob("*/container.log")]
-    assert any("resuming from the checkpoint at step" in log for log in logs)
+    logs = site.logs("portrait")  # the second pod's: the evicted one is gone
+    assert "resuming from the checkpoint at step" in logs
     # The pod asked for one CPU (the site's cpuRequest): torch trains on one thread.
-    assert any("(CPU threads: 1)" in log for log in logs)
+    assert "(CPU threads: 1)" in logs
     loss = tmp_path / "loss.csv"
     key = next(u for u in final["outputs"] if u.endswith("/loss.csv")).removeprefix(
         f"s3://{site.bucket}/"
@@ -179,6 +195,16 @@ async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_pa
     assert second["phase"] == "created"
     scheduled = next(c for c in second["conditions"] if c["type"] == "Scheduled")
     assert "Insufficient nvidia.com/gpu" in scheduled["message"]
+    # The device plugin gave the first trainer the node's only GPU.
+    (first_pod,) = site.kube.list_objects(
+        "Pod", site.namespace, f"{naming.LABEL_TRAINING_JOB}=first"
+    )
+    assert (
+        "NVIDIA_VISIBLE_DEVICES=gpu-0"
+        in site.plane.kubectl(
+            "exec", "-n", site.namespace, first_pod["metadata"]["name"], "--", "env"
+        ).stdout
+    )
 
     first = await site.final("first")
     assert first["phase"] == "completed", first.get("error")
@@ -201,8 +227,7 @@ async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_pa
     FLUXLORA_TRAINER_IMAGE="registry.example/flux-lora-trainer:no-such-tag",
     FLUXLORA_IMAGE_PULL_GRACE_SECONDS="2",
 )
-async def test_an_image_that_cannot_be_pulled_fails_and_frees_the_gpu(site, node):
-    node.images = frozenset({"flux-lora-trainer:local"})
+async def test_an_image_that_cannot_be_pulled_fails_and_frees_the_gpu(site):
     site.submit("portrait", "data/never-read.zip")
     final = await site.final("portrait")
     assert final["phase"] == "failed"
@@ -220,7 +245,7 @@ async def test_an_image_that_cannot_be_pulled_fails_and_frees_the_gpu(site, node
     assert site.kube.get("Job", site.namespace, naming.job_name("portrait")) is None
 
 
-async def test_a_job_deleted_while_training_is_made_again_and_resumes(site, node, tmp_path):
+async def test_a_job_deleted_while_training_is_made_again_and_resumes(site, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
     site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=100)
     job_name = naming.job_name("portrait")
@@ -236,8 +261,7 @@ async def test_a_job_deleted_while_training_is_made_again_and_resumes(site, node
     assert final["phase"] == "completed", final.get("error")
     second = site.kube.get("Job", site.namespace, job_name)
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
-    logs = [p.read_text() for p in node.workdir.glob("*/container.log")]
-    assert any("resuming from the checkpoint at step" in log for log in logs)
+    assert "resuming from the checkpoint at step" in site.logs("portrait")
 
 
 @pytest.mark.operator_env(FLUXLORA_JOB_TTL_SECONDS="0")
@@ -282,7 +306,8 @@ async def test_a_run_that_ends_while_the_operator_is_down_is_recorded_never_reru
 
 
 class DatasetHost:
-    """A dataset server on loopback that counts every connection it accepts."""
+    """A dataset server at the host address (where the node's pods reach this machine) that
+    counts every connection it accepts."""
 
     def __init__(self, redirect_to: str | None = None) -> None:
         host = self
@@ -304,18 +329,18 @@ class DatasetHost:
                 host.connections += 1
                 return True
 
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data.zip"
+        self.server = Server((HOST_ADDRESS, 0), Handler)
+        self.url = f"http://{HOST_ADDRESS}:{self.server.server_address[1]}/data.zip"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-@pytest.mark.operator_env(FLUXLORA_DATASET_LIMITS="{}")  # the default: loopback not allowed
+@pytest.mark.operator_env(FLUXLORA_DATASET_LIMITS="{}")  # the default: private hosts refused
 async def test_a_dataset_on_a_refused_address_fails_without_a_single_connection(site):
     host = DatasetHost()
     site.submit("portrait", "unused", data=host.url)
     final = await site.final("portrait")
     assert final["phase"] == "failed"
-    assert final["error"].startswith("data: 127.0.0.1 is a loopback address")
+    assert final["error"].startswith(f"data: {HOST_ADDRESS} is a private address")
     assert next(c for c in final["conditions"] if c["type"] == "Failed")["reason"] == "BadInput"
     assert host.connections == 0
     host.server.shutdown()
@@ -328,5 +353,5 @@ async def test_a_redirect_to_the_metadata_service_is_refused(site):
     assert final["phase"] == "failed"
     assert "169.254.169.254, a cloud metadata address" in final["error"]
     assert "meta-data" not in final["error"]  # nothing of where it pointed beyond the address
-    assert host.connections == 1  # the allowed loopback host itself, once: no retry storm
+    assert host.connections == 1  # the allowed host itself, once: no retry storm
     host.server.shutdown()

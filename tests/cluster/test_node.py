@@ -2,31 +2,16 @@
 
 import json
 import time
-import urllib.request
-import uuid
 
 import pytest
 
-from fluxlora_api import resource
-from fluxlora_gateway.hosted import RESULT_PATH, SUBMIT_PATH
-from fluxlora_gateway.keys import new_key
-from fluxlora_operator import naming
 from fluxlora_operator.kube import Kube
 from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.control_plane import ControlPlane
-from tests.support.gateway_client import GatewayClient
-from tests.support.helm import CHART, helm
-from tests.support.minio import S3Server
 from tests.support.node import Node
 from tests.support.training_site import (
     RESTRICTED,
-    create_namespace,
-    model_cache_claim,
-    real_node_chart_values,
-    store_credentials,
 )
-from tests.support.waiting import eventually
-from tests.trainer.datasets import make_zip, photos
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -173,92 +158,3 @@ def test_a_crashing_container_is_restarted_in_place_with_back_off(
             break
         time.sleep(0.5)
     assert logs.stdout.strip() == "down"
-
-
-async def test_the_chart_trains_a_lora_with_both_images_on_the_real_node(
-    real_node: Node,
-    control_plane: ControlPlane,
-    cluster_admin: Kube,
-    namespace: str,
-    tiny_model,
-    host_s3: S3Server,
-    tmp_path,
-):
-    """`helm install` as a user does it: the operator and the gateway run from the operator
-    image, the trainer from the trainer image, as their non-root users under restricted Pod
-    Security, reaching the API server through the kubernetes Service and the operator's
-    progress endpoint by its cluster DNS name."""
-    kube, plane = cluster_admin, control_plane
-    store_credentials(kube, namespace, host_s3)
-    model_cache_claim(kube, real_node, namespace, tiny_model)
-    bucket = f"node-{uuid.uuid4().hex[:8]}"
-    host_s3.client().create_bucket(Bucket=bucket)
-    host_s3.client().upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), bucket, "p.zip")
-    release_namespace = f"{namespace}-ops"
-    create_namespace(kube, release_namespace, RESTRICTED)
-    kube.request(
-        "PATCH", f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": RESTRICTED}},
-        content_type="application/merge-patch+json",
-    )  # fmt: skip
-    store_credentials(kube, release_namespace, host_s3)  # for the gateway
-    values = real_node_chart_values(host_s3, bucket, [namespace], REAL_NODE_TOLERATION)
-    installed = helm(
-        "install", "fluxlora", str(CHART), "--namespace", release_namespace,
-        "--wait", "--timeout", "180s", *values, kubeconfig=plane.kubeconfig,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
-    try:
-        (operator_pod,) = kube.list_objects(
-            "Pod", release_namespace, "app.kubernetes.io/component=operator"
-        )
-        (gateway_pod,) = kube.list_objects(
-            "Pod", release_namespace, "app.kubernetes.io/component=gateway"
-        )
-        assert operator_pod["spec"]["nodeName"] == gateway_pod["spec"]["nodeName"] == "gpu-node-2"
-        port = gateway_pod["spec"]["containers"][0]["ports"][0]["containerPort"]
-        # This machine routes to the node's pod range (node_network.py).
-        gateway = GatewayClient(
-            f"http://{gateway_pod['status']['podIP']}:{port}", kube, release_namespace
-        )
-        key = new_key()
-        gateway.set_keys(team=(key, namespace))
-        assert gateway.ready()
-
-        request = json.dumps({"data": f"s3://{bucket}/p.zip", "steps": 500}).encode()
-        status, submitted = gateway.call("POST", SUBMIT_PATH, key, request)
-        assert status == 200, submitted
-        result_path = RESULT_PATH.format(id=submitted["data"]["id"])
-
-        def final() -> dict | None:
-            data = gateway.call("GET", result_path, key)[1]["data"]
-            return data if data["status"] in ("completed", "failed") else None
-
-        data = await eventually(final, "the run on the real node finishes", timeout=400)
-        assert data["status"] == "completed", data["error"]
-        (run,) = kube.list_objects(resource.KIND, namespace, "")
-        assert run["status"]["progress"]["step"] == 500  # reported to the operator by DNS name
-        with urllib.request.urlopen(
-            urllib.request.Request(data["outputs"][0], headers={"Authorization": f"Bearer {key}"})
-        ) as download:
-            assert download.read(4096)
-
-        # The trainer ran in its image, as its user, with the Job's CPU request as threads.
-        job = naming.job_name(run["metadata"]["name"])
-        (trainer_pod,) = kube.list_objects("Pod", namespace, f"job-name={job}")
-        assert trainer_pod["spec"]["nodeName"] == "gpu-node-2"
-        (trainer,) = trainer_pod["status"]["containerStatuses"]
-        assert trainer["image"].endswith("flux-lora-trainer:0.1.0")
-        assert trainer["state"]["terminated"]["exitCode"] == 0
-        trainer_log = plane.kubectl("logs", "-n", namespace, f"job/{job}").stdout
-        assert "CPU threads: 1" in trainer_log
-        operator_log = plane.kubectl(
-            "logs", "-n", release_namespace, operator_pod["metadata"]["name"]
-        ).stdout
-        assert "Forbidden" not in operator_log and "kopf" in operator_log
-    finally:
-        uninstalled = helm(
-            "uninstall", "fluxlora", "--namespace", release_namespace, "--wait",
-            kubeconfig=plane.kubeconfig,
-        )  # fmt: skip
-        kube.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
-    assert uninstalled.returncode == 0, uninstalled.stderr

@@ -38,6 +38,10 @@ DNS_PACKAGES = {"coredns": "fluxlora.dev/tests/dns"}
 # The image registry nodes pull from: distribution's, with its filesystem storage only.
 REGISTRY_BUILD = Path(__file__).with_name("registry-build")
 REGISTRY_PACKAGES = {"registry": "fluxlora.dev/tests/registry"}
+# Our own small device plugin (the kubelet's device-plugin API from k8s.io/kubelet): NVIDIA's
+# needs a GPU and its driver to start.
+GPU_BUILD = Path(__file__).with_name("gpu-build")
+GPU_PACKAGES = {"gpu-device-plugin": "fluxlora.dev/tests/gpu"}
 # containerd is pinned by the containerd line of node-build/go.mod.
 NODE_BUILD = Path(__file__).with_name("node-build")
 CONTAINERD_PACKAGES = {
@@ -275,13 +279,19 @@ def ensure_registry() -> Path:
     return _build_module("registry", REGISTRY_BUILD, REGISTRY_PACKAGES, version)["registry"]
 
 
+def ensure_gpu_plugin() -> Path:
+    version = _pinned(GPU_BUILD, "k8s.io/kubelet")
+    return _build_module("gpu-plugin", GPU_BUILD, GPU_PACKAGES, version)["gpu-device-plugin"]
+
+
 def ensure_node() -> dict[str, Path]:
-    """What a real node runs, from Go: containerd, its shim and ctr, kubelet, kube-proxy and
-    the cluster's DNS."""
+    """What a real node runs, from Go: containerd, its shim and ctr, kubelet, kube-proxy, the
+    cluster's DNS and the GPU device plugin."""
     kubernetes = ensure_kubernetes()
     return {
         **ensure_containerd(),
         **ensure_coredns(),
+        "gpu-device-plugin": ensure_gpu_plugin(),
         "kubelet": kubernetes["kubelet"],
         "kube-proxy": kubernetes["kube-proxy"],
     }
@@ -291,8 +301,8 @@ def ensure_all() -> list[Path]:
     """Every server, the missing ones compiled at the same time (module downloads, compiles
     and links overlap; one progress line covers them all)."""
     ensures = (
-        ensure_kubernetes, ensure_containerd, ensure_coredns, ensure_registry, ensure_minio,
-        ensure_helm,
+        ensure_kubernetes, ensure_containerd, ensure_coredns, ensure_registry, ensure_gpu_plugin,
+        ensure_minio, ensure_helm,
     )  # fmt: skip
     with ThreadPoolExecutor(len(ensures)) as pool:
         found = [build.result() for build in [pool.submit(ensure) for ensure in ensures]]

@@ -9,9 +9,10 @@ since its last run is fresh. containerd's store is kept between runs in the cach
 the trainer image is large), one per node name and test worker, so a pull moves only the layers
 the store lacks. The node's
 daemons and pods live under a cgroup of their own, so that stopping the node can find and kill
-everything it started. The GPUs are an extended resource the node advertises (as the
-Kubernetes docs show for node-level resources); containers see no device, and the trainer runs
-on the CPU.
+everything it started. The GPUs come from a device plugin (gpu-build/main.go) speaking the
+kubelet's device-plugin API, as NVIDIA's does on a GPU node: the kubelet advertises them,
+allocates them to containers and hands each its NVIDIA_VISIBLE_DEVICES; containers see no
+device, and the trainer runs on the CPU.
 """
 
 import contextlib
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from fluxlora_operator.settings import OperatorSettings
 from tests.support.binaries import CACHE, ensure_node
 from tests.support.control_plane import ControlPlane
 from tests.support.images import pause_image
@@ -40,7 +42,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 READY_TIMEOUT_SECONDS = 120
 RUNC = "/usr/sbin/runc"
 CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
-GPU_RESOURCE = "nvidia.com/gpu"
+GPU_RESOURCE = OperatorSettings.model_fields["gpu_resource"].default
 VOLUMES = Path("/var/lib/fluxlora-test-nodes")
 
 
@@ -102,7 +104,8 @@ def _make_cgroup(relative: str) -> None:
                         (path / key).write_text((parent / key).read_text())
 
 
-def _cgroup_processes(relative: str) -> list[int]:
+def cgroup_processes(relative: str) -> list[int]:
+    """Every process in a cgroup (`fluxlora/<node>-<slot>`) and those below it."""
     pids = CGROUP_ROOT / "pids" / relative
     found = []
     for procs in pids.rglob("cgroup.procs") if pids.exists() else []:
@@ -450,14 +453,32 @@ def running_node(
                     workdir / "coredns.log",
                 )
             )
+            processes.append(
+                start(
+                    _in_node(
+                        link,
+                        cgroup,
+                        [
+                            str(binaries["gpu-device-plugin"]),
+                            "--resource",
+                            GPU_RESOURCE,
+                            "--count",
+                            str(gpus),
+                            "--plugin-dir",
+                            str(workdir / "kubelet" / "device-plugins"),
+                        ],
+                    ),
+                    workdir / "gpu-device-plugin.log",
+                )
+            )
             _wait_ready(plane, name, processes)
-            _advertise_gpus(plane, name, gpus)
+            _wait_for_gpus(plane, name, gpus)
             yield node
         finally:
             for process in reversed(processes):
                 stop(process)
             for _ in range(50):  # the containers, their shims, anything left
-                pids = _cgroup_processes(cgroup)
+                pids = cgroup_processes(cgroup)
                 if not pids:
                     break
                 for pid in pids:
@@ -471,26 +492,16 @@ def running_node(
             remove_link(link)
 
 
-def _advertise_gpus(plane: ControlPlane, name: str, gpus: int) -> None:
-    """GPUs as a node-level extended resource (no device plugin: there is no device)."""
-    patch = [
-        {
-            "op": "add",
-            "path": f"/status/{field}/{GPU_RESOURCE.replace('/', '~1')}",
-            "value": str(gpus),
-        }
-        for field in ("capacity", "allocatable")
-    ]
-    done = plane.kubectl(
-        "patch",
-        "node",
-        name,
-        "--subresource",
-        "status",
-        "--type",
-        "json",
-        "-p",
-        yaml.safe_dump(patch, default_flow_style=True),
+def _wait_for_gpus(plane: ControlPlane, name: str, gpus: int) -> None:
+    """Until the kubelet reports the plugin's GPUs as allocatable (the plugin registers as soon
+    as the kubelet's socket is up; the kubelet's next status update carries them)."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        done = plane.kubectl("get", "node", name, "-o", "json")
+        allocatable = json.loads(done.stdout or "{}").get("status", {}).get("allocatable", {})
+        if allocatable.get(GPU_RESOURCE) == str(gpus):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"node {name} did not report {gpus} {GPU_RESOURCE}; see gpu-device-plugin.log"
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"advertising GPUs on {name}: {done.stderr}")

@@ -1,4 +1,7 @@
-"""A node agent: the tests' stand-in for the kubelet (test tooling, not product).
+"""A node agent: a stand-in for the kubelet, kept for one use only: benchmarks/operator_scale.py
+(and its test) runs hundreds of pods at once to load the operator, more than a real kubelet
+takes on one node (110 pods) or starts in reasonable time on two cores. Every other test and the
+demo run their pods on a real node (node.py).
 
 It registers a Node with CPU, memory and nvidia.com/gpu capacity and keeps it Ready with lease
 heartbeats, and runs every pod bound to it as local processes: the container's command and args

@@ -33,14 +33,19 @@ def describe(pod: dict, log_tail: str = "") -> str:
     lines = [f"pod {meta['namespace']}/{meta['name']}: {status.get('phase') or 'Pending'}"]
     messages = []
     for container in status.get("containerStatuses") or []:
-        for state, detail in (container.get("state") or {}).items():
-            facts = ", ".join(
-                f"{key} {detail[key]}" for key in ("reason", "exitCode") if key in detail
-            )
-            lines.append(f"  container {container['name']}: {state} ({facts})")
-            if detail.get("message"):
-                messages.append(detail["message"].strip())
-                lines += ["  message:", *("    " + line for line in detail["message"].splitlines())]
+        # The current state, then the last one: a restarted container's exit is its last state.
+        for label, states in (("", "state"), ("last ", "lastState")):
+            for state, detail in (container.get(states) or {}).items():
+                facts = ", ".join(
+                    f"{key} {detail[key]}" for key in ("reason", "exitCode") if key in detail
+                )
+                lines.append(f"  container {container['name']}: {label}{state} ({facts})")
+                if detail.get("message"):
+                    messages.append(detail["message"].strip())
+                    lines += [
+                        "  message:",
+                        *(f"    {line}" for line in detail["message"].splitlines()),
+                    ]
     if log_tail.strip() and log_tail.strip() not in messages:
         lines += ["  last log lines:", *("    " + line for line in log_tail.splitlines())]
     return "\n".join(lines)

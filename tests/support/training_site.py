@@ -8,7 +8,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -16,7 +15,7 @@ from fluxlora_api.crd import CRD_FILE
 from fluxlora_operator.kube import Kube
 from tests.support.minio import S3Server, free_port
 from tests.support.node import Node
-from tests.support.node_agent import NodeAgent
+from tests.support.node_network import HOST_ADDRESS
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
 MODEL_CLAIM = "model-cache"
@@ -24,9 +23,9 @@ CREDENTIALS = "s3-credentials"
 MODEL_PATH = "/models/tiny-flux"  # where the trainer pod sees the tiny model
 # What hosted-API callers cannot choose, set by the gateway: the tiny model at a CPU-sized
 # resolution, without checkpoints.
-# MinIO and the tests' dataset servers listen on loopback, which trainers may not reach unless
-# the operator allows it.
-LOOPBACK_DATA = {"allowedNetworks": ["127.0.0.0/8"]}
+# MinIO and the tests' dataset servers listen on the host address (where the node's pods reach
+# this machine), a private one, which trainers may not reach unless the operator allows it.
+HOST_DATA = {"allowedNetworks": [f"{HOST_ADDRESS}/32"]}
 GATEWAY_SPEC_DEFAULTS = {"baseModel": MODEL_PATH, "resolution": 256, "checkpointEverySteps": 0}
 
 
@@ -76,15 +75,11 @@ def store_credentials(kube: Kube, namespace: str, s3: S3Server) -> None:
     kube.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
 
 
-def model_cache_claim(kube: Kube, node: NodeAgent | Node, namespace: str, model: Path) -> None:
+def model_cache_claim(kube: Kube, node: Node, namespace: str, model: Path) -> None:
     """A bound PersistentVolumeClaim holding the model, as a model cache volume would: a
-    hostPath volume of the node's (the stand-in maps its path into its own folders)."""
-    if isinstance(node, NodeAgent):
-        folder = node.workdir / "claims" / namespace / MODEL_CLAIM
-        host_path = f"/models/{namespace}"
-    else:  # readable by the trainer's user, as a model cache volume is
-        folder = node.volumes / namespace / MODEL_CLAIM
-        host_path = str(folder)
+    hostPath volume of the node's, readable by the trainer's user."""
+    folder = node.volumes / namespace / MODEL_CLAIM
+    host_path = str(folder)
     shutil.copytree(model, folder / "tiny-flux")
     for path in (folder.parent, *folder.rglob("*"), folder):
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -122,13 +117,17 @@ def model_cache_claim(kube: Kube, node: NodeAgent | Node, namespace: str, model:
     )
 
 
-def operator_environment(s3: S3Server, bucket: str) -> dict[str, str]:
-    """The operator settings of a local site, as `fluxlora-operator` reads them."""
-    progress_port = free_port()  # the node agent's pods share the host's network
+def operator_environment(
+    s3: S3Server, bucket: str, tolerations: tuple[dict, ...] = ()
+) -> dict[str, str]:
+    """The operator settings of a local site whose trainers run on the real node (as
+    `fluxlora-operator` reads them): the trainer image by its default name, progress reported
+    to this machine at the host address, MinIO (`s3`, at the host address) allowed as a data
+    host."""
+    progress_port = free_port()
     return {
         "FLUXLORA_PROGRESS_PORT": str(progress_port),
-        "FLUXLORA_PROGRESS_URL": f"http://127.0.0.1:{progress_port}",
-        "FLUXLORA_TRAINER_IMAGE": "flux-lora-trainer:local",
+        "FLUXLORA_PROGRESS_URL": f"http://{HOST_ADDRESS}:{progress_port}",
         "FLUXLORA_DEFAULT_OUTPUT": f"s3://{bucket}/loras",
         "FLUXLORA_OUTPUT_SECRET": CREDENTIALS,
         "FLUXLORA_S3_ENDPOINT": s3.endpoint,
@@ -137,52 +136,18 @@ def operator_environment(s3: S3Server, bucket: str) -> dict[str, str]:
         "FLUXLORA_MEMORY_REQUEST": "1Gi",
         "FLUXLORA_MEMORY_LIMIT": "8Gi",
         "FLUXLORA_RESYNC_SECONDS": "2",
-        "FLUXLORA_DATASET_LIMITS": json.dumps(LOOPBACK_DATA),
+        "FLUXLORA_DATASET_LIMITS": json.dumps(HOST_DATA),
+        "FLUXLORA_TOLERATIONS": json.dumps(list(tolerations)),
     }
 
 
 def chart_values(
-    s3: S3Server, bucket: str, namespaces: list[str], gateway_port: int | None = None
-) -> list[str]:
-    """The same site's settings as `helm install` arguments of the chart; with a port, the
-    gateway too (its keys in `KEY_SECRET`, its S3 credentials in CREDENTIALS, both in the
-    release namespace)."""
-    gateway = [
-        "--set", "gateway.enabled=true",
-        "--set", f"gateway.port={gateway_port}",
-        "--set-json", "gateway.reloadSeconds=0.5",  # --set keeps a decimal as a string
-        "--set", f"gateway.s3CredentialsSecret={CREDENTIALS}",
-        "--set-json", f"gateway.specDefaults={json.dumps(GATEWAY_SPEC_DEFAULTS)}",
-    ] if gateway_port else []  # fmt: skip
-    progress_port = free_port()
-    return [
-        *gateway,
-        "--set", f"watchNamespaces={{{','.join(namespaces)}}}",
-        "--set", "trainer.image=flux-lora-trainer:local",
-        "--set", f"output.default=s3://{bucket}/loras",
-        "--set", f"output.s3Endpoint={s3.endpoint}",
-        "--set", f"output.credentialsSecret={CREDENTIALS}",
-        "--set", f"model.cachePvc={MODEL_CLAIM}",
-        "--set-string", "trainer.cpuRequest=1",
-        "--set", "trainer.memoryRequest=1Gi",
-        "--set", "trainer.memoryLimit=8Gi",
-        # The node agent's pods share the host's network: ports nobody else uses.
-        "--set", f"metrics.port={free_port()}",
-        "--set", f"health.port={free_port()}",
-        "--set", f"progress.port={progress_port}",
-        "--set", f"progress.url=http://127.0.0.1:{progress_port}",
-        "--set-json", f"trainer.datasetLimits={json.dumps(LOOPBACK_DATA)}",
-    ]  # fmt: skip
-
-
-def real_node_chart_values(
-    s3: S3Server, bucket: str, namespaces: list[str], toleration: dict
+    s3: S3Server, bucket: str, namespaces: list[str], tolerations: tuple[dict, ...] = ()
 ) -> list[str]:
     """The site's settings for the chart's pods on a real node: each pod has its own network
     (the chart's default ports), the progress URL is the chart's default (cluster DNS), MinIO
-    is at the host address (which trainers may reach), and the node's taint is tolerated by
+    is at the host address (which trainers may reach), and the node's taints are tolerated by
     the operator, the gateway and the trainers."""
-    host_data = {"allowedNetworks": [f"{urlsplit(s3.endpoint).hostname}/32"]}
     return [
         "--set", "gateway.enabled=true",
         "--set-json", "gateway.reloadSeconds=0.5",
@@ -196,7 +161,7 @@ def real_node_chart_values(
         "--set-string", "trainer.cpuRequest=1",
         "--set", "trainer.memoryRequest=1Gi",
         "--set", "trainer.memoryLimit=8Gi",
-        "--set-json", f"trainer.datasetLimits={json.dumps(host_data)}",
-        "--set-json", f"tolerations={json.dumps([toleration])}",
-        "--set-json", f"trainer.tolerations={json.dumps([toleration])}",
+        "--set-json", f"trainer.datasetLimits={json.dumps(HOST_DATA)}",
+        "--set-json", f"tolerations={json.dumps(list(tolerations))}",
+        "--set-json", f"trainer.tolerations={json.dumps(list(tolerations))}",
     ]  # fmt: skip

@@ -62,3 +62,16 @@ def test_the_description_has_the_state_the_termination_message_and_the_last_log_
 def test_log_lines_that_are_the_termination_message_are_shown_once():
     stopped = pod("Failed", {"terminated": {"exitCode": 1, "message": "bad FLUXLORA_GPUS\n"}})
     assert describe(stopped, log_tail="bad FLUXLORA_GPUS").count("bad FLUXLORA_GPUS") == 1
+
+
+def test_a_container_in_back_off_is_described_with_the_exit_that_put_it_there():
+    crashing = pod("Running", {"waiting": {"reason": "CrashLoopBackOff"}}, restarts=2)
+    crashing["status"]["containerStatuses"][0]["lastState"] = {
+        "terminated": {"reason": "Error", "exitCode": 2, "message": "bad FLUXLORA_GPUS"}
+    }
+    assert describe(crashing).splitlines()[1:] == [
+        "  container operator: waiting (reason CrashLoopBackOff)",
+        "  container operator: last terminated (reason Error, exitCode 2)",
+        "  message:",
+        "    bad FLUXLORA_GPUS",
+    ]

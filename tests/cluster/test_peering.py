@@ -1,10 +1,10 @@
 """Two operator replicas sharing a kopf peering object on the real control plane: exactly one
 acts, new resources get a status, and when the active one stops the other takes over without a
 second Job, whether it stopped cleanly (SIGTERM: it withdraws from the peering object) or was
-killed without a word (SIGKILL: its record expires after the peering lifetime). Each replica is
-the installed `fluxlora-operator` command in a process of its own: the chart's two-replica
-Deployment cannot run on the tests' node agent, whose pods share one network namespace and so
-one set of ports."""
+killed without a word (SIGKILL: its record expires after the peering lifetime): first with each
+replica the installed `fluxlora-operator` command in a process of its own (so each can be
+stopped either way), then as the chart installs them, two pods of its Deployment on the real
+node."""
 
 import asyncio
 import time
@@ -14,9 +14,11 @@ import pytest
 from fluxlora_api import resource
 from fluxlora_operator import naming
 from fluxlora_operator.kube import path
-from tests.support.helm import CHART
+from tests.cluster.conftest import REAL_NODE_TOLERATION
+from tests.support.helm import CHART, helm
 from tests.support.operator import operator_process
 from tests.support.processes import stop
+from tests.support.training_site import RESTRICTED, chart_values, create_namespace, set_quota
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -116,6 +118,85 @@ async def test_one_replica_acts_and_the_other_takes_over_without_a_second_job(
     print(f"handover after {how.__name__} took {handover:.1f} s")
     assert handover < within
     jobs = cluster_admin.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
+    assert sorted(j["metadata"]["name"] for j in jobs) == [
+        naming.job_name("one"),
+        naming.job_name("two"),
+    ]
+    assert job("one")["metadata"]["uid"] == first_job  # never made twice
+
+
+async def test_the_charts_two_replicas_on_the_real_node_keep_one_active_and_hand_over(
+    control_plane, cluster_admin, namespace, real_node, host_s3
+):
+    """The chart's own two-replica Deployment (peering.enabled, replicaCount 2) on the real
+    kubelet: both pods run, one acts, and when its pod is deleted (the kubelet's SIGTERM) the
+    other takes over; every resource gets exactly one Job."""
+    kube, plane = cluster_admin, control_plane
+    set_quota(kube, namespace, "no-pods", {"pods": "0"})  # Jobs, not trainers, are the point
+    release_namespace = f"{namespace}-ops"
+    create_namespace(kube, release_namespace, RESTRICTED)
+    values = [
+        *chart_values(host_s3, "loras", [namespace], (REAL_NODE_TOLERATION,)),
+        "--set", "gateway.enabled=false",
+        "--set", "peering.enabled=true", "--set", "replicaCount=2",
+        "--set", f"peering.lifetimeSeconds={LIFETIME_SECONDS}",
+    ]  # fmt: skip
+    installed = helm(
+        "install", "fluxlora", str(CHART), "--namespace", release_namespace,
+        "--wait", "--timeout", "180s", *values, kubeconfig=plane.kubeconfig,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+
+    def replicas() -> dict[str, str]:
+        """Each live operator pod's log, by pod name."""
+        pods = kube.list_objects("Pod", release_namespace, "app.kubernetes.io/component=operator")
+        return {
+            pod["metadata"]["name"]: plane.kubectl(
+                "logs", "-n", release_namespace, pod["metadata"]["name"]
+            ).stdout
+            for pod in pods
+            if not pod["metadata"].get("deletionTimestamp")
+        }
+
+    def acting(log: str) -> bool:
+        lines = [line for line in log.splitlines() if "peering:" in line]
+        return bool(lines) and RESUMED in lines[-1]
+
+    def job(name: str) -> dict | None:
+        return kube.get("Job", namespace, naming.job_name(name))
+
+    try:
+        logs = await eventually(
+            lambda: (found := replicas()) and sum(map(acting, found.values())) == 1 and found,
+            "exactly one of the two replicas acts",
+            timeout=90,
+        )
+        assert len(logs) == 2 and all(
+            pod["spec"]["nodeName"] == real_node.name
+            for pod in kube.list_objects("Pod", release_namespace, "")
+        )
+        (active,) = [name for name, log in logs.items() if acting(log)]
+        (standby,) = [name for name in logs if name != active]
+        submit(kube, namespace, "one")
+        await eventually(lambda: job("one"), "the active replica makes the Job")
+        assert STARTED in replicas()[active] and STARTED not in replicas()[standby]
+        first_job = job("one")["metadata"]["uid"]
+
+        deleted = plane.kubectl("delete", "pod", "-n", release_namespace, active, "--wait=false")
+        assert deleted.returncode == 0, deleted.stderr
+        submit(kube, namespace, "two")
+        await eventually(lambda: job("two"), "the standby takes over", timeout=90)
+        await eventually(
+            lambda: STARTED in replicas().get(standby, ""), "the standby made it", timeout=30
+        )
+    finally:
+        uninstalled = helm(
+            "uninstall", "fluxlora", "--namespace", release_namespace, "--wait",
+            kubeconfig=plane.kubeconfig,
+        )  # fmt: skip
+        kube.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
     assert sorted(j["metadata"]["name"] for j in jobs) == [
         naming.job_name("one"),
         naming.job_name("two"),

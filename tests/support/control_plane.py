@@ -3,8 +3,9 @@ authorizers, default admission plugins, service-account issuer and keys, token c
 an admin and for test users with no rights of their own), kube-controller-manager (job,
 garbage-collector, namespace, service-account-token and the other default controllers),
 kube-scheduler, and kubectl to drive it. Pods run on a real node (node.py; the operator
-benchmark's many instant pods on the node agent, node_agent.py), which reaches the API server at the host address of node_network.py and holds
-a node identity of NODE_NAMES; the API server reaches its kubelet with a client certificate."""
+benchmark's many instant pods on the node agent, node_agent.py), which reaches the API server
+at the host address of node_network.py and holds a node identity of NODE_NAMES; the API server
+reaches its kubelet with a client certificate."""
 
 import secrets
 import subprocess

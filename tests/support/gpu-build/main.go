@@ -2,6 +2,10 @@
 // device-plugin API, as NVIDIA's device plugin does on a GPU node, for a node without GPUs:
 // the devices are names only, so scheduling, quotas and Kueue see GPUs while the trainer runs on
 // CPU. An allocation hands the container NVIDIA_VISIBLE_DEVICES, as NVIDIA's plugin does.
+//
+// It registers through the kubelet's plugin watcher (a socket in <root-dir>/plugins_registry),
+// not the older kubelet.sock, whose path the kubelet fixes at /var/lib/kubelet/device-plugins
+// whatever its root dir: several nodes on one machine would share it.
 package main
 
 import (
@@ -15,16 +19,38 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+	registration "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
 type plugin struct {
 	pluginapi.UnimplementedDevicePluginServer
-	devices []*pluginapi.Device
+	registration.UnimplementedRegistrationServer
+	resource string
+	socket   string
+	devices  []*pluginapi.Device
+}
+
+// GetInfo answers the kubelet's plugin watcher: a device plugin for the resource, served on
+// this same socket.
+func (p *plugin) GetInfo(context.Context, *registration.InfoRequest) (*registration.PluginInfo, error) {
+	return &registration.PluginInfo{
+		Type:              registration.DevicePlugin,
+		Name:              p.resource,
+		Endpoint:          p.socket,
+		SupportedVersions: []string{pluginapi.Version},
+	}, nil
+}
+
+func (p *plugin) NotifyRegistrationStatus(_ context.Context, status *registration.RegistrationStatus) (*registration.RegistrationStatusResponse, error) {
+	if status.PluginRegistered {
+		log.Printf("registered %d %s with the kubelet", len(p.devices), p.resource)
+	} else {
+		log.Printf("the kubelet refused the plugin: %s", status.Error)
+	}
+	return &registration.RegistrationStatusResponse{}, nil
 }
 
 func (p *plugin) GetDevicePluginOptions(context.Context, *pluginapi.Empty) (*pluginapi.DevicePluginOptions, error) {
@@ -59,67 +85,38 @@ func (p *plugin) GetPreferredAllocation(context.Context, *pluginapi.PreferredAll
 	return &pluginapi.PreferredAllocationResponse{}, nil
 }
 
-// register tells the kubelet where the plugin listens; the kubelet then calls ListAndWatch.
-func register(kubeletSocket, endpoint, resource string) error {
-	connection, err := grpc.NewClient("unix://"+kubeletSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer connection.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err = pluginapi.NewRegistrationClient(connection).Register(ctx, &pluginapi.RegisterRequest{
-		Version:      pluginapi.Version,
-		Endpoint:     endpoint,
-		ResourceName: resource,
-		Options:      &pluginapi.DevicePluginOptions{},
-	})
-	return err
-}
-
 func main() {
 	resource := flag.String("resource", "nvidia.com/gpu", "the extended resource the devices are")
 	count := flag.Int("count", 1, "how many devices to advertise")
-	directory := flag.String("plugin-dir", pluginapi.DevicePluginPath, "the kubelet's device-plugins folder")
+	registry := flag.String("registry-dir", "/var/lib/kubelet/plugins_registry", "the kubelet's plugin watcher folder")
 	flag.Parse()
 
 	devices := make([]*pluginapi.Device, *count)
 	for i := range devices {
 		devices[i] = &pluginapi.Device{ID: fmt.Sprintf("gpu-%d", i), Health: pluginapi.Healthy}
 	}
-	endpoint := fmt.Sprintf("fluxlora-%s.sock", strings.NewReplacer("/", "-", ".", "-").Replace(*resource))
-	socket := filepath.Join(*directory, endpoint)
+	if err := os.MkdirAll(*registry, 0o750); err != nil {
+		log.Fatalf("making %s: %v", *registry, err)
+	}
+	socket := filepath.Join(*registry, "fluxlora-gpus.sock")
 	_ = os.Remove(socket)
 	listener, err := net.Listen("unix", socket)
 	if err != nil {
 		log.Fatalf("listening on %s: %v", socket, err)
 	}
 	server := grpc.NewServer()
-	pluginapi.RegisterDevicePluginServer(server, &plugin{devices: devices})
+	served := &plugin{resource: *resource, socket: socket, devices: devices}
+	pluginapi.RegisterDevicePluginServer(server, served)
+	registration.RegisterRegistrationServer(server, served)
 	go func() {
-		if err := server.Serve(listener); err != nil {
-			log.Fatalf("serving: %v", err)
-		}
+		signals := make(chan os.Signal, 1)
+		signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+		<-signals
+		server.Stop()
 	}()
-
-	// The kubelet may still be starting: its socket appears when it is ready for plugins.
-	kubeletSocket := filepath.Join(*directory, filepath.Base(pluginapi.KubeletSocket))
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err = register(kubeletSocket, endpoint, *resource)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			log.Fatalf("registering with the kubelet at %s: %v", kubeletSocket, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	log.Printf("serving %d %s on %s", *count, *resource, socket)
+	if err := server.Serve(listener); err != nil {
+		log.Fatalf("serving: %v", err)
 	}
-	log.Printf("registered %d %s with the kubelet", *count, *resource)
-
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
-	<-signals
-	server.Stop()
 	_ = os.Remove(socket)
 }

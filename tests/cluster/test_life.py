@@ -231,7 +231,7 @@ async def test_an_image_that_cannot_be_pulled_fails_and_frees_the_gpu(site):
     site.submit("portrait", "data/never-read.zip")
     final = await site.final("portrait")
     assert final["phase"] == "failed"
-    assert "ImagePullBackOff" in final["error"]
+    assert "ErrImagePull" in final["error"] or "ImagePullBackOff" in final["error"]
     assert "registry.example/flux-lora-trainer:no-such-tag" in final["error"]
     # The Job is deleted so its pod stops holding the node's only GPU.
     await eventually(

@@ -1,8 +1,9 @@
-"""A local HTTP file server for `data` URLs, and a dataset served from it."""
+"""A local HTTP file server for `data` URLs, and datasets served from it and from MinIO."""
 
 import functools
 import http.server
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,3 +43,14 @@ def http_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fil
 def http_dataset(http_server: FileServer) -> str:
     make_zip(http_server.root / "portrait.zip", {**photos(4), "photo_1.txt": "[trigger] at work"})
     return f"{http_server.url}/portrait.zip"
+
+
+@pytest.fixture
+def s3_dataset(s3_env, tmp_path: Path) -> str:
+    """A bucket holding data/portrait.zip (4 photos, one captioned); its name."""
+    bucket = f"run-{uuid.uuid4().hex[:8]}"
+    client = s3_env.client()
+    client.create_bucket(Bucket=bucket)
+    archive = make_zip(tmp_path / "portrait.zip", {**photos(4), "photo_2.txt": "[trigger] smiling"})
+    client.upload_file(str(archive), bucket, "data/portrait.zip")
+    return bucket

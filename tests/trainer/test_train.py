@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from safetensors import safe_open
 
 from fluxlora_api.contract import CONFIG_ENV, ExitCode, TrainingConfig
 from fluxlora_trainer.cli import main
-from tests.trainer.datasets import make_zip, photos
+from tests.trainer.datasets import make_zip
 from tests.trainer.pipelines import render
 
 pytestmark = pytest.mark.timeout(300)
@@ -62,16 +61,6 @@ def train(cfg: TrainingConfig, folder: Path) -> tuple[int, dict]:
         ]
     )
     return code, json.loads(result_file.read_text())
-
-
-@pytest.fixture
-def s3_dataset(s3_env, tmp_path):
-    bucket = f"run-{uuid.uuid4().hex[:8]}"
-    client = s3_env.client()
-    client.create_bucket(Bucket=bucket)
-    archive = make_zip(tmp_path / "portrait.zip", {**photos(4), "photo_2.txt": "[trigger] smiling"})
-    client.upload_file(str(archive), bucket, "data/portrait.zip")
-    return bucket
 
 
 def test_a_run_from_s3_to_s3_produces_every_output(

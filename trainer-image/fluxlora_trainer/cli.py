@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -25,6 +26,21 @@ from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
 from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset
 from fluxlora_trainer.errors import BadInput
+
+
+class Stopped(Exception):
+    """SIGTERM: the pod is being evicted, preempted or deleted."""
+
+
+def _stop_on_sigterm() -> None:
+    """Stop at SIGTERM. As its container's first process the trainer needs a handler for it:
+    the kernel drops a signal that PID 1 does not handle, and the trainer would train on until
+    the grace period's SIGKILL, holding the GPU and writing to an output a retry also writes."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped("stopped by SIGTERM (the pod is being evicted, preempted or deleted)")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -113,6 +129,14 @@ def _train(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).error("bad input: %s", error)
         _report(TrainingResult(error=str(error)), args.result_file)
         return ExitCode.BAD_INPUT
+    except Stopped as error:  # a retry resumes from the last checkpoint
+        logging.getLogger(__name__).warning("%s", error)
+        _report(TrainingResult(error=str(error)), args.result_file)
+        # Exit now: torch's threads, cut off mid-step, can crash the interpreter's teardown
+        # (SIGSEGV seen), and the pod's exit code must say "retry", not "crashed".
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(ExitCode.RETRYABLE)
     except Exception as error:  # anything else may pass on a retry (OOM, node, network)
         logging.getLogger(__name__).exception("training failed")
         _report(TrainingResult(error=f"{type(error).__name__}: {error}"), args.result_file)
@@ -167,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    _stop_on_sigterm()
     return int(args.run(args))
 
 

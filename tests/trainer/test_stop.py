@@ -1,0 +1,52 @@
+"""The trainer as its container runs it, the first process of a PID namespace: SIGTERM (an
+eviction, a preemption, a deleted Job) stops it within seconds with the retryable exit code and
+says why, instead of being ignored (the kernel drops signals PID 1 does not handle) until the
+grace period's SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fluxlora_api.contract import ExitCode
+from tests.trainer.test_train import config, write
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_sigterm_stops_a_training_that_runs_as_pid_1(tiny_model, s3_dataset, tmp_path):
+    data = f"s3://{s3_dataset}/data/portrait.zip"
+    cfg = write(config(tiny_model, data, str(tmp_path / "out"), steps=4000), tmp_path / "c.json")
+    result = tmp_path / "result.json"
+    trainer = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "fluxlora_trainer.cli",
+         "train", "--config", str(cfg), "--result-file", str(result)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        for line in trainer.stdout:
+            lines.append(line)
+            if "training on" in line:
+                break
+        assert "training on" in lines[-1], "".join(lines)
+        (first,) = Path(f"/proc/{trainer.pid}/task/{trainer.pid}/children").read_text().split()
+        namespaced_ids = Path(f"/proc/{first}/status").read_text().split("NSpid:")[1].split("\n")[0]
+        assert namespaced_ids.split()[-1] == "1"  # the trainer is PID 1 in its namespace
+        time.sleep(2)  # in the middle of training
+        sent = time.monotonic()
+        os.kill(int(first), signal.SIGTERM)
+        rest = trainer.communicate(timeout=60)[0]
+        took = time.monotonic() - sent
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    assert trainer.returncode == ExitCode.RETRYABLE, rest
+    assert took < 15
+    assert "stopped by SIGTERM" in json.loads(result.read_text())["error"]
+    assert "Traceback" not in rest

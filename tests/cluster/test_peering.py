@@ -129,8 +129,8 @@ async def test_the_charts_two_replicas_on_the_real_node_keep_one_active_and_hand
     control_plane, cluster_admin, namespace, real_node, host_s3
 ):
     """The chart's own two-replica Deployment (peering.enabled, replicaCount 2) on the real
-    kubelet: both pods run, one acts, and when its pod is deleted (the kubelet's SIGTERM) the
-    other takes over; every resource gets exactly one Job."""
+    kubelet: both pods run, one acts, and when its pod is deleted (the kubelet's SIGTERM) a
+    live replica takes over; every resource gets exactly one Job."""
     kube, plane = cluster_admin, control_plane
     set_quota(kube, namespace, "no-pods", {"pods": "0"})  # Jobs, not trainers, are the point
     release_namespace = f"{namespace}-ops"
@@ -185,10 +185,14 @@ async def test_the_charts_two_replicas_on_the_real_node_keep_one_active_and_hand
         deleted = plane.kubectl("delete", "pod", "-n", release_namespace, active, "--wait=false")
         assert deleted.returncode == 0, deleted.stderr
         submit(kube, namespace, "two")
-        await eventually(lambda: job("two"), "the standby takes over", timeout=90)
-        await eventually(
-            lambda: STARTED in replicas().get(standby, ""), "the standby made it", timeout=30
-        )
+        await eventually(lambda: job("two"), "a live replica takes over", timeout=90)
+        # The standby, or the Deployment's new pod if kopf's random priority ranks it higher.
+        made_two = [
+            name
+            for name, log in replicas().items()
+            if any(STARTED in line and "two" in line for line in log.splitlines())
+        ]
+        assert made_two and active not in made_two
     finally:
         uninstalled = helm(
             "uninstall", "fluxlora", "--namespace", release_namespace, "--wait",

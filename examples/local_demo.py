@@ -115,7 +115,9 @@ def install_operator(plane: ControlPlane, s3: S3Server, values: list[str]) -> li
     # One run at a time here: its trainer may have every core the operator's and gateway's
     # requests leave (torch's threads follow the request, rounded up).
     trainer_cpu = f"{(os.cpu_count() or 1) * 1000 - 300}m"
-    arguments = ["install", "fluxlora", str(CHART), "--namespace", OPERATOR_NAMESPACE, "--wait",
+    # No --wait: helm would wait its whole timeout for a pod that crash-loops; the demo watches
+    # the pods itself and stops at the first one that cannot run.
+    arguments = ["install", "fluxlora", str(CHART), "--namespace", OPERATOR_NAMESPACE,
                  *chart_values(s3, BUCKET, [NAMESPACE]),
                  "--set-string", f"trainer.cpuRequest={trainer_cpu}",
                  *(item for value in values for item in ("--set", value))]  # fmt: skip
@@ -154,8 +156,8 @@ def log_tail(plane: ControlPlane, pod: dict) -> str:
 
 
 def wait_for_release(plane: ControlPlane) -> list[dict]:
-    """Until every pod of the release runs and is ready (`helm install --wait` says `deployed`
-    even when the operator's pod cannot start)."""
+    """Until every pod of the release runs and is ready; DemoFailed, with the pod's story, as
+    soon as one has stopped or is crash-looping."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         pods = release_pods(plane)

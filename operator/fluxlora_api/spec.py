@@ -23,7 +23,13 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 Optimizer = Literal["adamw", "adamw8bit", "prodigy"]
-LoraTarget = Literal["attention", "context", "feed-forward", "single-blocks"]
+LoraTarget = Literal["attention", "context", "feed-forward", "single-blocks", "modulation"]
+# Every linear layer of the double and single blocks but their modulation, as ai-toolkit and
+# kohya's sd-scripts train by default.
+DEFAULT_LORA_TARGETS = ("attention", "context", "feed-forward", "single-blocks")
+LoraInit = Literal["kaiming", "gaussian"]
+DEFAULT_LEARNING_RATE = 0.0004  # the hosted API's, tuned for AdamW over kaiming-initialised LoRAs
+PRODIGY_LEARNING_RATE = 1.0  # prodigy finds its own step size; this scales it
 BaseWeights = Literal["bf16", "int8", "nf4"]
 SamplePrompt = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
@@ -62,18 +68,26 @@ class TrainingParameters(ApiModel):
     replaced by it). null or "" means no trigger word at all."""
     steps: int = Field(1000, ge=500, le=4000)
     """Number of optimisation steps to train the LoRA for."""
-    learning_rate: float = Field(0.0004, ge=0, le=1)
-    """Learning rate of the LoRA weights (constant after a short warmup)."""
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    """Learning rate of the LoRA weights (constant after a short warmup); unset means 0.0004
+    (the hosted API's default), or 1.0 with the prodigy optimizer, whose learning rate scales
+    the step size it finds."""
     lora_rank: int = Field(16, ge=1, le=64)
     """Rank of the LoRA matrices: higher learns more detail and gives a larger file."""
     lora_alpha: float | None = Field(None, gt=0, le=1024)
     """LoRA scaling alpha; unset means equal to loraRank (a scale of 1)."""
     lora_targets: list[LoraTarget] = Field(
-        default_factory=lambda: ["attention", "context"], min_length=1, max_length=4
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1, max_length=5
     )
     """Transformer layers that get LoRA matrices: attention (q/k/v/out of every block), context
     (the text-stream projections), feed-forward, single-blocks (their MLP and output
-    projections). More layers learn more and make a larger file."""
+    projections), modulation (every block's adaptive-norm projection). The default, the first
+    four, is every linear layer of the blocks but the modulation; fewer layers (for example
+    attention and context) learn less and make a smaller file."""
+    lora_init: LoraInit = "kaiming"
+    """Initial LoRA weights: kaiming (A kaiming-uniform, B zero: peft's default, as ai-toolkit
+    and kohya's sd-scripts start) or gaussian (A drawn with standard deviation 1/rank, which
+    moves the output several times more per step at the same learning rate)."""
     resolution: int = Field(1024, ge=256, le=2048, multiple_of=64)
     """Training resolution in pixels of the longer side; images are bucketed by aspect ratio."""
     batch_size: int = Field(1, ge=1, le=32)
@@ -91,7 +105,8 @@ class TrainingParameters(ApiModel):
     """Precision of the frozen transformer weights: bf16 (as released), or int8 / nf4
     (bitsandbytes) to fit 24 GB GPUs at some cost in quality and speed."""
     gradient_checkpointing: bool = True
-    """Recompute activations in the backward pass: much less GPU memory for about 20% more time."""
+    """Recompute activations in the backward pass: much less GPU memory for about 45% more time
+    per step (the forward pass runs twice)."""
     checkpoint_every_steps: int = Field(250, ge=0, le=4000)
     """Save a resumable checkpoint every this many steps, so a preempted or evicted pod resumes
     instead of starting over; 0 disables checkpoints."""
@@ -103,6 +118,12 @@ class TrainingParameters(ApiModel):
         """The trigger word in force: None when unset or blank (null and "" both mean none)."""
         word = (self.trigger_word or "").strip()
         return word or None
+
+    @property
+    def effective_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return PRODIGY_LEARNING_RATE if self.optimizer == "prodigy" else DEFAULT_LEARNING_RATE
 
     @property
     def effective_lora_alpha(self) -> float:

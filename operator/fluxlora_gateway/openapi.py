@@ -2,13 +2,15 @@
 
 from typing import Any
 
-from fluxlora_api.spec import HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
+from fluxlora_api.spec import DEFAULT_LEARNING_RATE, HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
 from fluxlora_gateway import hosted
 
 
 def _request_schema() -> dict[str, Any]:
     full = LoRATrainingJobSpec.model_json_schema(by_alias=False)
     properties = {name: full["properties"][name] for name in HOSTED_REQUEST_FIELDS}
+    # The spec leaves it unset so that each optimizer gets its own; hosted runs train with AdamW.
+    properties["learning_rate"] = {**properties["learning_rate"], "default": DEFAULT_LEARNING_RATE}
     return {
         "type": "object",
         "required": ["data"],

@@ -180,6 +180,7 @@ def test_the_openapi_document_describes_both_endpoints(gateway):
         "data", "trigger_word", "steps", "learning_rate", "lora_rank"
     }  # fmt: skip
     assert request["properties"]["steps"]["maximum"] == 4000
+    assert request["properties"]["learning_rate"]["default"] == 0.0004  # the hosted default
 
 
 async def test_the_reference_curl_flow_trains_and_the_output_downloads(

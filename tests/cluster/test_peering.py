@@ -184,6 +184,13 @@ async def test_the_charts_two_replicas_on_the_real_node_keep_one_active_and_hand
 
         deleted = plane.kubectl("delete", "pod", "-n", release_namespace, active, "--wait=false")
         assert deleted.returncode == 0, deleted.stderr
+        # Until its pod is gone the deleted replica may still act (it stops within its grace
+        # period), so the next resource comes once it is gone: then only a live one can act.
+        await eventually(
+            lambda: kube.get("Pod", release_namespace, active) is None,
+            "the active replica's pod is gone",
+            timeout=60,
+        )
         submit(kube, namespace, "two")
         await eventually(lambda: job("two"), "a live replica takes over", timeout=90)
         # The standby, or the Deployment's new pod if kopf's random priority ranks it higher.

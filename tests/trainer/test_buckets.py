@@ -2,7 +2,14 @@
 
 import pytest
 
-from fluxlora_trainer.buckets import BUCKET_STEP, Bucket, buckets_for, choose_bucket, crop_box
+from fluxlora_trainer.buckets import (
+    BUCKET_STEP,
+    Bucket,
+    bucket_for_image,
+    buckets_for,
+    choose_bucket,
+    crop_box,
+)
 
 
 @pytest.mark.parametrize("resolution", [256, 512, 768, 1024])
@@ -43,3 +50,28 @@ def test_the_crop_covers_the_bucket_exactly(size, bucket):
     assert left >= 0 and top >= 0 and right <= resized[0] and bottom <= resized[1]
     # the image is scaled to cover, never stretched out of proportion
     assert abs(resized[0] / resized[1] - size[0] / size[1]) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("size", "resolution", "expected"),
+    [
+        ((300, 300), 1024, Bucket(256, 256)),  # a small image trains at its own size
+        ((640, 480), 1024, Bucket(576, 448)),  # 512² of buckets: the closest to 4:3
+        ((1000, 1000), 1024, Bucket(960, 960)),  # just under the resolution: not upscaled
+        ((3024, 4032), 1024, Bucket(896, 1152)),  # large images: the training resolution
+        ((3024, 4032), 512, Bucket(448, 576)),
+    ],
+)
+def test_an_image_is_never_upscaled_past_its_own_area(size, resolution, expected):
+    bucket = bucket_for_image(*size, resolution)
+    assert bucket == expected
+    assert bucket.width * bucket.height <= size[0] * size[1]
+    assert bucket.width * bucket.height <= resolution**2
+
+
+@pytest.mark.parametrize("resolution", [256, 512, 1024, 2048])
+def test_no_bucket_holds_more_pixels_than_its_image(resolution):
+    for width in range(64, 4200, 97):
+        for height in range(max(64, width // 4), min(4200, width * 4), 89):
+            bucket = bucket_for_image(width, height, resolution)
+            assert bucket.width * bucket.height <= width * height, (width, height)

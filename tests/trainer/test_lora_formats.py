@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fluxlora_trainer.lora_formats import to_kohya
+from tests.trainer.pipelines import render
 
 RANK, ALPHA = 4, 8.0
 HIDDEN, MLP = 12, 20
@@ -90,6 +91,74 @@ def test_single_block_linear1_fuses_attention_and_mlp_with_zero_rows_for_untrain
 
 def test_an_unknown_module_is_refused():
     with pytest.raises(ValueError, match="no kohya name"):
-        to_kohya(
-            diffusers_keys("transformer_blocks.0", {"norm1.linear": lora(HIDDEN)}), ALPHA, RANK
-        )
+        to_kohya(diffusers_keys("transformer_blocks.0", {"attn.norm_q": lora(HIDDEN)}), ALPHA, RANK)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "module", "kohya_name"),
+    [
+        ("transformer_blocks.3", "norm1.linear", "lora_unet_double_blocks_3_img_mod_lin"),
+        ("transformer_blocks.3", "norm1_context.linear", "lora_unet_double_blocks_3_txt_mod_lin"),
+        ("single_transformer_blocks.5", "norm.linear", "lora_unet_single_blocks_5_modulation_lin"),
+    ],
+)
+def test_modulation_layers_keep_their_weight_change_under_the_kohya_names(
+    prefix, module, kohya_name
+):
+    torch.manual_seed(0)
+    part = lora(6 * HIDDEN)  # shift, scale and gate, twice in the double blocks
+    kohya = to_kohya(diffusers_keys(prefix, {module: part}), ALPHA, RANK, (HIDDEN, MLP))
+    assert set(kohya) == {
+        f"{kohya_name}.{name}" for name in ("lora_down.weight", "lora_up.weight", "alpha")
+    }
+    assert torch.allclose(
+        delta(
+            kohya[f"{kohya_name}.lora_down.weight"],
+            kohya[f"{kohya_name}.lora_up.weight"],
+            kohya[f"{kohya_name}.alpha"].item(),
+        ),
+        delta(part["A"], part["B"], ALPHA),
+        atol=1e-5,
+    )
+
+
+def test_diffusers_reads_the_kohya_file_as_the_same_lora(tiny_model, tmp_path):
+    """diffusers' own kohya converter, on the layers whose kohya names do not depend on FLUX's
+    full-size widths (it hard-codes those of the fused single-block projection)."""
+    from diffusers import FluxPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    from fluxlora_api.contract import TrainingConfig
+    from fluxlora_trainer.lora import lora_config
+    from fluxlora_trainer.lora_formats import save_diffusers_lora, save_kohya_lora
+
+    config = TrainingConfig.model_validate(
+        {
+            "data": "https://example.com/a.zip",
+            "output": "/out",
+            "loraRank": RANK,
+            "loraAlpha": ALPHA,
+        }
+    )
+    trained = FluxPipeline.from_pretrained(tiny_model)
+    targets = ["context", "feed-forward", "modulation"]
+    trained.transformer.add_adapter(lora_config(RANK, ALPHA, targets))
+    torch.manual_seed(0)
+    for name, parameter in trained.transformer.named_parameters():
+        if "lora_" in name:
+            parameter.data = torch.randn_like(parameter) * 0.2
+    state = get_peft_model_state_dict(trained.transformer)
+    modules = sorted({key.rsplit(".lora_", 1)[0] for key in state})
+    assert any(module.endswith("norm.linear") for module in modules)
+    diffusers_file = save_diffusers_lora(tmp_path / "lora.safetensors", state, config, 0, modules)
+    kohya_file = save_kohya_lora(tmp_path / "kohya.safetensors", state, config, 0, (HIDDEN, MLP))
+
+    images = []
+    for path in (None, diffusers_file, kohya_file):
+        pipeline = FluxPipeline.from_pretrained(tiny_model)
+        if path:
+            pipeline.load_lora_weights(str(path))
+        images.append(render(pipeline, "a photo"))
+    base, from_diffusers, from_kohya = images
+    assert abs(from_diffusers - base).mean() > 1e-3  # the LoRA does change the image
+    assert abs(from_kohya - from_diffusers).max() < 1e-4

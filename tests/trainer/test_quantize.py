@@ -1,6 +1,8 @@
 """int8 / nf4 base weights: the blocks' linear layers become bitsandbytes layers that hold far
 fewer bytes and compute nearly the same thing."""
 
+import logging
+
 import pytest
 import torch
 
@@ -63,3 +65,26 @@ def test_bf16_leaves_the_transformer_as_released(tiny_model):
     before = {name: p.clone() for name, p in transformer.named_parameters()}
     assert quantize_transformer(transformer, "bf16", CPU, torch.float32) == 0
     assert all(torch.equal(p, before[name]) for name, p in transformer.named_parameters())
+
+
+@pytest.mark.parametrize(("weights", "stored"), [("int8", torch.int8), ("nf4", torch.uint8)])
+def test_each_weight_is_stored_quantized_or_in_the_compute_precision_on_the_device(
+    tiny_model, weights, stored
+):
+    transformer = load_transformer(tiny_model)
+    quantize_transformer(transformer, weights, CPU, torch.float32)
+    quantized = {id(layer.weight) for layer in block_linear_layers(transformer)}
+    for name, parameter in transformer.named_parameters():
+        assert parameter.device == CPU, name
+        expected = stored if id(parameter) in quantized else torch.float32
+        assert parameter.dtype == expected, name
+
+
+def test_int8_matmuls_do_not_log_at_every_call(tiny_model, caplog):
+    caplog.set_level(logging.INFO)
+    transformer = load_transformer(tiny_model)
+    quantize_transformer(transformer, "int8", CPU, torch.float32)
+    forward(transformer)
+    forward(transformer)
+    assert "MatMul8bitLt" not in caplog.text
+    assert caplog.text.count("int8 base weights: their matmuls take float16 inputs") == 1

@@ -3,6 +3,7 @@ diffusers and change what the pipeline draws; bad input ends with its own exit c
 run resumes from its checkpoint."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -105,7 +106,7 @@ def test_the_lora_loads_in_diffusers_and_changes_the_image(tiny_model, tmp_path,
         tiny_model,
         signed,
         str(out),
-        loraTargets=["attention", "context", "feed-forward", "single-blocks"],
+        loraTargets=["attention", "context", "feed-forward", "single-blocks", "modulation"],
     )
     code, result = train(cfg, tmp_path)
     assert code == 0
@@ -214,3 +215,54 @@ def test_a_lora_trained_over_quantized_weights_works_on_the_full_model(
     before = render(pipeline, "a photo of p3r5on")
     pipeline.load_lora_weights(str(out / "lora.safetensors"))
     assert abs(render(pipeline, "a photo of p3r5on") - before).mean() > 1e-4
+
+
+def test_samples_that_fail_never_cost_the_lora(
+    tiny_model, tmp_path, http_dataset, monkeypatch, caplog
+):
+    from diffusers import FluxPipeline
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+
+    monkeypatch.setattr(FluxPipeline, "__call__", out_of_memory)
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "out"
+    cfg = config(tiny_model, http_dataset, str(out), samplePrompts=["a photo of p3r5on"])
+    code, result = train(cfg, tmp_path)
+    assert code == ExitCode.SUCCESS
+    assert result["outputs"][:2] == ["lora.safetensors", "lora_comfyui.safetensors"]
+    assert not [name for name in result["outputs"] if name.startswith("sample_")]
+    assert (out / "lora.safetensors").is_file()
+    assert not list((out / "checkpoints").glob("*.pt"))
+    assert "samples skipped, the LoRA is saved: CUDA out of memory" in caplog.text
+
+
+def test_a_pod_lost_while_sampling_resumes_without_training_again(
+    tiny_model, tmp_path, http_dataset, monkeypatch, caplog
+):
+    from fluxlora_trainer import run
+
+    def lost(*args, **kwargs):
+        raise KeyboardInterrupt  # the pod is gone mid-way: nothing after this runs
+
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "out"
+    cfg = config(tiny_model, http_dataset, str(out), samplePrompts=["a photo of p3r5on"])
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "_render_samples", lost)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path)
+    # The LoRA was uploaded before sampling began, and the final step checkpointed.
+    assert (out / "lora.safetensors").is_file()
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["step-000500.pt"]
+
+    caplog.clear()
+    code, result = train(cfg, tmp_path)
+    assert code == ExitCode.SUCCESS
+    assert "resuming from the checkpoint at step 500" in caplog.text
+    assert "step 500/500" not in caplog.text  # no step trained again
+    assert "sample_0.png" in result["outputs"]
+    steps = [int(row.split(",")[0]) for row in (out / "loss.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 501))
+    assert not list((out / "checkpoints").glob("*.pt"))

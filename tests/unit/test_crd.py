@@ -69,11 +69,12 @@ def test_the_hosted_defaults_are_applied_by_the_api_server():
     assert spec["triggerWord"]["default"] == "p3r5on"
     assert spec["triggerWord"]["nullable"] is True  # explicit null = no trigger word
     assert spec["steps"]["default"] == 1000
-    assert spec["learningRate"]["default"] == 0.0004
+    assert "default" not in spec["learningRate"]  # unset: the optimizer's own (0.0004 for AdamW)
     assert spec["loraRank"]["default"] == 16
     assert (spec["steps"]["minimum"], spec["steps"]["maximum"]) == (500, 4000)
     assert (spec["loraRank"]["minimum"], spec["loraRank"]["maximum"]) == (1, 64)
     assert (spec["learningRate"]["minimum"], spec["learningRate"]["maximum"]) == (0, 1)
+    assert spec["learningRate"]["exclusiveMinimum"] is True  # a learning rate of 0 trains nothing
 
 
 def test_the_spec_is_immutable_with_a_message_that_says_what_to_do():

@@ -11,7 +11,7 @@ DATA = "https://example.com/photos.zip"
 
 def test_a_spec_with_only_data_trains_like_the_hosted_api_defaults():
     spec = LoRATrainingJobSpec(data=DATA)
-    assert (spec.trigger_word, spec.steps, spec.learning_rate, spec.lora_rank) == (
+    assert (spec.trigger_word, spec.steps, spec.effective_learning_rate, spec.lora_rank) == (
         "p3r5on",
         1000,
         0.0004,
@@ -52,6 +52,7 @@ def test_null_or_blank_trigger_word_means_no_trigger_word(word):
         ("steps", 4001),
         ("steps", 1000.5),
         ("learningRate", -0.0001),
+        ("learningRate", 0),  # trains nothing
         ("learningRate", 1.5),
         ("loraRank", 0),
         ("loraRank", 65),
@@ -101,7 +102,7 @@ def test_unknown_fields_are_rejected():
     [
         ("steps", 500),
         ("steps", 4000),
-        ("learningRate", 0),
+        ("learningRate", 0.00001),
         ("learningRate", 1),
         ("loraRank", 1),
         ("loraRank", 64),
@@ -109,3 +110,14 @@ def test_unknown_fields_are_rejected():
 )
 def test_the_hosted_range_ends_are_accepted(field, value):
     assert parse_spec({"data": DATA, field: value})
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "expected"), [("adamw", 0.0004), ("adamw8bit", 0.0004), ("prodigy", 1.0)]
+)
+def test_an_unset_learning_rate_is_the_optimizers_own(optimizer, expected):
+    spec = parse_spec({"data": DATA, "optimizer": optimizer})
+    assert spec.learning_rate is None
+    assert spec.effective_learning_rate == expected
+    given = parse_spec({"data": DATA, "optimizer": optimizer, "learningRate": 0.5})
+    assert given.effective_learning_rate == 0.5

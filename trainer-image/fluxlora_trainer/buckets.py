@@ -1,5 +1,7 @@
 """Aspect-ratio buckets: every image trains at about resolution² pixels in the shape closest to
-its own, so portraits stay portraits and nothing is squashed. Pure functions."""
+its own, so portraits stay portraits and nothing is squashed; an image smaller than that trains
+at its own area, never upscaled past it (ai-toolkit's rule: upscaling adds blur the LoRA would
+learn). Pure functions."""
 
 import math
 from dataclasses import dataclass
@@ -38,6 +40,18 @@ def choose_bucket(width: int, height: int, buckets: list[Bucket]) -> Bucket:
     """The bucket whose aspect ratio is closest to the image's (in log space)."""
     target = math.log(width / height)
     return min(buckets, key=lambda b: (abs(math.log(b.aspect) - target), -b.width * b.height))
+
+
+def image_resolution(width: int, height: int, resolution: int) -> int:
+    """The training resolution for one image: `resolution`, or less when the image has fewer
+    than resolution² pixels (whole bucket steps, at least one)."""
+    own = math.isqrt(width * height) // BUCKET_STEP * BUCKET_STEP
+    return max(BUCKET_STEP, min(resolution, own))
+
+
+def bucket_for_image(width: int, height: int, resolution: int) -> Bucket:
+    """The image's bucket at `resolution`, never larger in area than the image itself."""
+    return choose_bucket(width, height, buckets_for(image_resolution(width, height, resolution)))
 
 
 def crop_box(

@@ -1,6 +1,7 @@
 """Everything the training loop needs, computed once: VAE latents of every image at its bucket
 size, and the T5 + CLIP pooled embeddings of every distinct caption (and of the empty caption,
-for caption dropout). Afterwards the VAE and text encoders leave the GPU."""
+for caption dropout), kept in the encoders' precision (bf16 on GPUs: half of float32, and
+exactly what they computed). Afterwards the VAE and text encoders leave the GPU."""
 
 import logging
 from dataclasses import dataclass
@@ -9,14 +10,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fluxlora_trainer.buckets import Bucket, buckets_for, choose_bucket, crop_box
+from fluxlora_trainer.buckets import Bucket, bucket_for_image, crop_box
 from fluxlora_trainer.dataset import Sample
+from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.images import load_rgb
+from fluxlora_trainer.pod_memory import memory_limit_bytes
 
 logger = logging.getLogger(__name__)
 
 # FLUX.1-dev reads up to 512 T5 tokens.
 MAX_SEQUENCE_LENGTH = 512
+# Of the trainer's memory limit, the share the cached text embeddings may take: the encoders,
+# the VAE and the transformer's weights pass through the rest on their way to the GPU.
+EMBEDDING_SHARE = 0.25
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,27 @@ def encode_caption(pipeline, caption: str, device: torch.device) -> TextEmbeddin
     prompt, pooled, _ = pipeline.encode_prompt(
         prompt=caption, prompt_2=caption, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH
     )
-    return TextEmbedding(prompt=prompt[0].float().cpu(), pooled=pooled[0].float().cpu())
+    return TextEmbedding(prompt=prompt[0].cpu(), pooled=pooled[0].cpu())
+
+
+def embedding_bytes(pipeline) -> int:
+    """Memory of one cached caption: 512 T5 hidden states and a CLIP pooled vector."""
+    t5, clip = pipeline.text_encoder_2, pipeline.text_encoder
+    element = torch.empty((), dtype=t5.dtype).element_size()
+    return (MAX_SEQUENCE_LENGTH * t5.config.d_model + clip.config.hidden_size) * element
+
+
+def check_embedding_budget(captions: int, per_caption: int, limit: int | None) -> None:
+    """Refuse, before encoding, a dataset whose caption cache would not fit its share of the
+    trainer's memory."""
+    need = captions * per_caption
+    if limit is not None and need > limit * EMBEDDING_SHARE:
+        raise BadInput(
+            f"data: {captions} distinct captions need {need / GIB:.1f} GiB of cached text "
+            f"embeddings, more than {EMBEDDING_SHARE:.0%} of the trainer's memory limit "
+            f"({limit / GIB:.1f} GiB): use fewer distinct captions, or give the trainer more "
+            "memory"
+        )
 
 
 def prepare_training_data(
@@ -77,20 +104,18 @@ def prepare_training_data(
     seed: int,
 ) -> TrainingData:
     """Encode the dataset; the text encoders and VAE are moved to `device` only meanwhile."""
+    distinct = sorted({s.caption for s in samples} | {""})
+    check_embedding_budget(len(distinct), embedding_bytes(pipeline), memory_limit_bytes())
     generator = torch.Generator(device=device).manual_seed(seed)
-    buckets = buckets_for(resolution)
     for part in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2):
         part.to(device)
     cached = []
     for sample in samples:
         image = load_rgb(sample.image, max_pixels)
-        bucket = choose_bucket(image.width, image.height, buckets)
+        bucket = bucket_for_image(image.width, image.height, resolution)
         latents = encode_latents(pipeline, image_tensor(image, bucket), generator)
         cached.append(CachedSample(latents=latents, caption=sample.caption, bucket=bucket))
-    captions = {
-        caption: encode_caption(pipeline, caption, device)
-        for caption in sorted({s.caption for s in cached} | {""})
-    }
+    captions = {caption: encode_caption(pipeline, caption, device) for caption in distinct}
     for part in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2):
         part.to("cpu")
     if device.type == "cuda":

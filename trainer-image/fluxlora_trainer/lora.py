@@ -10,6 +10,10 @@ TARGET_PATTERNS = {
     "context": r"transformer_blocks\.\d+\.attn\.(add_q_proj|add_k_proj|add_v_proj|to_add_out)",
     "feed-forward": r"transformer_blocks\.\d+\.(ff|ff_context)\.net\.(0\.proj|2)",
     "single-blocks": r"single_transformer_blocks\.\d+\.(proj_mlp|proj_out)",
+    # the adaptive-norm projections that turn the timestep and pooled text into each block's
+    # shifts, scales and gates
+    "modulation": r"transformer_blocks\.\d+\.(norm1|norm1_context)\.linear"
+    r"|single_transformer_blocks\.\d+\.norm\.linear",
 }
 
 
@@ -18,7 +22,12 @@ def target_regex(targets: list[str]) -> str:
     return "|".join(f"(?:{TARGET_PATTERNS[name]})" for name in targets)
 
 
-def lora_config(rank: int, alpha: float, targets: list[str]) -> LoraConfig:
+def lora_config(rank: int, alpha: float, targets: list[str], init: str = "kaiming") -> LoraConfig:
+    """`init`: kaiming is peft's default (A kaiming-uniform, B zero); gaussian draws A with
+    standard deviation 1/rank."""
     return LoraConfig(
-        r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=target_regex(targets)
+        r=rank,
+        lora_alpha=alpha,
+        init_lora_weights=True if init == "kaiming" else "gaussian",
+        target_modules=target_regex(targets),
     )

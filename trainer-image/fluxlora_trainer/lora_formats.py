@@ -35,6 +35,8 @@ _DOUBLE = {
     "ff.net.2": ("img_mlp_2", 0),
     "ff_context.net.0.proj": ("txt_mlp_0", 0),
     "ff_context.net.2": ("txt_mlp_2", 0),
+    "norm1.linear": ("img_mod_lin", 0),
+    "norm1_context.linear": ("txt_mod_lin", 0),
 }
 _SINGLE = {
     "attn.to_q": ("linear1", 0),
@@ -42,6 +44,7 @@ _SINGLE = {
     "attn.to_v": ("linear1", 2),
     "proj_mlp": ("linear1", 3),
     "proj_out": ("linear2", 0),
+    "norm.linear": ("modulation_lin", 0),
 }
 _KEY = re.compile(
     r"^transformer\.(?P<kind>transformer_blocks|single_transformer_blocks)\.(?P<block>\d+)\."
@@ -57,7 +60,7 @@ def describe(config: TrainingConfig, seed: int) -> dict[str, str]:
         "fluxlora.rank": str(config.lora_rank),
         "fluxlora.alpha": str(config.effective_lora_alpha),
         "fluxlora.steps": str(config.steps),
-        "fluxlora.learning_rate": str(config.learning_rate),
+        "fluxlora.learning_rate": str(config.effective_learning_rate),
         "fluxlora.resolution": str(config.resolution),
         "fluxlora.seed": str(seed),
         "fluxlora.job_id": config.job_id or "",

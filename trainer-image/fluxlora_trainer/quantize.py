@@ -2,15 +2,21 @@
 on a 24 GB GPU (about 12 GB of weights in int8, about 7 GB in nf4, against 24 GB in bf16).
 
 Every linear layer of the double- and single-stream blocks (over 95% of the weights) is
-replaced by its bitsandbytes counterpart, one layer at a time on the training device, so the
-bf16 copy of the whole transformer never sits there. The embedders and the output projection
+replaced by its bitsandbytes counterpart, one layer at a time: each full-precision weight stays
+in host memory and is quantized as it moves to the training device (the only way
+bitsandbytes' Int8Params quantizes: a weight already on the GPU stays in bf16), so the bf16
+copy of the whole transformer never sits there. The embedders and the output projection
 stay in the compute precision. peft then trains LoRA adapters over the frozen quantized layers
 (its bitsandbytes LoRA layers). bitsandbytes runs on CUDA and on CPUs, which is how the tests
 train a quantized tiny model. fp8 is not offered: peft cannot train LoRA over fp8 weights."""
 
+import logging
+
 import torch
 
 from fluxlora_trainer.errors import BadInput
+
+logger = logging.getLogger(__name__)
 
 QUANTIZED_BLOCKS = ("transformer_blocks", "single_transformer_blocks")
 
@@ -28,10 +34,9 @@ def _bitsandbytes():
 def quantized_linear(
     linear: torch.nn.Linear, base_weights: str, device: torch.device, compute_dtype: torch.dtype
 ) -> torch.nn.Module:
-    """The bitsandbytes layer for `linear`, quantized on `device` (bitsandbytes quantizes as the
-    weight moves to a device)."""
+    """The bitsandbytes layer for `linear`, quantized as it moves from host memory to `device`."""
     bnb = _bitsandbytes()
-    weight = linear.weight.data.to(device)
+    weight = linear.weight.data.cpu()  # a no-op for a model loaded on the CPU, as it is
     has_bias = linear.bias is not None
     if base_weights == "int8":
         layer = bnb.nn.Linear8bitLt(
@@ -75,6 +80,9 @@ def quantize_transformer(
                     count += 1
     # The flags diffusers' own quantized loading sets: peft then wraps these layers in its
     # bitsandbytes LoRA layers, which cast inputs to the adapter's precision.
+    if base_weights == "int8":
+        # Said once here: bitsandbytes would say it at every int8 matmul (quiet.py).
+        logger.info("int8 base weights: their matmuls take float16 inputs (LLM.int8())")
     transformer.is_loaded_in_8bit = base_weights == "int8"
     transformer.is_loaded_in_4bit = base_weights == "nf4"
     transformer.to(device)

@@ -7,6 +7,9 @@ UNACTIONABLE = {
     # bitsandbytes offers an optional CPU 4-bit kernel that it downloads from the model hub at
     # run time; the trainer never downloads code, and trains on GPUs.
     "bitsandbytes.backends.cpu.ops": logging.ERROR,
+    # Its int8 matmul warns at every call that bf16/float32 inputs are cast to float16, which
+    # is how LLM.int8() works; quantize.py says so once.
+    "bitsandbytes.autograd._functions": logging.ERROR,
     # diffusers' FLUX pipeline module imports the image processor of FLUX's IP-Adapter, which
     # falls back to its PIL version without torchvision; training uses no image processor.
     "transformers.utils.import_utils": logging.ERROR,

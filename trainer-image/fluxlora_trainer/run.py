@@ -1,6 +1,7 @@
 """One training run, as the Job's container does it: dataset -> cached latents and captions ->
-LoRA training (resuming from the newest checkpoint) -> LoRA files, config, loss curve and
-samples -> uploaded to the destination. Returns the result the operator reads."""
+LoRA training (resuming from the newest checkpoint) -> LoRA files, config and loss curve
+uploaded to the destination -> samples last, so that nothing they do can cost the LoRA.
+Returns the result the operator reads."""
 
 import json
 import logging
@@ -70,14 +71,24 @@ def run_training(
         history.append(report)
         on_step(report)
 
-    def checkpoint(step: int) -> None:
-        rows = [tuple(vars(r).values()) for r in history]
-        save_checkpoint(destination, {**trainer.state_dict(), "seed": seed, "history": rows})
+    def checkpoint(step: int, optimizer: bool = True) -> None:
+        rows = [tuple(vars(report).values()) for report in history]
+        state = trainer.state_dict(optimizer=optimizer)
+        save_checkpoint(destination, {**state, "seed": seed, "history": rows})
 
     trainer.run(on_step=step_done, on_checkpoint=checkpoint)
 
-    outputs = _write_outputs(config, seed, trainer, pipeline, history, workdir / "outputs", device)
+    # The LoRA reaches the destination before anything else can fail: samples come last.
+    folder = workdir / "outputs"
+    outputs = _write_lora_files(config, seed, trainer, pipeline, history, folder)
     urls = [destination.put(path, path.name) for path in outputs]
+    if config.sample_prompts:
+        if resumed is None or resumed["step"] < config.steps:
+            checkpoint(trainer.step, optimizer=False)  # a pod lost while sampling resumes here
+        trainer.release_optimizer()  # sampling needs the memory the optimizer state held
+        samples = _render_samples_safely(config, seed, pipeline, folder, device)
+        urls += [destination.put(path, path.name) for path in samples]
+        outputs += samples
     clear_checkpoints(destination)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     logger.info("training finished in %.1f s; outputs: %s", elapsed_ms / 1000, ", ".join(urls))
@@ -95,14 +106,13 @@ def _seed(config: TrainingConfig, resumed: dict | None) -> int:
     return random.SystemRandom().randrange(2**32)
 
 
-def _write_outputs(
+def _write_lora_files(
     config: TrainingConfig,
     seed: int,
     trainer: LoRATrainer,
     pipeline,
     history: list[StepReport],
     folder: Path,
-    device: torch.device,
 ) -> list[Path]:
     """The LoRA first (the hosted API's first output), then its companions."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,15 +137,26 @@ def _write_outputs(
     paths.append(folder / "config.json")
     paths.append(write_loss_csv(folder / "loss.csv", history))
     paths.append(plot_loss(folder / "loss.png", history, f"training loss, {config.steps} steps"))
-    paths += _render_samples(config, seed, pipeline, folder, device)
     return paths
+
+
+def _render_samples_safely(
+    config: TrainingConfig, seed: int, pipeline, folder: Path, device: torch.device
+) -> list[Path]:
+    """The sample images, or none when rendering fails (out of memory, most likely): samples
+    illustrate a run, and a run whose LoRA is saved has succeeded."""
+    try:
+        return _render_samples(config, seed, pipeline, folder, device)
+    except Exception as error:
+        logger.warning("samples skipped, the LoRA is saved: %s", error)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return []
 
 
 def _render_samples(
     config: TrainingConfig, seed: int, pipeline, folder: Path, device: torch.device
 ) -> list[Path]:
-    if not config.sample_prompts:
-        return []
     pipeline.transformer.eval()
     pipeline.to(device)
     paths = []

@@ -90,7 +90,12 @@ class LoRATrainer:
         self.dtype = dtype
         transformer.requires_grad_(False)
         transformer.add_adapter(
-            lora_config(config.lora_rank, config.effective_lora_alpha, list(config.lora_targets))
+            lora_config(
+                config.lora_rank,
+                config.effective_lora_alpha,
+                list(config.lora_targets),
+                config.lora_init,
+            )
         )
         # LoRA weights train in float32 even when the base weights are bf16.
         self.parameters = [p for p in transformer.parameters() if p.requires_grad]
@@ -100,7 +105,9 @@ class LoRATrainer:
             transformer.enable_gradient_checkpointing()
         transformer.to(device)
         transformer.train()
-        self.optimizer = build_optimizer(config.optimizer, self.parameters, config.learning_rate)
+        self.optimizer = build_optimizer(
+            config.optimizer, self.parameters, config.effective_learning_rate
+        )
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: learning_rate_factor(step, config.steps)
         )
@@ -206,21 +213,29 @@ class LoRATrainer:
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.transformer).items()}
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
+        """`optimizer=False`: a finished run's state, which never steps again."""
         return {
             "step": self.step,
             "lora": self.lora_state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
+            "optimizer": self.optimizer.state_dict() if optimizer else None,
+            "schedule": self.schedule.state_dict() if optimizer else None,
             "generator": self.generator.get_state(),
             "picker": self.picker.getstate(),
             "smoothed_loss": self.smoothed_loss,
         }
 
+    def release_optimizer(self) -> None:
+        """Free the optimizer's state (two tensors per LoRA weight with AdamW) once training
+        is over, for what runs after it on the same GPU."""
+        self.optimizer.state.clear()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         set_peft_model_state_dict(self.transformer, state["lora"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
+        if state["optimizer"] is not None:  # None: a finished run's final state
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"])
         self.picker.setstate(state["picker"])
         self.step = state["step"]

@@ -35,10 +35,11 @@ def build(clone: Path, environment: dict) -> float:
 def sizes(clone: Path, environment: dict) -> dict[str, str]:
     listing = subprocess.run(
         [sys.executable, "-c", "from tests.support import images; print(images.buildah("
-         "'images', '--format', '{{.Repository}} {{.Size}}'))"],
+         "'images', '--format', '{{.Name}} {{.Size}}'))"],
         cwd=clone, env=environment, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
-    return dict(line.split(" ", 1) for line in listing.splitlines() if line.strip())
+    rows = (line.split(maxsplit=1) for line in listing.splitlines() if line.strip())
+    return {name: size for name, size in rows if name != "<none>"}  # <none>: older builds
 
 
 def main() -> None:
@@ -53,10 +54,13 @@ def main() -> None:
     environment = {**os.environ, "FLUXLORA_CACHE": str(cache), "PYTHONPATH": str(clone)}
     try:
         cold = build(clone, environment)
+        print(f"cold build: {cold:.0f} s", flush=True)  # each as it comes: a build may fail
         warm = build(clone, environment)
+        print(f"warm build: {warm:.0f} s", flush=True)
         with (clone / CHANGED).open("a") as source:
             source.write("\n# a change, as a developer makes one\n")
         changed = build(clone, environment)
+        print(f"after a change: {changed:.0f} s", flush=True)
         found = sizes(clone, environment)
     finally:
         remove_containers = "from tests.support import images; images.buildah('rm', '--all')"

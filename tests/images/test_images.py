@@ -61,3 +61,21 @@ def test_the_local_base_has_the_python_minor_version_of_the_public_default():
     finally:
         images.buildah("rm", container)
     assert version.strip() == "3.11"
+
+
+def test_the_images_benchmark_reads_each_images_size():
+    """benchmarks/images.py's size table, read from the project's own image storage."""
+    import importlib.util
+    import os
+
+    path = images.ROOT / "benchmarks" / "images.py"
+    spec = importlib.util.spec_from_file_location("images_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    images.ensure_images()
+    environment = {**os.environ, "PYTHONPATH": str(images.ROOT)}
+    found = benchmark.sizes(images.ROOT, environment)
+    for name in ("localhost/flux-lora-operator", "localhost/flux-lora-trainer"):
+        number, unit = found[name].split()
+        assert float(number) > 0 and unit in ("MB", "GB")
+    assert "<none>" not in found

@@ -53,6 +53,7 @@ def test_progress_is_reported_with_the_pods_token_throttled(endpoint, tmp_path):
         reporter(report(step, 10))
     token.write_text("rotated-token")  # the kubelet rotates the file: read it afresh
     reporter(report(10, 10))  # the last step is always reported
+    reporter.close()
     assert [(path, auth) for path, auth, _ in received] == [
         (PROGRESS_PATH, "Bearer pod-bound-token"),
         (PROGRESS_PATH, "Bearer rotated-token"),
@@ -67,6 +68,44 @@ def test_an_unreachable_operator_never_stops_training(tmp_path):
     reporter = ProgressReporter(ProgressTarget("http://127.0.0.1:9/progress", token))
     reporter(report(1, 10))  # logs a warning, raises nothing
     reporter(report(10, 10))
+    reporter.close()
+
+
+def test_a_slow_operator_never_holds_a_step(tmp_path):
+    """The report goes out on its own thread: the step's call returns while the endpoint is
+    still answering, and the reports meanwhile are left out rather than queued."""
+    answer = threading.Event()
+    received = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answer.wait(30)
+            received.append(json.loads(body)["step"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("t")
+    url = f"http://127.0.0.1:{server.server_address[1]}{PROGRESS_PATH}"
+    reporter = ProgressReporter(ProgressTarget(url, token))
+    try:
+        reporter(report(1, 10))
+        reporter.last_report = 0.0  # as if the report interval had passed
+        reporter(report(2, 10))  # the first is still being answered: left out
+        assert received == []  # both calls returned before the endpoint answered
+        reporter(report(10, 10))  # the last step's report waits its turn
+        answer.set()
+        reporter.close()
+        assert received == [1, 10]
+    finally:
+        answer.set()
+        server.shutdown()
 
 
 def test_without_an_endpoint_progress_is_only_logged(monkeypatch):

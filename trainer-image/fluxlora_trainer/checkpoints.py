@@ -1,10 +1,12 @@
 """Resumable checkpoints in the output destination: a restarted pod (preempted, evicted)
 continues from the newest one instead of step 0. Each holds the LoRA, optimizer, step and
-random generator state; the two newest are kept."""
+random generator state; the two newest are kept. CheckpointWriter writes them off the training
+thread."""
 
 import logging
 import re
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,35 @@ def clear_checkpoints(destination: Destination) -> None:
     """A finished run needs no checkpoints."""
     for step in _saved_steps(destination):
         destination.delete(checkpoint_name(step))
+
+
+def host_copy(state: Any) -> Any:
+    """`state` with every tensor copied to host memory, so training may go on changing the
+    originals (on a CPU, `.cpu()` alone would return the very tensors it changes in place)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: host_copy(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(host_copy(value) for value in state)
+    return state
+
+
+class CheckpointWriter:
+    """Saves checkpoints in the background, one at a time: the state is copied to host memory
+    at once, then serialised and uploaded (hundreds of MB) while training goes on. A new
+    checkpoint first waits for the one before; wait() waits for the last and raises its error."""
+
+    def __init__(self, destination: Destination) -> None:
+        self.destination = destination
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.pending: Future | None = None
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.wait()
+        self.pending = self.pool.submit(save_checkpoint, self.destination, host_copy(state))
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()

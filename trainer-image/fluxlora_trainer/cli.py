@@ -125,6 +125,7 @@ def _train(args: argparse.Namespace) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="fluxlora-run-") as workdir:
                 result = run_training(config, Path(workdir), reporter)
+        reporter.close()
     except BadInput as error:
         logging.getLogger(__name__).error("bad input: %s", error)
         _report(TrainingResult(error=str(error)), args.result_file)

@@ -1,11 +1,13 @@
 """Progress: a progress line in the log, and a report to the operator's progress endpoint at
 most every few seconds, which the operator writes to status.progress (the trainer itself holds
-no Kubernetes rights). A failed report is logged and training goes on."""
+no Kubernetes rights). Reports are sent off the training thread, so a slow endpoint never slows
+a step; a failed report is logged and training goes on."""
 
 import json
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,8 @@ class ProgressReporter:
         self.last_report = 0.0
         self.last_log = 0.0
         self.pool = urllib3.PoolManager(timeout=5.0, retries=False) if target else None
+        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress")
+        self.in_flight: Future | None = None
 
     def __call__(self, report: StepReport) -> None:
         now = time.monotonic()
@@ -75,12 +79,24 @@ class ProgressReporter:
             self.last_log = now
             logger.info("%s", progress_line(report))
         if self.target and (final or now - self.last_report >= REPORT_INTERVAL_SECONDS):
+            busy = self.in_flight is not None and not self.in_flight.done()
+            if busy and not final:
+                return  # the endpoint is slow: this step's report is left out, not queued
             self.last_report = now
-            self.send(progress_status(report))
+            try:
+                token = self.target.token_file.read_text().strip()  # rotated by the kubelet
+            except OSError as error:
+                logger.warning("progress not recorded: %s", error)
+                return
+            self.in_flight = self.sender.submit(self.send, progress_status(report), token)
 
-    def send(self, progress: dict) -> None:
+    def close(self) -> None:
+        """Wait for the last report (the final step's) to be sent."""
+        if self.in_flight is not None:
+            self.in_flight.result()
+
+    def send(self, progress: dict, token: str) -> None:
         try:
-            token = self.target.token_file.read_text().strip()  # rotated by the kubelet
             response = self.pool.request(
                 "POST",
                 self.target.url,

@@ -16,9 +16,9 @@ from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.status import Timings
 from fluxlora_trainer.cache import prepare_training_data
 from fluxlora_trainer.checkpoints import (
+    CheckpointWriter,
     clear_checkpoints,
     load_latest_checkpoint,
-    save_checkpoint,
 )
 from fluxlora_trainer.dataset import open_dataset
 from fluxlora_trainer.fetch import display_url
@@ -71,12 +71,14 @@ def run_training(
         history.append(report)
         on_step(report)
 
+    writer = CheckpointWriter(destination)
+
     def checkpoint(step: int, optimizer: bool = True) -> None:
         rows = [tuple(vars(report).values()) for report in history]
-        state = trainer.state_dict(optimizer=optimizer)
-        save_checkpoint(destination, {**state, "seed": seed, "history": rows})
+        writer.save({**trainer.state_dict(optimizer=optimizer), "seed": seed, "history": rows})
 
     trainer.run(on_step=step_done, on_checkpoint=checkpoint)
+    writer.wait()
 
     # The LoRA reaches the destination before anything else can fail: samples come last.
     folder = workdir / "outputs"
@@ -85,6 +87,7 @@ def run_training(
     if config.sample_prompts:
         if resumed is None or resumed["step"] < config.steps:
             checkpoint(trainer.step, optimizer=False)  # a pod lost while sampling resumes here
+            writer.wait()
         trainer.release_optimizer()  # sampling needs the memory the optimizer state held
         samples = _render_samples_safely(config, seed, pipeline, folder, device)
         urls += [destination.put(path, path.name) for path in samples]

@@ -31,6 +31,9 @@ MAX_WARMUP_STEPS = 100
 MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 1e-4
 LOSS_SMOOTHING = 0.9
+# Steps between reads of the loss: each read makes the host wait until the GPU has finished
+# them, so the host cannot queue the next step's work meanwhile.
+LOSS_READ_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class LoRATrainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.picker = random.Random(seed)
         self.groups = data.by_bucket()
+        self.positions: dict[tuple[int, int], torch.Tensor] = {}
 
     # --- one step ----------------------------------------------------------------------------
 
@@ -129,7 +133,22 @@ class LoRATrainer:
             return self.picker.sample(members, self.config.batch_size)
         return self.picker.choices(members, k=self.config.batch_size)
 
-    def train_step(self) -> float:
+    def _to_device(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A host tensor on the training device without stalling the host: a GPU copies it
+        from pinned memory while the host goes on (a pageable copy waits for the GPU)."""
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()
+        return tensor.to(device=self.device, dtype=dtype, non_blocking=True)
+
+    def _image_ids(self, height: int, width: int) -> torch.Tensor:
+        key = (height, width)
+        if key not in self.positions:  # one per bucket, made once
+            self.positions[key] = fm.image_ids(height, width, self.device, self.dtype)
+        return self.positions[key]
+
+    def train_step(self) -> torch.Tensor:
+        """One optimisation step; returns its loss still on the device (reading it would make
+        the host wait for the GPU: run() reads several steps' losses at once)."""
         indices = self._batch()
         samples = [self.data.samples[i] for i in indices]
         captions = [
@@ -143,9 +162,9 @@ class LoRATrainer:
         sigmas = fm.sample_sigmas(len(samples), tokens, self.generator, torch.device("cpu"))
 
         device, dtype = self.device, self.dtype
-        noisy = fm.noisy_latents(latents, noise, sigmas)
-        prompt = torch.stack([e.prompt for e in embeddings]).to(device, dtype)
-        pooled = torch.stack([e.pooled for e in embeddings]).to(device, dtype)
+        latents, noise, sigmas = map(self._to_device, (latents, noise, sigmas))
+        prompt = self._to_device(torch.stack([e.prompt for e in embeddings]), dtype)
+        pooled = self._to_device(torch.stack([e.pooled for e in embeddings]), dtype)
         guidance = (
             torch.ones(len(samples), device=device, dtype=dtype)
             if self.transformer.config.guidance_embeds
@@ -153,32 +172,24 @@ class LoRATrainer:
         )
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             prediction = self.transformer(
-                hidden_states=fm.pack(noisy).to(device, dtype),
-                timestep=sigmas.to(device, dtype),
+                hidden_states=fm.pack(fm.noisy_latents(latents, noise, sigmas)).to(dtype),
+                timestep=sigmas.to(dtype),
                 guidance=guidance,
                 pooled_projections=pooled,
                 encoder_hidden_states=prompt,
                 txt_ids=torch.zeros(prompt.shape[1], 3, device=device, dtype=dtype),
-                img_ids=fm.image_ids(height, width, device, dtype),
+                img_ids=self._image_ids(height, width),
                 return_dict=False,
             )[0]
-        target = fm.velocity_target(latents, noise).to(device)
+        target = fm.velocity_target(latents, noise)
         loss = F.mse_loss(fm.unpack(prediction, height, width).float(), target.float())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {self.step + 1}")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters, MAX_GRAD_NORM)
         self.optimizer.step()
         self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        value = loss.item()
-        self.smoothed_loss = (
-            value
-            if self.smoothed_loss is None
-            else LOSS_SMOOTHING * self.smoothed_loss + (1 - LOSS_SMOOTHING) * value
-        )
-        return value
+        return loss.detach()
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -187,26 +198,48 @@ class LoRATrainer:
         on_step: Callable[[StepReport], None] = lambda report: None,
         on_checkpoint: Callable[[int], None] = lambda step: None,
     ) -> None:
-        """Train from the current step to config.steps."""
-        total = self.config.steps
+        """Train from the current step to config.steps. Losses are read from the device every
+        LOSS_READ_STEPS steps (and before each checkpoint), then reported step by step."""
+        total, every = self.config.steps, self.config.checkpoint_every_steps
         started, first_step = time.monotonic(), self.step
+        unread: list[tuple[int, torch.Tensor, float]] = []  # step, loss, seconds at its end
         while self.step < total:
             loss = self.train_step()
-            elapsed = time.monotonic() - started
-            rate = elapsed / (self.step - first_step)
+            unread.append((self.step, loss, time.monotonic() - started))
+            checkpoint_due = every and self.step % every == 0 and self.step < total
+            if checkpoint_due or len(unread) >= LOSS_READ_STEPS or self.step == total:
+                self._report(unread, first_step, on_step)
+                unread.clear()
+            if checkpoint_due:
+                on_checkpoint(self.step)
+
+    def _report(
+        self,
+        unread: list[tuple[int, torch.Tensor, float]],
+        first_step: int,
+        on_step: Callable[[StepReport], None],
+    ) -> None:
+        values = torch.stack([loss for _, loss, _ in unread]).tolist()  # one wait for the GPU
+        total = self.config.steps
+        for (step, _, elapsed), value in zip(unread, values, strict=True):
+            if not math.isfinite(value):
+                raise FloatingPointError(f"the loss became {value} at step {step}")
+            self.smoothed_loss = (
+                value
+                if self.smoothed_loss is None
+                else LOSS_SMOOTHING * self.smoothed_loss + (1 - LOSS_SMOOTHING) * value
+            )
+            rate = elapsed / (step - first_step)
             on_step(
                 StepReport(
-                    step=self.step,
+                    step=step,
                     total_steps=total,
-                    loss=loss,
-                    smoothed_loss=self.smoothed_loss or loss,
+                    loss=value,
+                    smoothed_loss=self.smoothed_loss,
                     elapsed_seconds=elapsed,
-                    eta_seconds=rate * (total - self.step),
+                    eta_seconds=rate * (total - step),
                 )
             )
-            every = self.config.checkpoint_every_steps
-            if every and self.step % every == 0 and self.step < total:
-                on_checkpoint(self.step)
 
     # --- state, for checkpoints --------------------------------------------------------------
 

@@ -1,0 +1,70 @@
+"""The training loop keeps the GPU busy: a step never waits to read its loss (the loop reads
+ten steps' losses at once), and a loss that is not finite still stops the run, naming its step."""
+
+import math
+import sys
+
+import pytest
+import torch
+
+from fluxlora_api.contract import TrainingConfig
+from fluxlora_trainer.cache import prepare_training_data
+from fluxlora_trainer.train_loop import LOSS_READ_STEPS, LoRATrainer
+from tests.trainer.test_cache import samples
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def trainer(tiny_model, tmp_path) -> LoRATrainer:
+    from diffusers import FluxPipeline
+
+    pipeline = FluxPipeline.from_pretrained(tiny_model)
+    config = TrainingConfig.model_validate(
+        {"data": "https://example.com/a.zip", "output": str(tmp_path), "resolution": 256,
+         "steps": 500, "checkpointEverySteps": 0}
+    )  # fmt: skip
+    data = prepare_training_data(pipeline, samples(tmp_path, ["a", "b"]), 256, 10**8, CPU, 0)
+    trainer = LoRATrainer(pipeline.transformer, data, config, 0, CPU, torch.float32)
+    trainer.step = 500 - 2 * LOSS_READ_STEPS  # the last twenty steps are enough
+    return trainer
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[str]:
+    """Every value the trainer's own code reads from a tensor (each read waits for the GPU)."""
+    found: list[str] = []
+
+    def counting(original):
+        def read(self, *args, **kwargs):
+            if sys._getframe(1).f_code.co_filename.endswith("train_loop.py"):
+                found.append(original.__name__)
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name in ("item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+    return found
+
+
+def test_the_loop_reads_the_losses_of_ten_steps_at_once(trainer, reads):
+    reports = []
+    trainer.run(on_step=reports.append)
+    assert [report.step for report in reports] == list(range(481, 501))
+    assert all(math.isfinite(report.loss) for report in reports)
+    assert len(reads) == 2  # 20 steps, one read per ten
+    assert reports[-1].smoothed_loss == trainer.smoothed_loss
+
+
+def test_a_step_returns_its_loss_without_reading_it(trainer, reads):
+    loss = trainer.train_step()
+    assert isinstance(loss, torch.Tensor) and not loss.requires_grad
+    assert reads == []
+
+
+def test_a_loss_that_is_not_finite_stops_the_run_naming_its_step(trainer):
+    with torch.no_grad():
+        next(p for p in trainer.parameters).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"the loss became nan at step 481"):
+        trainer.run()

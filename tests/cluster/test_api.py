@@ -6,6 +6,7 @@ import pytest
 
 from fluxlora_api import resource
 from fluxlora_operator.kube import ApiError, path
+from fluxlora_operator.training_job import parse_spec
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,12 +24,10 @@ def create(kube, namespace: str, spec: dict, name: str = "portrait") -> dict:
 
 def test_a_minimal_resource_gets_the_hosted_defaults(cluster_admin, namespace):
     spec = create(cluster_admin, namespace, {"data": "https://example.com/a.zip"})["spec"]
-    assert (spec["triggerWord"], spec["steps"], spec["learningRate"], spec["loraRank"]) == (
-        "p3r5on",
-        1000,
-        0.0004,
-        16,
-    )
+    assert (spec["triggerWord"], spec["steps"], spec["loraRank"]) == ("p3r5on", 1000, 16)
+    # Left unset, so that each optimizer gets its own: the hosted 0.0004 for AdamW.
+    assert "learningRate" not in spec
+    assert parse_spec(spec).effective_learning_rate == 0.0004
 
 
 def test_an_explicit_null_trigger_word_is_kept(cluster_admin, namespace):
@@ -47,6 +46,7 @@ def test_an_explicit_null_trigger_word_is_kept(cluster_admin, namespace):
         ({"data": "https://x/a.zip", "steps": 4001}, "spec.steps"),
         ({"data": "https://x/a.zip", "steps": "many"}, "spec.steps"),
         ({"data": "https://x/a.zip", "learningRate": 1.5}, "spec.learningRate"),
+        ({"data": "https://x/a.zip", "learningRate": 0}, "spec.learningRate"),
         ({"data": "https://x/a.zip", "loraRank": 0}, "spec.loraRank"),
         ({"data": "https://x/a.zip", "loraRank": 65}, "spec.loraRank"),
         ({"data": "https://x/a.zip", "resolution": 1000}, "spec.resolution"),

@@ -249,6 +249,9 @@ def _kubelet_config(plane: ControlPlane, folder: Path, cgroup: str, socket: Path
         "cgroupDriver": "cgroupfs",
         "cgroupRoot": f"/{cgroup}",
         "containerRuntimeEndpoint": f"unix://{socket}",
+        # Its own, not the machine's /var/log/pods: each kubelet removes the log folders of
+        # pods it does not run, which would be the other nodes' (a test's `kubectl logs` lost).
+        "podLogsDir": str(folder / "pod-logs"),
         "authentication": {
             "anonymous": {"enabled": False},
             "webhook": {"enabled": True},

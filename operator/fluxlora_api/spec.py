@@ -91,7 +91,8 @@ class TrainingParameters(ApiModel):
     resolution: int = Field(1024, ge=256, le=2048, multiple_of=64)
     """Training resolution in pixels of the longer side; images are bucketed by aspect ratio."""
     batch_size: int = Field(1, ge=1, le=32)
-    """Images per optimisation step."""
+    """Images per optimisation step on each GPU: with gpus N, a step trains on batchSize x N
+    images."""
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     """Random seed for a reproducible run; unset means the trainer picks one and records it."""
     caption_dropout: float = Field(0.05, ge=0, le=1)
@@ -139,7 +140,8 @@ class LoRATrainingJobSpec(TrainingParameters):
     <output>/<namespace>/<name>-<uid>/."""
     gpus: int | None = Field(None, ge=1, le=8)
     """Number of GPUs requested for the trainer pod; unset takes the operator's default (1
-    unless configured)."""
+    unless configured). The trainer runs a data-parallel rank on each: every step trains on
+    batchSize images per GPU, with the gradients averaged over the GPUs."""
     node_selector: dict[str, LabelValue] | None = Field(None, max_length=64)
     """Node labels the trainer pod must match, added to the operator's node selector (whose
     keys the spec cannot change)."""

@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 
 from fluxlora_api.contract import ExitCode
+from fluxlora_trainer.ranks import PROCESSES_ENV
 from tests.trainer.test_train import config, write
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def test_sigterm_stops_a_training_that_runs_as_pid_1(tiny_model, s3_dataset, tmp_path):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_sigterm_stops_a_training_that_runs_as_pid_1(tiny_model, s3_dataset, tmp_path, ranks):
+    """With two ranks PID 1 is their launcher, which stops both."""
     data = f"s3://{s3_dataset}/data/portrait.zip"
     cfg = write(config(tiny_model, data, str(tmp_path / "out"), steps=4000), tmp_path / "c.json")
     result = tmp_path / "result.json"
@@ -27,14 +30,15 @@ def test_sigterm_stops_a_training_that_runs_as_pid_1(tiny_model, s3_dataset, tmp
         ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "fluxlora_trainer.cli",
          "train", "--config", str(cfg), "--result-file", str(result)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, PROCESSES_ENV: str(ranks), "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     try:
         lines = []
         for line in trainer.stdout:
             lines.append(line)
-            if "training on" in line:
+            if "training on cpu" in line:  # a rank's, not their launcher's
                 break
-        assert "training on" in lines[-1], "".join(lines)
+        assert "training on cpu" in lines[-1], "".join(lines)
         (first,) = Path(f"/proc/{trainer.pid}/task/{trainer.pid}/children").read_text().split()
         namespaced_ids = Path(f"/proc/{first}/status").read_text().split("NSpid:")[1].split("\n")[0]
         assert namespaced_ids.split()[-1] == "1"  # the trainer is PID 1 in its namespace

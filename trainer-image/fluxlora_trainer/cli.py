@@ -25,11 +25,7 @@ from fluxlora_api.contract import (
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
 from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset
-from fluxlora_trainer.errors import BadInput
-
-
-class Stopped(Exception):
-    """SIGTERM: the pod is being evicted, preempted or deleted."""
+from fluxlora_trainer.errors import BadInput, Stopped
 
 
 def _stop_on_sigterm() -> None:
@@ -38,7 +34,7 @@ def _stop_on_sigterm() -> None:
     the grace period's SIGKILL, holding the GPU and writing to an output a retry also writes."""
 
     def stop(signum: int, frame: object) -> None:
-        raise Stopped("stopped by SIGTERM (the pod is being evicted, preempted or deleted)")
+        raise Stopped()
 
     signal.signal(signal.SIGTERM, stop)
 
@@ -101,8 +97,10 @@ def _read_config(path: str | None) -> TrainingConfig:
         raise BadInput(f"config: {problems}") from None
 
 
-def _report(result: TrainingResult, result_file: str) -> None:
-    """The result on stdout, and in the termination message where there is one."""
+def _report(result: TrainingResult, result_file: str, main: bool = True) -> None:
+    """The result on stdout, and in the termination message where there is one (rank 0's)."""
+    if not main:
+        return
     message = result.to_termination_message()  # always fits, as whole JSON
     print(message)
     path = Path(result_file)
@@ -113,26 +111,53 @@ def _report(result: TrainingResult, result_file: str) -> None:
             logging.getLogger(__name__).warning("cannot write %s: %s", path, error)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
-    from fluxlora_trainer.run import run_training  # imports torch: only when asked
+def _train_ranks(args: argparse.Namespace, processes: int) -> int:
+    """One rank per GPU, each running `train` again; their exit tells the pod's."""
+    from fluxlora_trainer.ranks import launch
 
+    command = ["train", "--result-file", args.result_file]
+    command += ["--config", args.config] if args.config else []
+    command += ["--workdir", args.workdir] if args.workdir else []
+    failed = launch(command, processes)  # Stopped, at SIGTERM: the ranks are stopped too
+    if failed is None:
+        return ExitCode.SUCCESS
+    rank, code = failed
+    if rank == 0 and code in (ExitCode.BAD_INPUT, ExitCode.RETRYABLE):
+        return code  # rank 0 has reported why
+    ended = f"signal {-code}" if code < 0 else f"exit code {code}"
+    error = f"rank {rank} of {processes} ended with {ended}; the other ranks were stopped"
+    logging.getLogger(__name__).error("%s", error)
+    _report(TrainingResult(error=error), args.result_file)
+    return ExitCode.RETRYABLE
+
+
+def _train(args: argparse.Namespace) -> int:
+    # Rank 0 speaks for the pod: the others neither report progress nor write the result.
+    main = os.environ.get("RANK", "0") == "0"
     try:
+        # Inside the try: a SIGTERM may come while torch is still being imported.
+        from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
+        from fluxlora_trainer.ranks import launched, this_process, wanted_processes
+        from fluxlora_trainer.run import run_training
+
+        processes = wanted_processes()
+        if processes > 1 and not launched():
+            return _train_ranks(args, processes)
         config = _read_config(args.config)
-        reporter = ProgressReporter(ProgressTarget.from_environment())
+        reporter = ProgressReporter(ProgressTarget.from_environment() if main else None)
         if args.workdir:
-            result = run_training(config, Path(args.workdir), reporter)
+            result = run_training(config, Path(args.workdir), reporter, this_process())
         else:
             with tempfile.TemporaryDirectory(prefix="fluxlora-run-") as workdir:
-                result = run_training(config, Path(workdir), reporter)
+                result = run_training(config, Path(workdir), reporter, this_process())
         reporter.close()
     except BadInput as error:
         logging.getLogger(__name__).error("bad input: %s", error)
-        _report(TrainingResult(error=str(error)), args.result_file)
+        _report(TrainingResult(error=str(error)), args.result_file, main)
         return ExitCode.BAD_INPUT
     except Stopped as error:  # a retry resumes from the last checkpoint
         logging.getLogger(__name__).warning("%s", error)
-        _report(TrainingResult(error=str(error)), args.result_file)
+        _report(TrainingResult(error=str(error)), args.result_file, main)
         # Exit now: torch's threads, cut off mid-step, can crash the interpreter's teardown
         # (SIGSEGV seen), and the pod's exit code must say "retry", not "crashed".
         sys.stdout.flush()
@@ -140,9 +165,9 @@ def _train(args: argparse.Namespace) -> int:
         os._exit(ExitCode.RETRYABLE)
     except Exception as error:  # anything else may pass on a retry (OOM, node, network)
         logging.getLogger(__name__).exception("training failed")
-        _report(TrainingResult(error=f"{type(error).__name__}: {error}"), args.result_file)
+        _report(TrainingResult(error=f"{type(error).__name__}: {error}"), args.result_file, main)
         return ExitCode.RETRYABLE
-    _report(result, args.result_file)
+    _report(result, args.result_file, main)
     return ExitCode.SUCCESS
 
 

@@ -12,8 +12,12 @@ from fluxlora_trainer.errors import BadInput
 logger = logging.getLogger(__name__)
 
 
-def training_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def training_device(local_rank: int = 0) -> torch.device:
+    """This rank's GPU (made the current one), or the CPU where there is none."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def weight_dtype(device: torch.device) -> torch.dtype:

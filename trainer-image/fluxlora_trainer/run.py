@@ -20,12 +20,14 @@ from fluxlora_trainer.checkpoints import (
     clear_checkpoints,
     load_latest_checkpoint,
 )
-from fluxlora_trainer.dataset import open_dataset
+from fluxlora_trainer.dataset import Dataset, open_dataset
+from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.fetch import display_url
 from fluxlora_trainer.lora_formats import save_diffusers_lora, save_kohya_lora
 from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype
 from fluxlora_trainer.quantize import quantize_transformer
+from fluxlora_trainer.ranks import ONE, Ranks, from_main, join, leave
 from fluxlora_trainer.storage import open_destination
 from fluxlora_trainer.train_loop import LoRATrainer, StepReport
 
@@ -41,18 +43,28 @@ def run_training(
     config: TrainingConfig,
     workdir: Path,
     on_step=lambda report: None,
+    ranks: Ranks = ONE,
+) -> TrainingResult:
+    """The whole run on this rank; with several ranks, rank 0 alone writes anything."""
+    device = training_device(ranks.local)
+    join(ranks, device)
+    try:
+        return _run(config, workdir, on_step, ranks, device)
+    finally:
+        leave()
+
+
+def _run(
+    config: TrainingConfig, workdir: Path, on_step, ranks: Ranks, device: torch.device
 ) -> TrainingResult:
     started = time.monotonic()
     destination = open_destination(config.output)
     resumed = load_latest_checkpoint(destination)
-    seed = _seed(config, resumed)
+    seed = from_main(_seed(config, resumed), ranks)
     torch.manual_seed(seed)
 
     limits = DatasetLimits.from_env()
-    dataset = open_dataset(config.data, workdir, config.effective_trigger_word, limits)
-    for item in dataset.skipped:
-        logger.warning("skipped %s: %s", item.name, item.reason)
-    device = training_device()
+    dataset = _open_dataset_once(config, workdir, limits, ranks)
     dtype = weight_dtype(device)
     logger.info("training on %s (CPU threads: %d)", device, torch.get_num_threads())
     pipeline = load_pipeline(config.base_model, dtype)
@@ -61,7 +73,7 @@ def run_training(
     )
     # After the encoders have left the GPU, so the two never share it.
     quantize_transformer(pipeline.transformer, config.base_weights, device, dtype)
-    trainer = LoRATrainer(pipeline.transformer, data, config, seed, device, dtype)
+    trainer = LoRATrainer(pipeline.transformer, data, config, seed, device, dtype, ranks)
     history: list[StepReport] = []
     if resumed is not None:
         trainer.load_state_dict(resumed)
@@ -77,7 +89,11 @@ def run_training(
         rows = [tuple(vars(report).values()) for report in history]
         writer.save({**trainer.state_dict(optimizer=optimizer), "seed": seed, "history": rows})
 
-    trainer.run(on_step=step_done, on_checkpoint=checkpoint)
+    if ranks.main:
+        trainer.run(on_step=step_done, on_checkpoint=checkpoint)
+    else:
+        trainer.run()
+        return TrainingResult()  # rank 0 writes the outputs
     writer.wait()
 
     # The LoRA reaches the destination before anything else can fail: samples come last.
@@ -99,6 +115,27 @@ def run_training(
     # stays far below the 4096 bytes of a termination message however long that prefix is.
     names = [path.name for path in outputs]
     return TrainingResult(outputs=names, timings=Timings(inference=elapsed_ms))
+
+
+def _open_dataset_once(
+    config: TrainingConfig, workdir: Path, limits: DatasetLimits, ranks: Ranks
+) -> Dataset:
+    """Rank 0 fetches and checks the dataset; every rank gets its samples (or its error)."""
+    found: Dataset | str | None = None
+    if ranks.main:
+        try:
+            found = open_dataset(config.data, workdir, config.effective_trigger_word, limits)
+        except BadInput as error:
+            found = str(error)
+            if ranks.world == 1:
+                raise
+        else:
+            for item in found.skipped:
+                logger.warning("skipped %s: %s", item.name, item.reason)
+    found = from_main(found, ranks)
+    if isinstance(found, str):
+        raise BadInput(found)
+    return found
 
 
 def _seed(config: TrainingConfig, resumed: dict | None) -> int:

@@ -24,6 +24,7 @@ from fluxlora_trainer import flow_matching as fm
 from fluxlora_trainer.cache import TrainingData
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.lora import lora_config
+from fluxlora_trainer.ranks import ONE, Ranks, average, same_everywhere
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,10 @@ class LoRATrainer:
         seed: int,
         device: torch.device,
         dtype: torch.dtype,
+        ranks: Ranks = ONE,
     ) -> None:
         self.transformer = transformer
+        self.ranks = ranks
         self.data = data
         self.config = config
         self.device = device
@@ -104,6 +107,7 @@ class LoRATrainer:
         self.parameters = [p for p in transformer.parameters() if p.requires_grad]
         for parameter in self.parameters:
             parameter.data = parameter.data.float()
+        same_everywhere(self.parameters, ranks)  # every rank starts from rank 0's LoRA
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         transformer.to(device)
@@ -124,14 +128,16 @@ class LoRATrainer:
     # --- one step ----------------------------------------------------------------------------
 
     def _batch(self) -> list[int]:
-        # A bucket in proportion to its images, then a batch from it (repeats if it is small).
+        """The global batch, the same on every rank: a bucket in proportion to its images,
+        then batchSize x ranks images from it (repeating when it holds fewer)."""
         bucket = self.picker.choices(
             list(self.groups), weights=[len(v) for v in self.groups.values()]
         )[0]
         members = self.groups[bucket]
-        if len(members) >= self.config.batch_size:
-            return self.picker.sample(members, self.config.batch_size)
-        return self.picker.choices(members, k=self.config.batch_size)
+        size = self.config.batch_size * self.ranks.world
+        if len(members) >= size:
+            return self.picker.sample(members, size)
+        return self.picker.choices(members, k=size)
 
     def _to_device(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A host tensor on the training device without stalling the host: a GPU copies it
@@ -149,17 +155,23 @@ class LoRATrainer:
     def train_step(self) -> torch.Tensor:
         """One optimisation step; returns its loss still on the device (reading it would make
         the host wait for the GPU: run() reads several steps' losses at once)."""
+        # Every draw is the global batch's, so the ranks stay in step; each keeps its slice.
         indices = self._batch()
-        samples = [self.data.samples[i] for i in indices]
+        dropped = [self.picker.random() < self.config.caption_dropout for _ in indices]
+        shape = (len(indices), *self.data.samples[indices[0]].latents.shape)
+        noise = torch.randn(shape, generator=self.generator)
+        _, _, height, width = shape
+        tokens = (height // 2) * (width // 2)
+        sigmas = fm.sample_sigmas(len(indices), tokens, self.generator, torch.device("cpu"))
+        per_rank, ranks = self.config.batch_size, self.ranks
+        samples = [self.data.samples[i] for i in ranks.slice(indices, per_rank)]
         captions = [
-            "" if self.picker.random() < self.config.caption_dropout else s.caption for s in samples
+            "" if drop else s.caption
+            for s, drop in zip(samples, ranks.slice(dropped, per_rank), strict=True)
         ]
         embeddings = [self.data.captions[c] for c in captions]
         latents = torch.stack([s.latents for s in samples])
-        noise = torch.randn(latents.shape, generator=self.generator)
-        _, _, height, width = latents.shape
-        tokens = (height // 2) * (width // 2)
-        sigmas = fm.sample_sigmas(len(samples), tokens, self.generator, torch.device("cpu"))
+        noise, sigmas = ranks.slice(noise, per_rank), ranks.slice(sigmas, per_rank)
 
         device, dtype = self.device, self.dtype
         latents, noise, sigmas = map(self._to_device, (latents, noise, sigmas))
@@ -184,12 +196,15 @@ class LoRATrainer:
         target = fm.velocity_target(latents, noise)
         loss = F.mse_loss(fm.unpack(prediction, height, width).float(), target.float())
         loss.backward()
+        loss = loss.detach()
+        # The mean gradient (and loss) over the ranks: the whole global batch's.
+        average([*(p.grad for p in self.parameters), loss], self.ranks)
         torch.nn.utils.clip_grad_norm_(self.parameters, MAX_GRAD_NORM)
         self.optimizer.step()
         self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return loss.detach()
+        return loss
 
     # --- the loop ----------------------------------------------------------------------------
 

@@ -57,6 +57,22 @@ def _t5_tokenizer():
     )
 
 
+# FLUX.1-dev's transformer in miniature (its own config is in benchmarks/trainer_gpu.py).
+TINY_LATENT_CHANNELS = 4
+TINY_TRANSFORMER = {
+    "patch_size": 1,
+    "in_channels": TINY_LATENT_CHANNELS * 4,  # latents are packed 2x2, as in FLUX.1-dev
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": WIDTH,
+    "pooled_projection_dim": WIDTH,
+    "axes_dims_rope": [4, 6, 6],
+    "guidance_embeds": True,
+}
+
+
 def build_tiny_pipeline(seed: int = 0):
     """A FluxPipeline with random weights."""
     from diffusers import (
@@ -69,19 +85,8 @@ def build_tiny_pipeline(seed: int = 0):
 
     torch.manual_seed(seed)
     tokenizer = _clip_tokenizer()
-    latent_channels = 4
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=latent_channels * 4,  # latents are packed 2x2, as in FLUX.1-dev
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=WIDTH,
-        pooled_projection_dim=WIDTH,
-        axes_dims_rope=[4, 6, 6],
-        guidance_embeds=True,
-    )
+    latent_channels = TINY_LATENT_CHANNELS
+    transformer = FluxTransformer2DModel(**TINY_TRANSFORMER)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,

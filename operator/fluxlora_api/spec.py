@@ -111,6 +111,10 @@ class TrainingParameters(ApiModel):
     checkpoint_every_steps: int = Field(250, ge=0, le=4000)
     """Save a resumable checkpoint every this many steps, so a preempted or evicted pod resumes
     instead of starting over; 0 disables checkpoints."""
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    """Keep an exponential moving average of the LoRA weights with this decay (ai-toolkit and
+    Replicate's trainer use 0.99) and save the average as the LoRA: smoother, less overfit to
+    the last steps. Unset: off."""
     sample_prompts: list[SamplePrompt] | None = Field(None, max_length=8)
     """Prompts rendered with the trained LoRA after training and uploaded as sample images."""
 

@@ -107,6 +107,7 @@ def test_the_lora_loads_in_diffusers_and_changes_the_image(tiny_model, tmp_path,
         signed,
         str(out),
         loraTargets=["attention", "context", "feed-forward", "single-blocks", "modulation"],
+        emaDecay=0.99,  # the moving average is what is saved, and it must work as well
     )
     code, result = train(cfg, tmp_path)
     assert code == 0
@@ -121,6 +122,7 @@ def test_the_lora_loads_in_diffusers_and_changes_the_image(tiny_model, tmp_path,
     assert metadata["fluxlora.trigger_word"] == "p3r5on"
     assert metadata["fluxlora.rank"] == "16" and metadata["fluxlora.steps"] == "500"
     assert metadata["fluxlora.base_model"] == str(tiny_model)
+    assert metadata["fluxlora.ema_decay"] == "0.99"
 
     pipeline = FluxPipeline.from_pretrained(tiny_model)
 

@@ -1,5 +1,6 @@
 """The training loop keeps the GPU busy: a step never waits to read its loss (the loop reads
-ten steps' losses at once), and a loss that is not finite still stops the run, naming its step."""
+ten steps' losses at once), and a loss that is not finite still stops the run, naming its step.
+With emaDecay the moving average of the LoRA weights becomes the LoRA."""
 
 import math
 import sys
@@ -15,19 +16,23 @@ from tests.trainer.test_cache import samples
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def trainer(tiny_model, tmp_path) -> LoRATrainer:
+def make_trainer(tiny_model, folder, **fields) -> LoRATrainer:
     from diffusers import FluxPipeline
 
     pipeline = FluxPipeline.from_pretrained(tiny_model)
     config = TrainingConfig.model_validate(
-        {"data": "https://example.com/a.zip", "output": str(tmp_path), "resolution": 256,
-         "steps": 500, "checkpointEverySteps": 0}
+        {"data": "https://example.com/a.zip", "output": str(folder), "resolution": 256,
+         "steps": 500, "checkpointEverySteps": 0, **fields}
     )  # fmt: skip
-    data = prepare_training_data(pipeline, samples(tmp_path, ["a", "b"]), 256, 10**8, CPU, 0)
+    data = prepare_training_data(pipeline, samples(folder, ["a", "b"]), 256, 10**8, CPU, 0)
     trainer = LoRATrainer(pipeline.transformer, data, config, 0, CPU, torch.float32)
     trainer.step = 500 - 2 * LOSS_READ_STEPS  # the last twenty steps are enough
     return trainer
+
+
+@pytest.fixture
+def trainer(tiny_model, tmp_path) -> LoRATrainer:
+    return make_trainer(tiny_model, tmp_path)
 
 
 @pytest.fixture
@@ -68,3 +73,31 @@ def test_a_loss_that_is_not_finite_stops_the_run_naming_its_step(trainer):
         next(p for p in trainer.parameters).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"the loss became nan at step 481"):
         trainer.run()
+
+
+def test_with_ema_decay_the_moving_average_becomes_the_lora(tiny_model, tmp_path):
+    trainer = make_trainer(tiny_model, tmp_path, emaDecay=0.9)
+    before = [p.detach().clone() for p in trainer.parameters]
+    trainer.train_step()
+    after = [p.detach().clone() for p in trainer.parameters]
+    for average, old, new in zip(trainer.averages, before, after, strict=True):
+        assert torch.allclose(average, 0.9 * old + 0.1 * new, atol=1e-7)
+    trainer.run()
+    assert any(
+        not torch.equal(a, p) for a, p in zip(trainer.averages, trainer.parameters, strict=True)
+    )
+    saved = trainer.state_dict()  # a checkpoint carries the average, and a resume restores it
+    (tmp_path / "again").mkdir()
+    resumed = make_trainer(tiny_model, tmp_path / "again", emaDecay=0.9)
+    resumed.load_state_dict(saved)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.averages, trainer.averages, strict=True))
+    trainer.use_averages()
+    assert all(torch.equal(a, p) for a, p in zip(trainer.averages, trainer.parameters, strict=True))
+
+
+def test_without_ema_decay_the_lora_is_the_last_step(trainer):
+    trainer.run()
+    last = [p.detach().clone() for p in trainer.parameters]
+    trainer.use_averages()
+    assert trainer.averages is None
+    assert all(torch.equal(a, p) for a, p in zip(last, trainer.parameters, strict=True))

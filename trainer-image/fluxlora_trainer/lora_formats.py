@@ -63,6 +63,7 @@ def describe(config: TrainingConfig, seed: int) -> dict[str, str]:
         "fluxlora.learning_rate": str(config.effective_learning_rate),
         "fluxlora.resolution": str(config.resolution),
         "fluxlora.seed": str(seed),
+        "fluxlora.ema_decay": str(config.ema_decay or ""),
         "fluxlora.job_id": config.job_id or "",
         # names the kohya/sd-scripts tools and ComfyUI show
         "ss_base_model_version": "flux1",

@@ -95,6 +95,7 @@ def _run(
         trainer.run()
         return TrainingResult()  # rank 0 writes the outputs
     writer.wait()
+    trainer.use_averages()  # emaDecay: the average is the LoRA (and what the samples show)
 
     # The LoRA reaches the destination before anything else can fail: samples come last.
     folder = workdir / "outputs"

@@ -108,6 +108,10 @@ class LoRATrainer:
         for parameter in self.parameters:
             parameter.data = parameter.data.float()
         same_everywhere(self.parameters, ranks)  # every rank starts from rank 0's LoRA
+        # The moving average of the LoRA weights, when asked for (updated on the device, no sync).
+        self.averages = (
+            [p.detach().clone() for p in self.parameters] if config.ema_decay is not None else None
+        )
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         transformer.to(device)
@@ -201,6 +205,8 @@ class LoRATrainer:
         average([*(p.grad for p in self.parameters), loss], self.ranks)
         torch.nn.utils.clip_grad_norm_(self.parameters, MAX_GRAD_NORM)
         self.optimizer.step()
+        if self.averages is not None:  # average += (1 - decay) * (weights - average)
+            torch._foreach_lerp_(self.averages, self.parameters, 1 - self.config.ema_decay)
         self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -271,6 +277,7 @@ class LoRATrainer:
             "generator": self.generator.get_state(),
             "picker": self.picker.getstate(),
             "smoothed_loss": self.smoothed_loss,
+            "averages": [a.cpu() for a in self.averages] if self.averages is not None else None,
         }
 
     def release_optimizer(self) -> None:
@@ -288,3 +295,13 @@ class LoRATrainer:
         self.picker.setstate(state["picker"])
         self.step = state["step"]
         self.smoothed_loss = state["smoothed_loss"]
+        if self.averages is not None and state.get("averages") is not None:
+            for average, saved in zip(self.averages, state["averages"], strict=True):
+                average.copy_(saved)
+
+    def use_averages(self) -> None:
+        """Make the LoRA the moving average, once training is over (emaDecay); else nothing."""
+        if self.averages is not None:
+            with torch.no_grad():
+                for parameter, average in zip(self.parameters, self.averages, strict=True):
+                    parameter.copy_(average)

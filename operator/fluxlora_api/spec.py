@@ -90,6 +90,10 @@ class TrainingParameters(ApiModel):
     moves the output several times more per step at the same learning rate)."""
     resolution: int = Field(1024, ge=256, le=2048, multiple_of=64)
     """Training resolution in pixels of the longer side; images are bucketed by aspect ratio."""
+    multi_resolution: bool = False
+    """Also train at the standard resolutions below `resolution` (512 and 768 under 1024), each
+    image cached at each, as Replicate's trainer does by default: the LoRA holds up at every
+    size it is used at."""
     batch_size: int = Field(1, ge=1, le=32)
     """Images per optimisation step on each GPU: with gpus N, a step trains on batchSize x N
     images."""

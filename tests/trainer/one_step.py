@@ -27,7 +27,7 @@ def main(tiny_model: str, images: str, out: str, batch_size: str) -> None:
         Sample(path, path.name, f"photo {index}", 96, 64)
         for index, path in enumerate(sorted(Path(images).glob("*.png")))
     ]
-    data = prepare_training_data(pipeline, samples, 256, 10**8, CPU, seed=0)
+    data = prepare_training_data(pipeline, samples, [256], 10**8, CPU, seed=0)
     config = TrainingConfig.model_validate(
         {"data": "https://example.com/a.zip", "output": out, "steps": 500,
          "batchSize": int(batch_size), "captionDropout": 0.5, "seed": 0}

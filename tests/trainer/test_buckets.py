@@ -9,6 +9,7 @@ from fluxlora_trainer.buckets import (
     buckets_for,
     choose_bucket,
     crop_box,
+    training_resolutions,
 )
 
 
@@ -75,3 +76,16 @@ def test_no_bucket_holds_more_pixels_than_its_image(resolution):
         for height in range(max(64, width // 4), min(4200, width * 4), 89):
             bucket = bucket_for_image(width, height, resolution)
             assert bucket.width * bucket.height <= width * height, (width, height)
+
+
+@pytest.mark.parametrize(
+    ("resolution", "multi", "expected"),
+    [
+        (1024, True, [512, 768, 1024]),
+        (768, True, [512, 768]),
+        (512, True, [512]),
+        (1024, False, [1024]),
+    ],
+)
+def test_multi_resolution_adds_the_standard_sizes_below(resolution, multi, expected):
+    assert training_resolutions(resolution, multi) == expected

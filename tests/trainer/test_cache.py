@@ -31,7 +31,7 @@ def test_text_embeddings_stay_in_the_encoders_precision(tiny_model, tmp_path):
 
     pipeline = FluxPipeline.from_pretrained(tiny_model, dtype=torch.bfloat16)
     data = prepare_training_data(
-        pipeline, samples(tmp_path, ["a p3r5on", "p3r5on"]), 256, 10**8, CPU, seed=0
+        pipeline, samples(tmp_path, ["a p3r5on", "p3r5on"]), [256], 10**8, CPU, seed=0
     )
     assert set(data.captions) == {"", "a p3r5on", "p3r5on"}
     for embedding in data.captions.values():
@@ -64,7 +64,9 @@ def test_the_refusal_comes_before_any_encoding(tiny_model, tmp_path, monkeypatch
     encoded = []
     monkeypatch.setattr(cache, "encode_latents", lambda *args: encoded.append(args))
     with pytest.raises(BadInput, match=r"^data: 4 distinct captions"):
-        prepare_training_data(pipeline, samples(tmp_path, ["a", "b", "c"]), 256, 10**8, CPU, seed=0)
+        prepare_training_data(
+            pipeline, samples(tmp_path, ["a", "b", "c"]), [256], 10**8, CPU, seed=0
+        )
     assert not encoded
 
 
@@ -86,3 +88,21 @@ def test_the_memory_limit_is_read_from_either_cgroup_version(tmp_path, v2, v1, e
             path.write_text(text)
         paths.append(path)
     assert memory_limit_bytes(*paths) == expected
+
+
+def test_with_several_resolutions_each_image_is_cached_at_each_it_can_fill(tiny_model, tmp_path):
+    from diffusers import FluxPipeline
+
+    pipeline = FluxPipeline.from_pretrained(tiny_model)
+    large = tmp_path / "large.png"
+    large.write_bytes(image_bytes("PNG", size=(1200, 800)))
+    found = [*samples(tmp_path, ["small"]), Sample(large, "large.png", "large", 1200, 800)]
+    data = prepare_training_data(pipeline, found, [512, 768, 1024], 10**8, CPU, seed=0)
+    by_caption: dict[str, list] = {}
+    for sample in data.samples:
+        by_caption.setdefault(sample.caption, []).append(sample.bucket)
+    assert len(by_caption["small"]) == 1  # 96x64: one bucket at its own size, whatever asked
+    areas = sorted(b.width * b.height for b in by_caption["large"])
+    assert len(areas) == 3 and areas[-1] <= 1024**2 and areas[0] <= 512**2
+    assert all(s.latents.shape[1:] == (s.bucket.height // 8, s.bucket.width // 8)
+               for s in data.samples)  # fmt: skip

@@ -24,7 +24,7 @@ def make_trainer(tiny_model, folder, **fields) -> LoRATrainer:
         {"data": "https://example.com/a.zip", "output": str(folder), "resolution": 256,
          "steps": 500, "checkpointEverySteps": 0, **fields}
     )  # fmt: skip
-    data = prepare_training_data(pipeline, samples(folder, ["a", "b"]), 256, 10**8, CPU, 0)
+    data = prepare_training_data(pipeline, samples(folder, ["a", "b"]), [256], 10**8, CPU, 0)
     trainer = LoRATrainer(pipeline.transformer, data, config, 0, CPU, torch.float32)
     trainer.step = 500 - 2 * LOSS_READ_STEPS  # the last twenty steps are enough
     return trainer

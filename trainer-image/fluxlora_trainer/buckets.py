@@ -10,6 +10,8 @@ from dataclasses import dataclass
 # keeps buckets few enough that batches fill up.
 BUCKET_STEP = 64
 MAX_ASPECT = 4.0
+# multiResolution: these too, below the training resolution (Replicate's trainer's default).
+MULTI_RESOLUTIONS = (512, 768, 1024)
 
 
 @dataclass(frozen=True, order=True)
@@ -40,6 +42,12 @@ def choose_bucket(width: int, height: int, buckets: list[Bucket]) -> Bucket:
     """The bucket whose aspect ratio is closest to the image's (in log space)."""
     target = math.log(width / height)
     return min(buckets, key=lambda b: (abs(math.log(b.aspect) - target), -b.width * b.height))
+
+
+def training_resolutions(resolution: int, multi: bool) -> list[int]:
+    """The resolutions a run trains at: `resolution`, and with `multi` the standard ones below."""
+    lower = [r for r in MULTI_RESOLUTIONS if r < resolution] if multi else []
+    return [*lower, resolution]
 
 
 def image_resolution(width: int, height: int, resolution: int) -> int:

@@ -4,6 +4,7 @@ for caption dropout), kept in the encoders' precision (bf16 on GPUs: half of flo
 exactly what they computed). Afterwards the VAE and text encoders leave the GPU."""
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,12 +99,14 @@ def check_embedding_budget(captions: int, per_caption: int, limit: int | None) -
 def prepare_training_data(
     pipeline,
     samples: list[Sample],
-    resolution: int,
+    resolutions: Sequence[int],
     max_pixels: int,
     device: torch.device,
     seed: int,
 ) -> TrainingData:
-    """Encode the dataset; the text encoders and VAE are moved to `device` only meanwhile."""
+    """Encode the dataset, each image at each of `resolutions` (once per distinct bucket: a
+    small image is never upscaled, so several may coincide); the text encoders and VAE are on
+    `device` only meanwhile."""
     distinct = sorted({s.caption for s in samples} | {""})
     check_embedding_budget(len(distinct), embedding_bytes(pipeline), memory_limit_bytes())
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -112,9 +115,10 @@ def prepare_training_data(
     cached = []
     for sample in samples:
         image = load_rgb(sample.image, max_pixels)
-        bucket = bucket_for_image(image.width, image.height, resolution)
-        latents = encode_latents(pipeline, image_tensor(image, bucket), generator)
-        cached.append(CachedSample(latents=latents, caption=sample.caption, bucket=bucket))
+        buckets = {bucket_for_image(image.width, image.height, r) for r in resolutions}
+        for bucket in sorted(buckets):
+            latents = encode_latents(pipeline, image_tensor(image, bucket), generator)
+            cached.append(CachedSample(latents=latents, caption=sample.caption, bucket=bucket))
     captions = {caption: encode_caption(pipeline, caption, device) for caption in distinct}
     for part in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2):
         part.to("cpu")

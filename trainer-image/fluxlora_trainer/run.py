@@ -14,6 +14,7 @@ import torch
 from fluxlora_api.contract import TrainingConfig, TrainingResult
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.status import Timings
+from fluxlora_trainer.buckets import training_resolutions
 from fluxlora_trainer.cache import prepare_training_data
 from fluxlora_trainer.checkpoints import (
     CheckpointWriter,
@@ -69,7 +70,12 @@ def _run(
     logger.info("training on %s (CPU threads: %d)", device, torch.get_num_threads())
     pipeline = load_pipeline(config.base_model, dtype)
     data = prepare_training_data(
-        pipeline, dataset.samples, config.resolution, limits.max_image_pixels, device, seed
+        pipeline,
+        dataset.samples,
+        training_resolutions(config.resolution, config.multi_resolution),
+        limits.max_image_pixels,
+        device,
+        seed,
     )
     # After the encoders have left the GPU, so the two never share it.
     quantize_transformer(pipeline.transformer, config.base_weights, device, dtype)

@@ -1,6 +1,7 @@
 """The training loop keeps the GPU busy: a step never waits to read its loss (the loop reads
 ten steps' losses at once), and a loss that is not finite still stops the run, naming its step.
-With emaDecay the moving average of the LoRA weights becomes the LoRA."""
+With emaDecay the moving average of the LoRA weights becomes the LoRA. Over bf16 base weights
+the whole step computes in bf16 (no autocast) while the optimizer steps float32 masters."""
 
 import math
 import sys
@@ -16,16 +17,16 @@ from tests.trainer.test_cache import samples
 CPU = torch.device("cpu")
 
 
-def make_trainer(tiny_model, folder, **fields) -> LoRATrainer:
+def make_trainer(tiny_model, folder, dtype=torch.float32, **fields) -> LoRATrainer:
     from diffusers import FluxPipeline
 
-    pipeline = FluxPipeline.from_pretrained(tiny_model)
+    pipeline = FluxPipeline.from_pretrained(tiny_model, dtype=dtype)
     config = TrainingConfig.model_validate(
         {"data": "https://example.com/a.zip", "output": str(folder), "resolution": 256,
          "steps": 500, "checkpointEverySteps": 0, **fields}
     )  # fmt: skip
     data = prepare_training_data(pipeline, samples(folder, ["a", "b"]), [256], 10**8, CPU, 0)
-    trainer = LoRATrainer(pipeline.transformer, data, config, 0, CPU, torch.float32)
+    trainer = LoRATrainer(pipeline.transformer, data, config, 0, CPU, dtype)
     trainer.step = 500 - 2 * LOSS_READ_STEPS  # the last twenty steps are enough
     return trainer
 
@@ -101,3 +102,30 @@ def test_without_ema_decay_the_lora_is_the_last_step(trainer):
     trainer.use_averages()
     assert trainer.averages is None
     assert all(torch.equal(a, p) for a, p in zip(last, trainer.parameters, strict=True))
+
+
+def test_over_bf16_weights_the_step_computes_in_bf16_and_steps_float32_masters(
+    tiny_model, tmp_path
+):
+    trainer = make_trainer(tiny_model, tmp_path, dtype=torch.bfloat16)
+    autocast = []
+    trainer.transformer.register_forward_pre_hook(
+        lambda module, args: autocast.append(torch.is_autocast_enabled("cpu"))
+    )
+    assert {w.dtype for w in trainer.weights} == {torch.bfloat16}  # what the model computes with
+    assert {p.dtype for p in trainer.parameters} == {torch.float32}  # what the optimizer steps
+    stepped = trainer.optimizer.param_groups[0]["params"]
+    assert all(a is b for a, b in zip(stepped, trainer.parameters, strict=True))
+    trainer.run()
+    assert autocast and not any(autocast)
+    for weight, master in zip(trainer.weights, trainer.parameters, strict=True):
+        assert torch.equal(weight, master.to(torch.bfloat16))  # the model follows its masters
+    saved = trainer.state_dict()
+    assert {t.dtype for t in saved["lora"].values()} == {torch.float32}
+    (tmp_path / "again").mkdir()
+    resumed = make_trainer(tiny_model, tmp_path / "again", dtype=torch.bfloat16)
+    resumed.load_state_dict(saved)
+    assert all(
+        torch.equal(a, b) for a, b in zip(resumed.parameters, trainer.parameters, strict=True)
+    )
+    assert all(torch.equal(a, b) for a, b in zip(resumed.weights, trainer.weights, strict=True))

@@ -122,8 +122,8 @@ def _train_ranks(args: argparse.Namespace, processes: int) -> int:
     if failed is None:
         return ExitCode.SUCCESS
     rank, code = failed
-    if rank == 0 and code in (ExitCode.BAD_INPUT, ExitCode.RETRYABLE):
-        return code  # rank 0 has reported why
+    if code == ExitCode.BAD_INPUT or (rank == 0 and code == ExitCode.RETRYABLE):
+        return code  # rank 0 has reported why (every rank meets the same bad input)
     ended = f"signal {-code}" if code < 0 else f"exit code {code}"
     error = f"rank {rank} of {processes} ended with {ended}; the other ranks were stopped"
     logging.getLogger(__name__).error("%s", error)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict
 
 from fluxlora_api.contract import TrainingConfig
 from fluxlora_trainer import flow_matching as fm
@@ -103,19 +103,33 @@ class LoRATrainer:
                 config.lora_init,
             )
         )
-        # LoRA weights train in float32 even when the base weights are bf16.
-        self.parameters = [p for p in transformer.parameters() if p.requires_grad]
-        for parameter in self.parameters:
-            parameter.data = parameter.data.float()
-        same_everywhere(self.parameters, ranks)  # every rank starts from rank 0's LoRA
-        # The moving average of the LoRA weights, when asked for (updated on the device, no sync).
-        self.averages = (
-            [p.detach().clone() for p in self.parameters] if config.ema_decay is not None else None
-        )
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         transformer.to(device)
         transformer.train()
+        # The model's LoRA weights compute in the base weights' precision, so the whole forward
+        # and backward run in bf16 on GPUs without autocast (which would cast every LoRA input
+        # and weight again at each call); the optimizer steps float32 master copies of them.
+        self.weights = [p for p in transformer.parameters() if p.requires_grad]
+        for weight in self.weights:
+            weight.data = weight.data.float()
+        same_everywhere(self.weights, ranks)  # every rank starts from rank 0's LoRA
+        if dtype == torch.float32:
+            self.parameters = self.weights
+        else:
+            self.parameters = [w.detach().clone().requires_grad_(True) for w in self.weights]
+            for weight in self.weights:
+                weight.data = weight.data.to(dtype)
+        # Each LoRA weight's name in the saved files, by its place in self.parameters.
+        places = {w.data_ptr(): index for index, w in enumerate(self.weights)}
+        self.names = {
+            name: places[tensor.data_ptr()]
+            for name, tensor in get_peft_model_state_dict(transformer).items()
+        }
+        # The moving average of the LoRA weights, when asked for (updated on the device, no sync).
+        self.averages = (
+            [p.detach().clone() for p in self.parameters] if config.ema_decay is not None else None
+        )
         self.optimizer = build_optimizer(
             config.optimizer, self.parameters, config.effective_learning_rate
         )
@@ -186,25 +200,28 @@ class LoRATrainer:
             if self.transformer.config.guidance_embeds
             else None
         )
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            prediction = self.transformer(
-                hidden_states=fm.pack(fm.noisy_latents(latents, noise, sigmas)).to(dtype),
-                timestep=sigmas.to(dtype),
-                guidance=guidance,
-                pooled_projections=pooled,
-                encoder_hidden_states=prompt,
-                txt_ids=torch.zeros(prompt.shape[1], 3, device=device, dtype=dtype),
-                img_ids=self._image_ids(height, width),
-                return_dict=False,
-            )[0]
+        prediction = self.transformer(
+            hidden_states=fm.pack(fm.noisy_latents(latents, noise, sigmas)).to(dtype),
+            timestep=sigmas.to(dtype),
+            guidance=guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=prompt,
+            txt_ids=torch.zeros(prompt.shape[1], 3, device=device, dtype=dtype),
+            img_ids=self._image_ids(height, width),
+            return_dict=False,
+        )[0]
         target = fm.velocity_target(latents, noise)
         loss = F.mse_loss(fm.unpack(prediction, height, width).float(), target.float())
         loss.backward()
         loss = loss.detach()
+        if self.parameters is not self.weights:  # the masters take the gradients, in float32
+            for master, weight in zip(self.parameters, self.weights, strict=True):
+                master.grad, weight.grad = weight.grad.float(), None
         # The mean gradient (and loss) over the ranks: the whole global batch's.
         average([*(p.grad for p in self.parameters), loss], self.ranks)
         torch.nn.utils.clip_grad_norm_(self.parameters, MAX_GRAD_NORM)
         self.optimizer.step()
+        self._copy_to_model()
         if self.averages is not None:  # average += (1 - decay) * (weights - average)
             torch._foreach_lerp_(self.averages, self.parameters, 1 - self.config.ema_decay)
         self.schedule.step()
@@ -264,8 +281,15 @@ class LoRATrainer:
 
     # --- state, for checkpoints --------------------------------------------------------------
 
+    def _copy_to_model(self) -> None:
+        """The model's compute-precision LoRA weights from the float32 masters."""
+        if self.parameters is not self.weights:
+            with torch.no_grad():
+                torch._foreach_copy_(self.weights, self.parameters)
+
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.transformer).items()}
+        """The LoRA weights in float32, by their names in the saved files."""
+        return {name: self.parameters[i].detach().cpu() for name, i in self.names.items()}
 
     def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
         """`optimizer=False`: a finished run's state, which never steps again."""
@@ -287,7 +311,10 @@ class LoRATrainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_peft_model_state_dict(self.transformer, state["lora"])
+        with torch.no_grad():
+            for name, index in self.names.items():
+                self.parameters[index].copy_(state["lora"][name])
+        self._copy_to_model()
         if state["optimizer"] is not None:  # None: a finished run's final state
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
@@ -303,5 +330,5 @@ class LoRATrainer:
         """Make the LoRA the moving average, once training is over (emaDecay); else nothing."""
         if self.averages is not None:
             with torch.no_grad():
-                for parameter, average in zip(self.parameters, self.averages, strict=True):
-                    parameter.copy_(average)
+                torch._foreach_copy_(self.parameters, self.averages)
+            self._copy_to_model()

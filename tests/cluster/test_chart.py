@@ -16,7 +16,7 @@ from fluxlora_operator import naming
 from fluxlora_operator.settings import OPERATOR_VERSION
 from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.gateway_client import GatewayClient
-from tests.support.helm import CHART, helm, render
+from tests.support.helm import CHART, helm, render, uninstall
 from tests.support.training_site import (
     RESTRICTED,
     chart_values,
@@ -232,11 +232,7 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         env = {e["name"]: e.get("value") for e in new_pod["spec"]["containers"][0]["env"]}
         assert env["FLUXLORA_LOG_LEVEL"] == "DEBUG"
     finally:
-        uninstalled = helm(
-            "uninstall", "fluxlora", "--namespace", release_namespace, "--wait",
-            kubeconfig=plane.kubeconfig,
-        )  # fmt: skip
-        kube.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
+        uninstalled = uninstall(kube, plane.kubeconfig, release_namespace)
     assert uninstalled.returncode == 0, uninstalled.stderr
     # Helm leaves the CRD and the users' resources (and their outputs) in place.
     (item,) = kube.list_objects(resource.KIND, namespace, "")

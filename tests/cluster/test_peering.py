@@ -15,7 +15,7 @@ from fluxlora_api import resource
 from fluxlora_operator import naming
 from fluxlora_operator.kube import path
 from tests.cluster.conftest import REAL_NODE_TOLERATION
-from tests.support.helm import CHART, helm
+from tests.support.helm import CHART, helm, uninstall
 from tests.support.operator import operator_process
 from tests.support.processes import stop
 from tests.support.training_site import RESTRICTED, chart_values, create_namespace, set_quota
@@ -201,11 +201,7 @@ async def test_the_charts_two_replicas_on_the_real_node_keep_one_active_and_hand
         ]
         assert made_two and active not in made_two
     finally:
-        uninstalled = helm(
-            "uninstall", "fluxlora", "--namespace", release_namespace, "--wait",
-            kubeconfig=plane.kubeconfig,
-        )  # fmt: skip
-        kube.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
+        uninstalled = uninstall(kube, plane.kubeconfig, release_namespace)
     assert uninstalled.returncode == 0, uninstalled.stderr
     jobs = kube.list_objects("Job", namespace, naming.MANAGED_SELECTOR)
     assert sorted(j["metadata"]["name"] for j in jobs) == [

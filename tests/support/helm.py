@@ -31,6 +31,15 @@ def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProc
     )
 
 
+def uninstall(kube, kubeconfig: Path, namespace: str) -> subprocess.CompletedProcess:
+    """`helm uninstall --wait` of the tests' release, then its namespace deleted whatever helm
+    answered (the caller asserts the answer once the namespace is on its way)."""
+    uninstalled = helm("uninstall", "fluxlora", "--namespace", namespace, "--wait",
+                       kubeconfig=kubeconfig)  # fmt: skip
+    kube.request("DELETE", f"/api/v1/namespaces/{namespace}")
+    return uninstalled
+
+
 def render(*values: str) -> str:
     """`helm template` of the chart with `--set` values; fails the caller on an error."""
     arguments = [item for value in values for item in ("--set", value)]

@@ -1,7 +1,14 @@
-"""What the cluster reports back: the hosted API's result in Kubernetes form."""
+"""What the cluster reports back: the hosted API's result in Kubernetes form.
 
+The status is the API's: its phases, condition types and reasons are defined here, with the
+meanings `kubectl explain` shows, and the operator writes it only through these models (a
+misspelled field fails here, where the API server would silently prune it).
+"""
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -20,7 +27,107 @@ class Phase(StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """Completed and failed are final: nothing changes the run's result afterwards."""
         return self in (Phase.COMPLETED, Phase.FAILED)
+
+
+def phase_of(status: Mapping[str, Any] | None) -> Phase | None:
+    """The phase a status shows; None before the operator wrote one (or for an unknown word)."""
+    phase = (status or {}).get("phase")
+    return Phase(phase) if phase in set(Phase) else None
+
+
+def is_finished(status: Mapping[str, Any] | None) -> bool:
+    """Whether the run has ended (completed or failed): the one terminal-phase check."""
+    phase = phase_of(status)
+    return phase is not None and phase.terminal
+
+
+class ConditionType(StrEnum):
+    """The condition types the operator writes, at most one of each."""
+
+    JOB_CREATED = "JobCreated"
+    QUEUED = "Queued"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+CONDITION_TYPE_MEANINGS = {
+    ConditionType.JOB_CREATED: "the trainer Job exists (made or adopted by the operator)",
+    ConditionType.QUEUED: "True while the Job waits for admission (Kueue, or suspended), "
+    "False once admitted",
+    ConditionType.SCHEDULED: "the trainer pod has a node; False says why it has none",
+    ConditionType.RUNNING: "the trainer runs; False says why not (waiting, disrupted, retrying, "
+    "exited)",
+    ConditionType.COMPLETED: "training finished and the outputs are uploaded",
+    ConditionType.FAILED: "the run failed; the message says why",
+}
+
+
+class Reason(StrEnum):
+    """The operator's own condition and Event reasons. Reasons of the Job controller, the
+    scheduler or the kubelet (BackoffLimitExceeded, ErrImagePull...) are passed on as they are."""
+
+    JOB_CREATED = "JobCreated"
+    JOB_ADOPTED = "JobAdopted"
+    NAME_CONFLICT = "NameConflict"
+    INVALID_SPEC = "InvalidSpec"
+    JOB_REJECTED = "JobRejected"
+    WAITING_FOR_ADMISSION = "WaitingForAdmission"
+    ADMITTED = "Admitted"
+    FAILED_CREATE = "FailedCreate"
+    UNSCHEDULABLE = "Unschedulable"
+    SCHEDULED = "Scheduled"
+    TRAINER_RUNNING = "TrainerRunning"
+    DISRUPTED = "Disrupted"
+    RETRYING = "Retrying"
+    FINISHED = "Finished"
+    TRAINING_SUCCEEDED = "TrainingSucceeded"
+    BAD_INPUT = "BadInput"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    JOB_FAILED = "JobFailed"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    CONTAINER_START_FAILED = "ContainerStartFailed"
+    OUTPUT_REJECTED = "OutputRejected"
+
+
+REASON_MEANINGS = {
+    Reason.JOB_CREATED: "the operator made the trainer Job",
+    Reason.JOB_ADOPTED: "the operator found its trainer Job and took it over (after a restart)",
+    Reason.NAME_CONFLICT: "a Job of the trainer Job's name belongs to something else",
+    Reason.INVALID_SPEC: "the spec cannot be trained with the operator's settings",
+    Reason.JOB_REJECTED: "the API server refused the trainer Job",
+    Reason.WAITING_FOR_ADMISSION: "the Job is suspended until a queue admits it",
+    Reason.ADMITTED: "Kueue admitted the Job",
+    Reason.FAILED_CREATE: "the Job controller cannot create the trainer pod (quota, policy)",
+    Reason.UNSCHEDULABLE: "no node can take the trainer pod yet",
+    Reason.SCHEDULED: "the trainer pod is bound to a node",
+    Reason.TRAINER_RUNNING: "the trainer container runs",
+    Reason.DISRUPTED: "the pod was preempted or evicted; the Job starts a new one",
+    Reason.RETRYING: "the trainer failed; the Job retries it",
+    Reason.FINISHED: "the trainer exited",
+    Reason.TRAINING_SUCCEEDED: "training finished and the outputs are uploaded",
+    Reason.BAD_INPUT: "the dataset or parameters cannot be trained; retrying cannot help",
+    Reason.DEADLINE_EXCEEDED: "training ran past activeDeadlineSeconds",
+    Reason.BACKOFF_LIMIT_EXCEEDED: "the trainer failed more often than the Job allows",
+    Reason.JOB_FAILED: "the Job failed for another reason (the message has it)",
+    Reason.IMAGE_PULL_FAILED: "the trainer image cannot be pulled",
+    Reason.CONTAINER_START_FAILED: "the trainer container cannot be created (a missing Secret)",
+    Reason.OUTPUT_REJECTED: "(Event) an output outside the run's own folder was dropped",
+}
+
+
+def _meanings(table: Mapping[StrEnum, str]) -> str:
+    return "; ".join(f"{key.value}: {meaning}" for key, meaning in table.items())
+
+
+def hosted_created_at(creation_timestamp: str) -> str:
+    """The hosted API's created_at form (2023-04-01T12:34:56.789Z) of a creationTimestamp."""
+    moment = datetime.fromisoformat(creation_timestamp.replace("Z", "+00:00")).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class Timings(ApiModel):
@@ -48,12 +155,19 @@ class Progress(ApiModel):
 class Condition(ApiModel):
     """A metav1.Condition: one aspect of the resource's state."""
 
-    type: str = Field(max_length=316)
-    """Condition type (JobCreated, Queued, Scheduled, Running, Completed, Failed)."""
+    type: str = Field(
+        max_length=316,
+        description=f"Condition type. {_meanings(CONDITION_TYPE_MEANINGS)}.",
+    )
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
-    reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    """One CamelCase word saying why."""
+    reason: str = Field(
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="One CamelCase word saying why: the operator's own "
+        f"({_meanings(REASON_MEANINGS)}), or the Job controller's, scheduler's or kubelet's "
+        "(ErrImagePull, ImagePullBackOff, CreateContainerConfigError...), passed on.",
+    )
     message: str = Field("", max_length=32768)
     """Human-readable details."""
     last_transition_time: str = Field(json_schema_extra=DATE_TIME)
@@ -101,3 +215,65 @@ class LoRATrainingJobStatus(ApiModel):
     """Latest observations of the resource's state, one per type."""
     observed_generation: int | None = Field(None, ge=0)
     """The generation the operator last acted on."""
+
+
+def status_fields(**fields: Any) -> dict[str, Any]:
+    """A status patch with exactly these fields (snake_case here, camelCase on the wire),
+    checked against the status model: a misspelled or out-of-range field fails here."""
+    return LoRATrainingJobStatus.model_validate(fields).model_dump(
+        mode="json", by_alias=True, include=set(fields)
+    )
+
+
+def initial_status(
+    uid: str, model: str, creation_timestamp: str, generation: int | None
+) -> dict[str, Any]:
+    """The status a run starts with: the hosted API's prediction fields, phase `created`."""
+    return status_fields(
+        phase=Phase.CREATED,
+        id=uid,
+        model=model,
+        created_at=hosted_created_at(creation_timestamp),
+        outputs=[],
+        has_nsfw_contents=[],
+        error="",
+        timings=Timings(),
+        observed_generation=generation,
+    )
+
+
+def failure_status(
+    status: Mapping[str, Any], uid: str, creation_timestamp: str, error: str, now: str
+) -> dict[str, Any]:
+    """The fields that end a run as failed with `error`, on top of `status` (it keeps its
+    createdAt, or gets one)."""
+    fields: dict[str, Any] = {
+        "phase": Phase.FAILED,
+        "id": uid,
+        "error": error,
+        "outputs": [],
+        "has_nsfw_contents": [],
+        "completion_time": now,
+    }
+    if not status.get("createdAt"):
+        fields["created_at"] = hosted_created_at(creation_timestamp)
+    return status_fields(**fields)
+
+
+def condition(
+    type_: ConditionType | str,
+    status: str,
+    reason: Reason | str,
+    message: str,
+    last_transition_time: str,
+    observed_generation: int | None,
+) -> dict[str, Any]:
+    """One metav1.Condition in wire form."""
+    return Condition(
+        type=type_,
+        status=status,  # type: ignore[arg-type]  # checked by the model
+        reason=reason,
+        message=message,
+        last_transition_time=last_transition_time,
+        observed_generation=observed_generation,
+    ).to_wire()

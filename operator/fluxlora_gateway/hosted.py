@@ -3,15 +3,14 @@ prediction object, and the response envelope. Field names, status words and the 
 reference's; the validation is the CRD's own model."""
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fluxlora_api.outputs import belongs_to_run
 from fluxlora_api.spec import HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
-from fluxlora_api.status import Phase
+from fluxlora_api.status import Phase, Timings, hosted_created_at, phase_of
 
 MODEL_ID = "wavespeed-ai/flux-dev-lora-trainer"
 SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
@@ -67,12 +66,43 @@ def check_spec_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+class HostedModel(BaseModel):
+    """The hosted API's objects: snake_case on the wire, documented from the docstrings."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class PredictionUrls(HostedModel):
+    get: str = Field(json_schema_extra={"format": "uri"})
+    """Where to poll for the result."""
+
+
+class Prediction(HostedModel):
+    """The hosted API's prediction object: the `data` of every answer about a task."""
+
+    id: str
+    """Task id (the LoRATrainingJob's uid)."""
+    model: str
+    """The model id, as in the hosted API."""
+    outputs: list[str] = Field(json_schema_extra={"items": {"format": "uri"}})
+    """Download URLs of the LoRA and its companion files, through the gateway (empty until
+    completed)."""
+    urls: PredictionUrls
+    has_nsfw_contents: list[bool]
+    """One flag per output; nothing is checked for NSFW content, so always false."""
+    status: Phase
+    """The task's state."""
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    """When the task was created, ISO 8601 with milliseconds."""
+    error: str
+    """Why the task failed; empty otherwise."""
+    timings: Timings
+    """Training time; inference is in milliseconds."""
+
+
 def created_at(resource: dict[str, Any]) -> str:
     status = resource.get("status") or {}
-    if status.get("createdAt"):
-        return status["createdAt"]
-    stamp = datetime.fromisoformat(resource["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
-    return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return status.get("createdAt") or hosted_created_at(resource["metadata"]["creationTimestamp"])
 
 
 def output_file(url: str) -> str:
@@ -99,23 +129,21 @@ def prediction(resource: dict[str, Any], base_url: str) -> dict[str, Any]:
     """The `data` object of both endpoints, read from the resource and its status."""
     status = resource.get("status") or {}
     uid = resource["metadata"]["uid"]
-    phase = status.get("phase") or Phase.CREATED
     outputs = [
         base_url + OUTPUT_PATH.format(id=uid, file=quote(output_file(url)))
         for url in own_outputs(resource)
     ]
-    return {
-        "id": uid,
-        "model": MODEL_ID,
-        "outputs": outputs,
-        "urls": {"get": base_url + RESULT_PATH.format(id=uid)},
-        # Nothing is checked for NSFW content (as the status says): one false per output.
-        "has_nsfw_contents": [False] * len(outputs),
-        "status": str(phase),
-        "created_at": created_at(resource),
-        "error": status.get("error") or "",
-        "timings": {"inference": int((status.get("timings") or {}).get("inference") or 0)},
-    }
+    return Prediction(
+        id=uid,
+        model=MODEL_ID,
+        outputs=outputs,
+        urls=PredictionUrls(get=base_url + RESULT_PATH.format(id=uid)),
+        has_nsfw_contents=[False] * len(outputs),
+        status=phase_of(status) or Phase.CREATED,
+        created_at=created_at(resource),
+        error=status.get("error") or "",
+        timings=Timings(inference=int((status.get("timings") or {}).get("inference") or 0)),
+    ).model_dump(mode="json")
 
 
 def envelope(code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -19,20 +19,13 @@ def _request_schema() -> dict[str, Any]:
     }
 
 
-PREDICTION = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string", "description": "Task id"},
-        "model": {"type": "string"},
-        "outputs": {"type": "array", "items": {"type": "string", "format": "uri"}},
-        "urls": {"type": "object", "properties": {"get": {"type": "string", "format": "uri"}}},
-        "has_nsfw_contents": {"type": "array", "items": {"type": "boolean"}},
-        "status": {"type": "string", "enum": ["created", "processing", "completed", "failed"]},
-        "created_at": {"type": "string", "format": "date-time"},
-        "error": {"type": "string"},
-        "timings": {"type": "object", "properties": {"inference": {"type": "integer"}}},
-    },
-}
+SCHEMAS = "#/components/schemas/{model}"
+
+
+def _prediction_schemas() -> dict[str, Any]:
+    """Prediction and the models it holds, as components (the same model makes the answers)."""
+    schema = hosted.Prediction.model_json_schema(ref_template=SCHEMAS)
+    return {**schema.pop("$defs", {}), "Prediction": schema}
 
 
 def _envelope(data: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +116,8 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "TrainingRequest": _request_schema(),
-                "PredictionResponse": _envelope(PREDICTION),
+                **_prediction_schemas(),
+                "PredictionResponse": _envelope({"$ref": SCHEMAS.format(model="Prediction")}),
                 "ErrorResponse": _envelope({"type": "object"}),
             },
         },

@@ -4,18 +4,21 @@ status stays the same (Kubernetes API conventions)."""
 from dataclasses import dataclass
 from typing import Any
 
+from fluxlora_api.status import ConditionType, Reason, condition
+
 
 @dataclass(frozen=True)
 class ConditionChange:
-    type: str
+    type: ConditionType
     status: str
-    reason: str
+    # The operator's own Reason, or one the Job controller, scheduler or kubelet gave.
+    reason: Reason | str
     message: str = ""
     # Posted as a Warning event (not Normal) when the condition changes to this.
     warning: bool = False
 
 
-def find_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+def find_condition(conditions: list[dict[str, Any]], type_: ConditionType) -> dict[str, Any] | None:
     return next((c for c in conditions if c.get("type") == type_), None)
 
 
@@ -25,15 +28,14 @@ def set_condition(
     """The conditions with `change` applied in place, and whether it changed anything."""
     existing = find_condition(conditions, change.type)
     same_status = existing is not None and existing.get("status") == change.status
-    updated = {
-        "type": change.type,
-        "status": change.status,
-        "reason": change.reason,
-        "message": change.message,
-        "lastTransitionTime": existing["lastTransitionTime"] if same_status else now,
-    }
-    if generation is not None:
-        updated["observedGeneration"] = generation
+    updated = condition(
+        change.type,
+        change.status,
+        change.reason,
+        change.message,
+        existing["lastTransitionTime"] if same_status else now,
+        generation,
+    )
     if existing == updated:
         return conditions, False
     if existing is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fluxlora_api.contract import ExitCode, TrainingResult, parse_termination_message
 from fluxlora_api.outputs import resolve_output
-from fluxlora_api.status import Phase
+from fluxlora_api.status import ConditionType, Phase, Reason
 from fluxlora_operator import naming
 from fluxlora_operator.clock import parse_time
 from fluxlora_operator.conditions import ConditionChange
@@ -25,7 +25,9 @@ START_FAILURES = {
 IMMEDIATE_START_FAILURES = {"InvalidImageName", "ErrImageNeverPull"}
 IMAGE_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 ERROR_TAIL_CHARS = 1500
-TRAINER_EXITED = ConditionChange("Running", "False", "Finished", "the trainer exited")
+TRAINER_EXITED = ConditionChange(
+    ConditionType.RUNNING, "False", Reason.FINISHED, "the trainer exited"
+)
 
 
 @dataclass(frozen=True)
@@ -117,16 +119,16 @@ def _failure(
     job: dict[str, Any], condition: dict[str, Any], pods: list[dict[str, Any]]
 ) -> tuple[str, str]:
     """(reason, error) for a failed Job: the trainer's own words where it left any."""
-    reason = condition.get("reason") or "JobFailed"
+    reason = condition.get("reason") or Reason.JOB_FAILED
     failed = [pod for pod in pods if pod.get("status", {}).get("phase") == "Failed"]
     bad_input = [pod for pod in failed if _exit_code(pod) == ExitCode.BAD_INPUT]
     last_error = pod_error(failed[0]) if failed else ""
     if reason == "PodFailurePolicy" and bad_input:
-        return "BadInput", pod_error(bad_input[0])
-    if reason == "DeadlineExceeded":
+        return Reason.BAD_INPUT, pod_error(bad_input[0])
+    if reason == Reason.DEADLINE_EXCEEDED:
         deadline = job.get("spec", {}).get("activeDeadlineSeconds")
         return reason, f"training did not finish within activeDeadlineSeconds ({deadline} s)"
-    if reason == "BackoffLimitExceeded":
+    if reason == Reason.BACKOFF_LIMIT_EXCEEDED:
         count = job.get("status", {}).get("failed") or len(failed)
         return reason, f"the trainer failed {count} time(s); last error: {last_error or 'unknown'}"
     return reason, last_error or condition.get("message") or "the trainer Job failed"
@@ -191,7 +193,9 @@ def observe(
             Phase.COMPLETED,
             (
                 TRAINER_EXITED,
-                ConditionChange("Completed", "True", "TrainingSucceeded", message),
+                ConditionChange(
+                    ConditionType.COMPLETED, "True", Reason.TRAINING_SUCCEEDED, message
+                ),
             ),
             result=result,
             rejected_outputs=rejected,
@@ -206,7 +210,7 @@ def observe(
             Phase.FAILED,
             (
                 TRAINER_EXITED,
-                ConditionChange("Failed", "True", reason, error, warning=True),
+                ConditionChange(ConditionType.FAILED, "True", reason, error, warning=True),
             ),
             error=error,
             completion_time=failed.get("lastTransitionTime"),
@@ -218,18 +222,24 @@ def observe(
         where = f"Kueue queue {queue}" if queue else "the Job to be un-suspended"
         return Observation(
             Phase.CREATED,
-            (ConditionChange("Queued", "True", "WaitingForAdmission", f"waiting for {where}"),),
+            (
+                ConditionChange(
+                    ConditionType.QUEUED,
+                    "True",
+                    Reason.WAITING_FOR_ADMISSION,
+                    f"waiting for {where}",
+                ),
+            ),
             **common,
         )
-    admitted = (
-        (ConditionChange("Queued", "False", "Admitted", "admitted by Kueue"),) if queued else ()
-    )
+    admission = ConditionChange(ConditionType.QUEUED, "False", Reason.ADMITTED, "admitted by Kueue")
+    admitted = (admission,) if queued else ()
 
     if not pods and pod_creation_failure:
         cannot_create = ConditionChange(
-            "Scheduled",
+            ConditionType.SCHEDULED,
             "False",
-            "FailedCreate",
+            Reason.FAILED_CREATE,
             f"the Job cannot create the trainer pod: {pod_creation_failure}",
             warning=True,
         )
@@ -250,10 +260,14 @@ def _observe_pod(
     node = pod.get("spec", {}).get("nodeName")
     state = _trainer_status(pod).get("state", {})
     ever_started = common["start_time"] is not None
-    scheduled = ConditionChange("Scheduled", "True", "Scheduled", f"pod {name} on node {node}")
+    scheduled = ConditionChange(
+        ConditionType.SCHEDULED, "True", Reason.SCHEDULED, f"pod {name} on node {node}"
+    )
 
     if state.get("running"):
-        running = ConditionChange("Running", "True", "TrainerRunning", f"pod {name} on node {node}")
+        running = ConditionChange(
+            ConditionType.RUNNING, "True", Reason.TRAINER_RUNNING, f"pod {name} on node {node}"
+        )
         return Observation(Phase.PROCESSING, (*admitted, scheduled, running), **common)
 
     waiting = state.get("waiting") or {}
@@ -262,19 +276,23 @@ def _observe_pod(
         detail = f"trainer pod {name} cannot start: {reason}: {waiting.get('message', '')}".strip()
         age = (now - parse_time(pod["metadata"]["creationTimestamp"])).total_seconds()
         if reason in IMMEDIATE_START_FAILURES or age >= start_grace_seconds:
-            failure = "ImagePullFailed" if reason in IMAGE_FAILURES else "ContainerStartFailed"
+            failure = (
+                Reason.IMAGE_PULL_FAILED
+                if reason in IMAGE_FAILURES
+                else Reason.CONTAINER_START_FAILED
+            )
             return Observation(
                 Phase.FAILED,
                 (
                     *admitted,
                     scheduled,
-                    ConditionChange("Failed", "True", failure, detail, warning=True),
+                    ConditionChange(ConditionType.FAILED, "True", failure, detail, warning=True),
                 ),
                 error=detail,
                 delete_job=True,
                 **common,
             )
-        starting = ConditionChange("Running", "False", reason, detail, warning=True)
+        starting = ConditionChange(ConditionType.RUNNING, "False", reason, detail, warning=True)
         return Observation(Phase.CREATED, (*admitted, scheduled, starting), **common)
 
     pod_phase = pod.get("status", {}).get("phase")
@@ -282,18 +300,18 @@ def _observe_pod(
         phase = Phase.PROCESSING if ever_started else Phase.CREATED
         if _true_condition(pod, "DisruptionTarget"):
             retry = ConditionChange(
-                "Running",
+                ConditionType.RUNNING,
                 "False",
-                "Disrupted",
+                Reason.DISRUPTED,
                 f"trainer pod {name} was preempted or evicted ({pod_error(pod)}); the Job "
                 "starts a new pod without counting a failure",
                 warning=True,
             )
         else:
             retry = ConditionChange(
-                "Running",
+                ConditionType.RUNNING,
                 "False",
-                "Retrying",
+                Reason.RETRYING,
                 f"trainer pod {name} failed ({pod_error(pod)}); the Job retries it",
                 warning=True,
             )
@@ -309,8 +327,10 @@ def _observe_pod(
     )
     if unschedulable:
         message = unschedulable.get("message") or "no node can run the trainer pod"
-        reason = unschedulable.get("reason") or "Unschedulable"
-        waiting_for_node = ConditionChange("Scheduled", "False", reason, message, warning=True)
+        reason = unschedulable.get("reason") or Reason.UNSCHEDULABLE
+        waiting_for_node = ConditionChange(
+            ConditionType.SCHEDULED, "False", reason, message, warning=True
+        )
         return Observation(Phase.CREATED, (*admitted, waiting_for_node), **common)
 
     if node:

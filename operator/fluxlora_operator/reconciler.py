@@ -14,10 +14,17 @@ from typing import Any
 
 from fluxlora_api import resource
 from fluxlora_api.outputs import standard_outputs
-from fluxlora_api.spec import LoRATrainingJobSpec
-from fluxlora_api.status import Phase
+from fluxlora_api.status import (
+    ConditionType,
+    Reason,
+    failure_status,
+    initial_status,
+    is_finished,
+    phase_of,
+    status_fields,
+)
 from fluxlora_operator import naming
-from fluxlora_operator.clock import format_time, hosted_created_at, parse_time, utcnow
+from fluxlora_operator.clock import format_time, parse_time, utcnow
 from fluxlora_operator.coalesce import Coalescer
 from fluxlora_operator.conditions import ConditionChange, find_condition
 from fluxlora_operator.effective import effective_output
@@ -28,11 +35,7 @@ from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.observe import job_finished, observe
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.snapshot import Snapshot, StaleSnapshot
-from fluxlora_operator.status_update import (
-    apply_conditions,
-    current_phase,
-    plan_status_update,
-)
+from fluxlora_operator.status_update import apply_conditions, plan_status_update
 from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef, parse_spec
 from fluxlora_operator.watch_cache import WatchCache
 
@@ -76,7 +79,7 @@ class Reconciler:
         """Remember which resources are unfinished, for resync()."""
         key = (namespace, name)
         with self._locks_guard:
-            if deleted or phase in (Phase.COMPLETED.value, Phase.FAILED.value):
+            if deleted or is_finished({"phase": phase}):
                 self._unfinished.discard(key)
             else:
                 self._unfinished.add(key)
@@ -131,30 +134,35 @@ class Reconciler:
         made, False if adopted, None if there is nothing to run."""
         body = listed if listed is not None else self.kube.get(resource.KIND, namespace, name)
         guarded = listed is not None
-        if body is None or _is_terminal(body):
+        if body is None or is_finished(body.get("status")):
             return None
         ref = TrainingJobRef.of(body)
         try:
             spec = parse_spec(body.get("spec") or {})
             job = build_job(ref, spec, self.settings)
         except InvalidSpec as error:
-            self._fail(body, "InvalidSpec", str(error), guarded)
+            self._fail(body, Reason.INVALID_SPEC, str(error), guarded)
             return None
 
         status = body.get("status") or {}
-        first = {} if current_phase(status) is not None else _first_status(body, ref, spec)
+        first = {}
+        if phase_of(status) is None:
+            meta = body["metadata"]
+            first = initial_status(
+                ref.uid, spec.base_model, meta["creationTimestamp"], meta.get("generation")
+            )
         try:
             _, created = self.kube.create_or_adopt(job, ref)
         except ForeignObjectError as error:
             conflict = ConditionChange(
-                "JobCreated", "False", "NameConflict", str(error), warning=True
+                ConditionType.JOB_CREATED, "False", Reason.NAME_CONFLICT, str(error), warning=True
             )
             self._condition(body, conflict, first, guarded)
             raise RetryLater(str(error)) from None
         except ApiError as error:
             if error.status in (400, 422):
                 message = f"the API server rejected the trainer Job: {error.message}"
-                self._fail(body, "JobRejected", message, guarded)
+                self._fail(body, Reason.JOB_REJECTED, message, guarded)
                 return None
             raise
 
@@ -162,12 +170,16 @@ class Reconciler:
         if created:
             self.metrics.jobs_created.inc()
             logger.info("%s/%s: created the trainer Job %s", namespace, name, job_name)
-        recorded = find_condition(status.get("conditions") or [], "JobCreated")
+        recorded = find_condition(status.get("conditions") or [], ConditionType.JOB_CREATED)
         if created or recorded is None or recorded.get("status") != "True":
             # A Job found on resume that the status does not know yet was ours: adopt it.
-            reason, verb = ("JobCreated", "created") if created else ("JobAdopted", "adopted")
-            change = ConditionChange("JobCreated", "True", reason, f"trainer Job {job_name} {verb}")
-            self._condition(body, change, {**first, "jobName": job_name}, guarded)
+            reason, verb = (
+                (Reason.JOB_CREATED, "created") if created else (Reason.JOB_ADOPTED, "adopted")
+            )
+            change = ConditionChange(
+                ConditionType.JOB_CREATED, "True", reason, f"trainer Job {job_name} {verb}"
+            )
+            self._condition(body, change, {**first, **status_fields(job_name=job_name)}, guarded)
         return created
 
     # --- mirroring ----------------------------------------------------------------------------
@@ -222,8 +234,8 @@ class Reconciler:
                 body = self.kube.get(resource.KIND, namespace, name)
                 if body is None:
                     self.cache.forget(namespace, name)
-            phase = current_phase((body or {}).get("status") or {})
-            if body is None or (phase is not None and phase.terminal):
+            phase = phase_of((body or {}).get("status"))
+            if body is None or is_finished(body.get("status")):
                 # Gone (the garbage collector deletes the Job) or recorded: let the Job go
                 # (one a snapshot does not show is gone, or its own event comes).
                 if snapshot is None or job_name in snapshot.jobs:
@@ -309,7 +321,7 @@ class Reconciler:
         applies only to the resource as it was listed (StaleSnapshot otherwise, also when it
         is gone)."""
         meta = body["metadata"]
-        before = current_phase(body.get("status") or {})
+        before = phase_of(body.get("status"))
         version = meta.get("resourceVersion") if from_snapshot else None
         try:
             written = self.kube.patch_status(meta["namespace"], meta["name"], patch, version)
@@ -348,49 +360,17 @@ class Reconciler:
             self._write(body, patch, events, from_snapshot)
 
     def _fail(
-        self, body: dict[str, Any], reason: str, message: str, from_snapshot: bool = False
+        self, body: dict[str, Any], reason: Reason, message: str, from_snapshot: bool = False
     ) -> None:
         """End the resource as failed before any Job ran (the spec or settings cannot work)."""
         status = body.get("status") or {}
         now = format_time(utcnow())
-        change = ConditionChange("Failed", "True", reason, message, warning=True)
-        conditions, events = apply_conditions(
-            status, (change,), now, body["metadata"].get("generation")
-        )
-        patch = {
-            "phase": Phase.FAILED.value,
-            "id": body["metadata"]["uid"],
-            "error": message,
-            "outputs": [],
-            "hasNsfwContents": [],
-            "completionTime": now,
-            "conditions": conditions or status.get("conditions") or [],
-        }
-        if not status.get("createdAt"):
-            patch["createdAt"] = hosted_created_at(body["metadata"]["creationTimestamp"])
+        change = ConditionChange(ConditionType.FAILED, "True", reason, message, warning=True)
+        meta = body["metadata"]
+        conditions, events = apply_conditions(status, (change,), now, meta.get("generation"))
+        patch = failure_status(status, meta["uid"], meta["creationTimestamp"], message, now)
+        patch["conditions"] = conditions or status.get("conditions") or []
         self._write(body, patch, events, from_snapshot)
-
-
-def _first_status(
-    body: dict[str, Any], ref: TrainingJobRef, spec: LoRATrainingJobSpec
-) -> dict[str, Any]:
-    """The status a run starts with: the hosted API's prediction fields, phase `created`."""
-    return {
-        "phase": Phase.CREATED.value,
-        "id": ref.uid,
-        "model": spec.base_model,
-        "createdAt": hosted_created_at(body["metadata"]["creationTimestamp"]),
-        "outputs": [],
-        "hasNsfwContents": [],
-        "error": "",
-        "timings": {"inference": 0},
-        "observedGeneration": body["metadata"].get("generation"),
-    }
-
-
-def _is_terminal(body: dict[str, Any]) -> bool:
-    phase = current_phase(body.get("status") or {})
-    return phase is not None and phase.terminal
 
 
 def _age_seconds(obj: dict[str, Any], now: datetime | None = None) -> float:

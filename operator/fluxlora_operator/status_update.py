@@ -6,7 +6,7 @@ waits for a new GPU is still processing, as in the hosted API."""
 from dataclasses import dataclass, field
 from typing import Any
 
-from fluxlora_api.status import Phase
+from fluxlora_api.status import Phase, Reason, Timings, phase_of, status_fields
 from fluxlora_operator.conditions import ConditionChange, set_condition
 from fluxlora_operator.events import Event
 from fluxlora_operator.observe import Observation
@@ -17,11 +17,6 @@ class StatusUpdate:
     patch: dict[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
     delete_job: bool = False
-
-
-def current_phase(status: dict[str, Any]) -> Phase | None:
-    phase = (status or {}).get("phase")
-    return Phase(phase) if phase in set(Phase) else None
 
 
 def apply_conditions(
@@ -42,7 +37,7 @@ def plan_status_update(
     status: dict[str, Any], observation: Observation, now: str, generation: int | None
 ) -> StatusUpdate:
     status = status or {}
-    current = current_phase(status)
+    current = phase_of(status)
     if current is not None and current.terminal:
         return StatusUpdate()
 
@@ -50,50 +45,51 @@ def plan_status_update(
     if phase == Phase.CREATED and current == Phase.PROCESSING:
         phase = Phase.PROCESSING
 
-    patch: dict[str, Any] = {}
+    fields: dict[str, Any] = {}  # snake_case, checked by the status model
     if phase != current:
-        patch["phase"] = phase.value
+        fields["phase"] = phase
     conditions, events = apply_conditions(status, observation.conditions, now, generation)
     if observation.rejected_outputs and phase != current:
         shown = ", ".join(repr(item[:200]) for item in observation.rejected_outputs[:5])
         events.append(
             Event(
                 "Warning",
-                "OutputRejected",
+                Reason.OUTPUT_REJECTED,
                 f"the trainer reported output(s) outside this run's own folder, dropped: {shown}",
             )
         )
     if conditions is not None:
-        patch["conditions"] = conditions
+        fields["conditions"] = conditions
     if observation.start_time and not status.get("startTime"):
-        patch["startTime"] = observation.start_time
+        fields["start_time"] = observation.start_time
     # Pods of earlier attempts may be gone (evicted pods are deleted), so a new pod name also
     # counts as an attempt.
     attempts = status.get("attempts") or 0
     previous_pod = status.get("trainerPod")
     if observation.pod_name and observation.pod_name != previous_pod:
-        patch["trainerPod"] = observation.pod_name
+        fields["trainer_pod"] = observation.pod_name
         if previous_pod:
             attempts += 1
     attempts = max(attempts, observation.attempts)
     if attempts != (status.get("attempts") or 0):
-        patch["attempts"] = attempts
+        fields["attempts"] = attempts
     if generation is not None and status.get("observedGeneration") != generation:
-        patch["observedGeneration"] = generation
+        fields["observed_generation"] = generation
 
     if phase == Phase.COMPLETED:
         result = observation.result
         outputs = list(result.outputs) if result else []
         nsfw = (result.has_nsfw_contents if result else None) or [False] * len(outputs)
-        patch.update(
+        fields.update(
             outputs=outputs,
-            hasNsfwContents=nsfw,
-            timings={"inference": result.timings.inference if result else 0},
+            has_nsfw_contents=nsfw,
+            timings=Timings(inference=result.timings.inference if result else 0),
             error="",
         )
     if phase == Phase.FAILED:
-        patch.update(error=observation.error, outputs=[], hasNsfwContents=[])
+        fields.update(error=observation.error, outputs=[], has_nsfw_contents=[])
     if phase.terminal:
-        patch["completionTime"] = observation.completion_time or now
+        fields["completion_time"] = observation.completion_time or now
 
+    patch = status_fields(**fields) if fields else {}
     return StatusUpdate(patch=patch, events=tuple(events), delete_job=observation.delete_job)

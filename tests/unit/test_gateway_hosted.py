@@ -2,9 +2,11 @@
 
 import json
 
+import jsonschema
 import pytest
 
 from fluxlora_gateway import hosted
+from fluxlora_gateway.openapi import openapi_document
 
 DATA = "https://example.com/portrait.zip"
 
@@ -135,3 +137,26 @@ def test_spec_defaults_cover_only_what_callers_cannot_set():
         hosted.check_spec_defaults({"steps": 600})
     with pytest.raises(ValueError, match="resolution"):
         hosted.check_spec_defaults({"resolution": 100})
+
+
+def test_every_prediction_matches_the_published_openapi_schema():
+    """The answer and /openapi.json come from one model: a new field or status cannot reach
+    callers without reaching the document."""
+    document = openapi_document("https://gw.example")
+    schema = {
+        "$ref": "#/components/schemas/PredictionResponse",
+        "components": document["components"],
+    }
+    validator = jsonschema.Draft202012Validator(schema)
+    completed = {
+        "phase": "completed",
+        "outputs": [f"{RUN}/lora.safetensors"],
+        "timings": {"inference": 5},
+    }
+    for status in ({}, {"phase": "processing"}, completed, {"phase": "failed", "error": "boom"}):
+        data = hosted.prediction(resource(status), "https://gw.example")
+        validator.validate(hosted.envelope(200, "success", data))
+    statuses = document["components"]["schemas"]["Phase"]["enum"]
+    assert statuses == ["created", "processing", "completed", "failed"]
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(hosted.envelope(200, "success", {**data, "status": "running"}))

@@ -49,7 +49,8 @@ deps-under-lock:
 		touch $(DEPS)/.complete && \
 		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} + ; }
 
-$(STAMP): $(DEPS)/.complete
+# A new package (or entry point) needs the editable install made again.
+$(STAMP): $(DEPS)/.complete pyproject.toml $(wildcard operator/*/__init__.py trainer-image/*/__init__.py)
 	@echo "installing the project into $(VENV) (editable, over the shared dependencies)"
 	@rm -rf $(VENV)
 	@$(PYTHON) -m venv --without-pip $(VENV)

@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 import kubernetes  # noqa: E402
 
 from fluxlora_api import contract, resource  # noqa: E402
+from fluxlora_kube.client import Kube  # noqa: E402
+from fluxlora_kube.paths import path  # noqa: E402
 from fluxlora_operator import naming  # noqa: E402
-from fluxlora_operator.kube import Kube, path  # noqa: E402
 from tests.support.binaries import CACHE  # noqa: E402
 from tests.support.control_plane import ControlPlane, running_control_plane  # noqa: E402
 from tests.support.minio import free_port  # noqa: E402
@@ -237,7 +238,7 @@ def measure(plane: ControlPlane, kube: Kube, count: int, workdir: Path) -> dict:
         agent.stop()
         for watcher in watchers:
             watcher.join(timeout=10)
-        kube.request("DELETE", f"/api/v1/namespaces/{namespace}")
+        kube.request("DELETE", path("Namespace", name=namespace))
         shutil.rmtree(node_dir, ignore_errors=True)
     done = [n for n in names if n in timeline.completed]
     if len(done) < count:

@@ -36,8 +36,9 @@ import yaml  # noqa: E402
 from fluxlora_api import resource  # noqa: E402
 from fluxlora_gateway.hosted import SUBMIT_PATH  # noqa: E402
 from fluxlora_gateway.keys import new_key  # noqa: E402
+from fluxlora_kube.client import Kube  # noqa: E402
+from fluxlora_kube.paths import path  # noqa: E402
 from fluxlora_operator import naming  # noqa: E402
-from fluxlora_operator.kube import Kube  # noqa: E402
 from fluxlora_trainer.tiny_model import write_tiny_model  # noqa: E402
 from tests.support.binaries import CACHE  # noqa: E402
 from tests.support.control_plane import ControlPlane, running_control_plane  # noqa: E402
@@ -131,7 +132,7 @@ def install_operator(plane: ControlPlane, s3: S3Server, values: list[str]) -> li
 
 def release_pods(plane: ControlPlane) -> list[dict]:
     """The operator's and gateway's pods; DemoFailed with their story when one has stopped."""
-    pods = plane.admin().request("GET", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods")["items"]
+    pods = plane.admin().request("GET", path("Pod", OPERATOR_NAMESPACE))["items"]
     stopped = [pod for pod in pods if problem(pod)]
     if stopped:
         raise DemoFailed(explain(plane, "a pod of the release has stopped", stopped))

@@ -9,7 +9,7 @@ import kmock
 import pytest
 import pytest_asyncio
 
-from fluxlora_operator.kube import Kube
+from fluxlora_kube.client import Kube
 from tests.handlers.emulator import ApiServerEmulator
 from tests.support.control_plane import ControlPlane, running_control_plane
 from tests.support.minio import S3Server, running_minio

@@ -13,7 +13,8 @@ from fluxlora_gateway import hosted
 from fluxlora_gateway.keys import KeyStore, KeysUnavailable, Tenant
 from fluxlora_gateway.openapi import openapi_document
 from fluxlora_gateway.outputs import stream_output
-from fluxlora_operator.kube import ApiError, Kube, path
+from fluxlora_kube.client import ApiError, Kube
+from fluxlora_kube.paths import path
 from fluxlora_operator.rate_limit import RateLimiter
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from fluxlora_operator.kube import Kube
+from fluxlora_kube.client import Kube
 
 logger = logging.getLogger(__name__)
 

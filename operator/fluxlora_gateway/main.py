@@ -14,7 +14,7 @@ from aiohttp import web
 from fluxlora_gateway.app import ACCESS_LOG_FORMAT, Gateway, build_app
 from fluxlora_gateway.hosted import check_spec_defaults
 from fluxlora_gateway.keys import KeyStore, new_key, secret_entry
-from fluxlora_operator.kube import Kube, load_api_client
+from fluxlora_kube.client import Kube, load_api_client
 from fluxlora_operator.rate_limit import RateLimiter
 
 ENV_PREFIX = "FLUXLORA_GATEWAY_"

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fluxlora_kube.client import Kube
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, utcnow
-from fluxlora_operator.kube import Kube
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,6 @@ class EventPoster:
             obj = self._queue.get()
             namespace = obj["metadata"]["namespace"]
             try:
-                self.kube.request("POST", f"/api/v1/namespaces/{namespace}/events", obj)
+                self.kube.request("POST", path("Event", namespace), obj)
             except Exception as error:  # an Event is a courtesy: never stop for one
                 logger.warning("event %s not posted: %s", obj["reason"], error)

@@ -6,9 +6,9 @@ from typing import Any
 
 import kopf
 
+from fluxlora_kube.client import Kube, load_api_client
 from fluxlora_operator.events import EventPoster
 from fluxlora_operator.handlers import HANDLER_THREADS, register
-from fluxlora_operator.kube import Kube, load_api_client
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.peering import PeeringGate, replica_identity, replica_priority
 from fluxlora_operator.reconciler import Reconciler

@@ -12,14 +12,14 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from fluxlora_kube.client import ApiError, Kube
+from fluxlora_kube.paths import path
 from fluxlora_operator.clock import parse_time, utcnow
-from fluxlora_operator.kube import ApiError, Kube
 from fluxlora_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
 POD_ID_ENV = "POD_ID"  # kopf names this replica after it in the peering object
-PEERING_GROUP = "/apis/kopf.dev/v1"
 
 
 def replica_identity() -> str:
@@ -61,8 +61,8 @@ class PeeringGate:
     def _peering_path(self) -> str:
         name = self.settings.peering
         if self.settings.all_namespaces:
-            return f"{PEERING_GROUP}/clusterkopfpeerings/{name}"
-        return f"{PEERING_GROUP}/namespaces/{self.settings.namespaces[0]}/kopfpeerings/{name}"
+            return path("ClusterKopfPeering", name=name)
+        return path("KopfPeering", self.settings.namespaces[0], name)
 
     def __call__(self) -> bool:
         if self.settings.peering is None:

@@ -23,15 +23,15 @@ from pydantic import ValidationError
 from fluxlora_api import resource
 from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH
 from fluxlora_api.status import Progress
+from fluxlora_kube.client import ApiError, Kube
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, utcnow
-from fluxlora_operator.kube import ApiError, Kube
 from fluxlora_operator.rate_limit import RateLimiter
 from fluxlora_operator.training_job import TrainingJobRef
 
 logger = logging.getLogger(__name__)
 
-TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
@@ -126,7 +126,7 @@ class ProgressServer:
             return cached[0]
         review = self.kube.request(
             "POST",
-            TOKEN_REVIEWS,
+            path("TokenReview"),
             {
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenReview",
@@ -177,7 +177,7 @@ class ProgressServer:
         namespace, name = self._training_job(reporter)
         progress.updated_at = format_time(utcnow())
         try:
-            self.kube.patch_status(namespace, name, {"progress": progress.to_wire()})
+            self.kube.patch_status(resource.KIND, namespace, name, {"progress": progress.to_wire()})
         except ApiError as error:
             if error.status == 404:
                 raise Refused(404, "the LoRATrainingJob is gone") from None

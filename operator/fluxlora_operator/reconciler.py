@@ -23,6 +23,7 @@ from fluxlora_api.status import (
     phase_of,
     status_fields,
 )
+from fluxlora_kube.client import ApiError, ForeignObjectError, Kube
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, parse_time, utcnow
 from fluxlora_operator.coalesce import Coalescer
@@ -30,7 +31,6 @@ from fluxlora_operator.conditions import ConditionChange, find_condition
 from fluxlora_operator.effective import effective_output
 from fluxlora_operator.events import Event
 from fluxlora_operator.jobs import build_job
-from fluxlora_operator.kube import ApiError, ForeignObjectError, Kube
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.observe import job_finished, observe
 from fluxlora_operator.settings import OperatorSettings
@@ -152,7 +152,7 @@ class Reconciler:
                 ref.uid, spec.base_model, meta["creationTimestamp"], meta.get("generation")
             )
         try:
-            _, created = self.kube.create_or_adopt(job, ref)
+            _, created = self.kube.create_or_adopt(job, ref.owns, f"{resource.KIND} {name}")
         except ForeignObjectError as error:
             conflict = ConditionChange(
                 ConditionType.JOB_CREATED, "False", Reason.NAME_CONFLICT, str(error), warning=True
@@ -324,7 +324,9 @@ class Reconciler:
         before = phase_of(body.get("status"))
         version = meta.get("resourceVersion") if from_snapshot else None
         try:
-            written = self.kube.patch_status(meta["namespace"], meta["name"], patch, version)
+            written = self.kube.patch_status(
+                resource.KIND, meta["namespace"], meta["name"], patch, version
+            )
         except ApiError as error:
             if version is not None and error.status in (404, 409):
                 raise StaleSnapshot from None

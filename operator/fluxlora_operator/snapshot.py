@@ -7,8 +7,8 @@ from functools import cached_property
 from typing import Any
 
 from fluxlora_api import resource
+from fluxlora_kube.client import Kube
 from fluxlora_operator import naming
-from fluxlora_operator.kube import Kube
 
 PAGE_SIZE = 250  # objects per list call: a large namespace is read without one huge answer
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from fluxlora_api import resource
-from fluxlora_operator.kube import ApiError, path
+from fluxlora_kube.client import ApiError
+from fluxlora_kube.paths import COLLECTIONS, path
 from fluxlora_operator.training_job import parse_spec
 
 pytestmark = pytest.mark.timeout(300)
@@ -91,7 +92,7 @@ def test_names_longer_than_the_job_name_allows_are_rejected(cluster_admin, names
 
 def test_status_is_a_subresource(cluster_admin, namespace):
     create(cluster_admin, namespace, {"data": "https://example.com/a.zip"})
-    cluster_admin.patch_status(namespace, "portrait", {"phase": "processing"})
+    cluster_admin.patch_status(resource.KIND, namespace, "portrait", {"phase": "processing"})
     ignored = cluster_admin.request(
         "PATCH",
         path(resource.KIND, namespace, "portrait"),
@@ -110,7 +111,7 @@ def test_kubectl_applies_the_example_and_shows_the_columns_and_field_docs(
     assert applied.returncode == 0, applied.stderr
     assert "loratrainingjob.fluxlora.dev/portrait created" in applied.stdout
 
-    cluster_admin.patch_status(namespace, "portrait", {"phase": "processing"})
+    cluster_admin.patch_status(resource.KIND, namespace, "portrait", {"phase": "processing"})
     table = control_plane.kubectl("get", "ltj", "-n", namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "PHASE", "STEPS", "PROGRESS", "RANK", "AGE"]
     assert table[1].split()[:3] == ["portrait", "processing", "1000"]
@@ -141,13 +142,13 @@ def test_a_user_without_a_role_binding_cannot_submit_until_granted(
     rules = [{"apiGroups": [resource.GROUP], "resources": [resource.PLURAL], "verbs": ["*"]}]
     cluster_admin.request(
         "POST",
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+        path("Role", namespace),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": {"name": "trainers"}, "rules": rules},
     )  # fmt: skip
     cluster_admin.request(
         "POST",
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        path("RoleBinding", namespace),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
          "metadata": {"name": "alice-trains"},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trainers"},
@@ -163,3 +164,26 @@ def test_a_user_without_a_role_binding_cannot_submit_until_granted(
         "auth", "can-i", "create", "loratrainingjobs.fluxlora.dev", "-n", "default", user="alice"
     )
     assert elsewhere.stdout.strip() == "no"
+
+
+def test_every_kind_in_the_path_table_is_where_the_api_server_serves_it(cluster_admin):
+    """The one table of API paths against the real API server's discovery (kopf's peering
+    kinds only where their CRD is installed, which this plane's tests do not need)."""
+    served: dict[str, dict[str, bool]] = {}
+    checked = []
+    for kind, collection in COLLECTIONS.items():
+        if collection.prefix not in served:
+            try:
+                listing = cluster_admin.request("GET", collection.prefix)
+            except ApiError as error:
+                assert error.status == 404 and collection.api_version.startswith("kopf.dev/")
+                listing = {}
+            served[collection.prefix] = {
+                item["name"]: item["namespaced"] for item in listing.get("resources") or []
+            }
+        if collection.api_version.startswith("kopf.dev/") and not served[collection.prefix]:
+            continue
+        assert served[collection.prefix].get(collection.plural) == collection.namespaced, kind
+        assert path(kind, "ns", "x").startswith(collection.prefix)
+        checked.append(kind)
+    assert {"Job", "Pod", resource.KIND, "TokenReview"} <= set(checked)

@@ -12,6 +12,7 @@ import pytest
 from fluxlora_api import resource
 from fluxlora_gateway.hosted import RESULT_PATH, SUBMIT_PATH
 from fluxlora_gateway.keys import new_key
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.settings import OPERATOR_VERSION
 from tests.cluster.conftest import REAL_NODE_TOLERATION
@@ -82,7 +83,7 @@ def test_each_documented_variant_is_accepted_by_the_api_server(
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(render(*values).replace("fluxlora-system", release_namespace))
     result = control_plane.kubectl("apply", "--dry-run=server", "-f", str(manifest))
-    cluster_admin.request("DELETE", f"/api/v1/namespaces/{release_namespace}")
+    cluster_admin.request("DELETE", path("Namespace", name=release_namespace))
     assert result.returncode == 0, result.stderr
     assert "deployment.apps/fluxlora-flux-lora-operator created (server dry run)" in result.stdout
 
@@ -117,7 +118,7 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
     create_namespace(cluster_admin, release_namespace, RESTRICTED)
     cluster_admin.request(
         "PATCH",
-        f"/api/v1/namespaces/{namespace}",
+        path("Namespace", name=namespace),
         {"metadata": {"labels": RESTRICTED}},
         content_type="application/merge-patch+json",
     )
@@ -238,6 +239,6 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
     (item,) = kube.list_objects(resource.KIND, namespace, "")
     assert item["status"]["phase"] == "completed"
     crd_name = f"{resource.PLURAL}.{resource.GROUP}"
-    crd = kube.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd_name}")
+    crd = kube.request("GET", path("CustomResourceDefinition", name=crd_name))
     assert crd["metadata"]["name"] == crd_name
     assert kube.get("Job", namespace, naming.job_name(item["metadata"]["name"])) is not None

@@ -17,6 +17,7 @@ import pytest
 from fluxlora_api import resource
 from fluxlora_api.resource import CRD_NAME
 from fluxlora_gateway.keys import new_key
+from fluxlora_kube.paths import path
 from fluxlora_operator.settings import load_settings
 from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.gateway_client import GatewayClient
@@ -167,7 +168,7 @@ def test_tenants_never_see_each_others_predictions(gateway, cluster_admin, names
         assert item["spec"]["baseModel"] == MODEL_PATH  # the gateway's spec defaults
         assert cluster_admin.list_objects("LoRATrainingJob", other, "") == []
     finally:
-        cluster_admin.request("DELETE", f"/api/v1/namespaces/{other}")
+        cluster_admin.request("DELETE", path("Namespace", name=other))
 
 
 def test_the_openapi_document_describes_both_endpoints(gateway):
@@ -251,12 +252,15 @@ async def test_the_reference_curl_flow_trains_and_the_output_downloads(
             assert code == "404"
         decoy = cluster_admin.request(
             "POST",
-            f"/apis/{resource.API_VERSION}/namespaces/{other}/{resource.PLURAL}",
+            path(resource.KIND, other),
             {"apiVersion": resource.API_VERSION, "kind": resource.KIND,
              "metadata": {"name": "decoy"}, "spec": {"data": "https://example.com/a.zip"}},
         )  # fmt: skip
         cluster_admin.patch_status(
-            other, "decoy", {"phase": "completed", "outputs": item["status"]["outputs"]}
+            resource.KIND,
+            other,
+            "decoy",
+            {"phase": "completed", "outputs": item["status"]["outputs"]},
         )
         decoy_id = decoy["metadata"]["uid"]
         status, answer = gateway.call("GET", f"/api/v3/predictions/{decoy_id}/result", theirs)
@@ -267,7 +271,7 @@ async def test_the_reference_curl_flow_trains_and_the_output_downloads(
                         "--header", f"Authorization: Bearer {theirs}")  # fmt: skip
             assert code == "404"
     finally:
-        cluster_admin.request("DELETE", f"/api/v1/namespaces/{other}")
+        cluster_admin.request("DELETE", path("Namespace", name=other))
 
 
 def test_a_key_past_its_rate_limit_gets_429_and_others_do_not(gateway, namespace):

@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_kube.client import Kube
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
-from fluxlora_operator.kube import Kube, path
 from fluxlora_operator.settings import load_settings
 from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.control_plane import ControlPlane
@@ -156,7 +157,7 @@ async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, 
     }
     site.kube.request(
         "POST",
-        f"/api/v1/namespaces/{site.namespace}/pods/{pod['metadata']['name']}/eviction",
+        path("Pod", site.namespace, pod["metadata"]["name"], "eviction"),
         eviction,
     )
     final = await site.final("portrait")

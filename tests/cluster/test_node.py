@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from fluxlora_operator.kube import Kube
+from fluxlora_kube.client import Kube
+from fluxlora_kube.paths import path
 from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.control_plane import ControlPlane
 from tests.support.node import Node
@@ -59,7 +60,7 @@ def _finished(kube: Kube, namespace: str, name: str, timeout: float = 120) -> di
 def restricted_namespace(cluster_admin: Kube, namespace: str) -> str:
     cluster_admin.request(
         "PATCH",
-        f"/api/v1/namespaces/{namespace}",
+        path("Namespace", name=namespace),
         {"metadata": {"labels": RESTRICTED}},
         content_type="application/merge-patch+json",
     )
@@ -88,12 +89,10 @@ def test_each_image_runs_its_program_as_its_non_root_user_under_restricted_pod_s
     )
     cluster_admin.request(
         "POST",
-        f"/api/v1/namespaces/{namespace}/pods",
+        path("Pod", namespace),
         _pod("inside", image, ["python3", "-c", f"import json, sys; {check}"], [program]),
     )
-    cluster_admin.request(
-        "POST", f"/api/v1/namespaces/{namespace}/pods", _pod("help", image, None, ["--help"])
-    )
+    cluster_admin.request("POST", path("Pod", namespace), _pod("help", image, None, ["--help"]))
 
     inside = _finished(cluster_admin, namespace, "inside")
     assert inside["status"]["phase"] == "Succeeded", inside["status"]
@@ -121,7 +120,7 @@ def test_a_crashing_container_is_restarted_in_place_with_back_off(
     }
     cluster_admin.request(
         "POST",
-        f"/apis/apps/v1/namespaces/{namespace}/deployments",
+        path("Deployment", namespace),
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -136,7 +135,7 @@ def test_a_crashing_container_is_restarted_in_place_with_back_off(
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        pods = cluster_admin.request("GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
+        pods = cluster_admin.request("GET", path("Pod", namespace))["items"]
         statuses = [s for p in pods for s in p["status"].get("containerStatuses", [])]
         if statuses and statuses[0]["restartCount"] >= 2:
             break

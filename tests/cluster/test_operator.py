@@ -12,8 +12,9 @@ import pytest
 
 from fluxlora_api import resource
 from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH
+from fluxlora_kube.client import ApiError, Kube
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
-from fluxlora_operator.kube import ApiError, Kube, path
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.snapshot import StaleSnapshot
 from fluxlora_operator.training_job import TrainingJobRef
@@ -155,7 +156,7 @@ async def test_the_trainer_can_report_progress_and_nothing_else(
         ]
         for status in forged:
             with pytest.raises(ApiError) as error:
-                trainer.patch_status(namespace, "portrait", status)
+                trainer.patch_status(resource.KIND, namespace, "portrait", status)
             assert error.value.status == 403
         with pytest.raises(ApiError) as error:
             trainer.get(resource.KIND, namespace, "portrait")
@@ -221,7 +222,10 @@ async def test_a_finished_resource_never_gets_a_new_job(operator, cluster_admin,
     job_name = naming.job_name("portrait")
     await eventually(lambda: cluster_admin.get("Job", namespace, job_name), "the Job exists")
     cluster_admin.patch_status(
-        namespace, "portrait", {"phase": "completed", "outputs": ["s3://loras/x/lora.safetensors"]}
+        resource.KIND,
+        namespace,
+        "portrait",
+        {"phase": "completed", "outputs": ["s3://loras/x/lora.safetensors"]},
     )
     cluster_admin.delete("Job", namespace, job_name)
     await eventually(

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
-from fluxlora_operator.kube import path
 from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.helm import CHART, helm, uninstall
 from tests.support.operator import operator_process
@@ -73,7 +73,7 @@ async def test_one_replica_acts_and_the_other_takes_over_without_a_second_job(
     assert established.returncode == 0, established.stderr
     cluster_admin.request(
         "POST",
-        f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
+        path("KopfPeering", namespace),
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
     )
     logs = {name: tmp_path / f"{name}.log" for name in ("first", "second")}

@@ -8,9 +8,10 @@ import kubernetes
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_kube.client import Kube
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.events import Event
-from fluxlora_operator.kube import Kube, path
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
 from fluxlora_operator.settings import OperatorSettings

@@ -17,30 +17,40 @@ import jsonpatch
 import kmock
 
 from fluxlora_api import resource
+from fluxlora_kube.paths import COLLECTIONS
 
-RESOURCES: dict[str, dict[str, Any]] = {
-    "batch/v1/jobs": {"kind": "Job", "singular": "job", "subresources": ["status"]},
-    "v1/pods": {"kind": "Pod", "singular": "pod", "subresources": ["status"]},
-    "v1/serviceaccounts": {"kind": "ServiceAccount", "singular": "serviceaccount"},
-    "v1/events": {"kind": "Event", "singular": "event"},
-    "rbac.authorization.k8s.io/v1/roles": {"kind": "Role", "singular": "role"},
-    "rbac.authorization.k8s.io/v1/rolebindings": {"kind": "RoleBinding", "singular": "rolebinding"},
-    f"{resource.API_VERSION}/{resource.PLURAL}": {
-        "kind": resource.KIND,
-        "singular": resource.SINGULAR,
-        "shortnames": list(resource.SHORT_NAMES),
-        "categories": list(resource.CATEGORIES),
-        "subresources": ["status"],
-    },
-}
-# Cluster-scoped resources kopf's discovery waits for (it starts no watch before it sees them).
-CLUSTER_RESOURCES: dict[str, dict[str, Any]] = {
-    "v1/namespaces": {"kind": "Namespace", "singular": "namespace"},
-    "apiextensions.k8s.io/v1/customresourcedefinitions": {
-        "kind": "CustomResourceDefinition",
-        "singular": "customresourcedefinition",
-    },
-}
+
+def _served(kind: str, **info: Any) -> tuple[str, dict[str, Any]]:
+    """The emulator's key and description of a kind, from the one table of API paths."""
+    collection = COLLECTIONS[kind]
+    key = f"{collection.api_version}/{collection.plural}"
+    return key, {
+        "kind": kind,
+        "singular": kind.lower(),
+        "namespaced": collection.namespaced,
+        **info,
+    }
+
+
+RESOURCES: dict[str, dict[str, Any]] = dict(
+    [
+        _served("Job", subresources=["status"]),
+        _served("Pod", subresources=["status"]),
+        _served("ServiceAccount"),
+        _served("Event"),
+        _served("Role"),
+        _served("RoleBinding"),
+        _served(
+            resource.KIND,
+            shortnames=list(resource.SHORT_NAMES),
+            categories=list(resource.CATEGORIES),
+            subresources=["status"],
+        ),
+        # Cluster-scoped kinds kopf's discovery waits for (it starts no watch before it sees them).
+        _served("Namespace"),
+        _served("CustomResourceDefinition"),
+    ]
+)
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
@@ -60,9 +70,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _revision = itertools.count(1)
 
     def declare_resources(self) -> None:
-        for key, info in [*RESOURCES.items(), *CLUSTER_RESOURCES.items()]:
+        for key, info in RESOURCES.items():
             self.resources[key] = {
-                "namespaced": key in RESOURCES,
                 "verbs": VERBS,
                 "shortnames": [],
                 "categories": [],

@@ -8,6 +8,7 @@ import kopf
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.settings import OperatorSettings
 from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
@@ -98,9 +99,7 @@ async def test_the_operator_runs_a_resource_from_created_to_completed(operator, 
 
     async def events_posted():
         """the operator posted Events for the transitions"""
-        listing = await cluster.call(
-            cluster.kube.request, "GET", f"/api/v1/namespaces/{NAMESPACE}/events"
-        )
+        listing = await cluster.call(cluster.kube.request, "GET", path("Event", NAMESPACE))
         return {item.get("reason") for item in listing.get("items", [])} >= {
             "JobCreated",
             "TrainerRunning",

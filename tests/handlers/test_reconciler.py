@@ -6,6 +6,7 @@ import pytest
 
 from fluxlora_api import resource
 from fluxlora_api.contract import ExitCode
+from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, utcnow
 from fluxlora_operator.reconciler import RetryLater
@@ -57,9 +58,9 @@ async def test_a_new_resource_gets_its_status_and_exactly_one_job_and_nothing_el
     assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
     # The trainer holds no Kubernetes rights: no account, role or binding is made for it.
     for collection in (
-        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles",
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings",
+        path("ServiceAccount", NAMESPACE),
+        path("Role", NAMESPACE),
+        path("RoleBinding", NAMESPACE),
     ):
         listing = await cluster.call(cluster.kube.request, "GET", collection)
         assert listing.get("items") == [], collection
@@ -79,7 +80,11 @@ async def test_a_job_left_by_a_crash_before_the_status_was_written_is_adopted(cl
     await cluster.start("portrait")
     # Forget what the crashed operator wrote: only its Job survives.
     await cluster.call(
-        cluster.kube.patch_status, NAMESPACE, "portrait", {"conditions": [], "jobName": None}
+        cluster.kube.patch_status,
+        resource.KIND,
+        NAMESPACE,
+        "portrait",
+        {"conditions": [], "jobName": None},
     )
 
     await cluster.start("portrait")

@@ -20,7 +20,7 @@ import kubernetes
 import urllib3
 import yaml
 
-from fluxlora_operator.kube import Kube
+from fluxlora_kube.client import Kube
 from tests.support.binaries import ensure_kubernetes
 from tests.support.minio import free_port
 from tests.support.node_network import ensure_host_address

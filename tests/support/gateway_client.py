@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from fluxlora_gateway.keys import secret_entry
 from fluxlora_gateway.main import DEFAULT_KEY_SECRET as KEY_SECRET
-from fluxlora_operator.kube import Kube
+from fluxlora_kube.client import Kube
+from fluxlora_kube.paths import path
 
 
 @dataclass
@@ -28,7 +29,7 @@ class GatewayClient:
             for name, (key, namespace) in keys.items()
         }
         body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEY_SECRET}}
-        url = f"/api/v1/namespaces/{self.key_namespace}/secrets"
+        url = path("Secret", self.key_namespace)
         if self.kube.get("Secret", self.key_namespace, KEY_SECRET) is None:
             self.kube.request("POST", url, {**body, "data": data})
         else:

@@ -5,6 +5,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from fluxlora_kube.paths import path
 from tests.support.binaries import ensure_helm
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "flux-lora-operator"
@@ -36,7 +37,7 @@ def uninstall(kube, kubeconfig: Path, namespace: str) -> subprocess.CompletedPro
     answered (the caller asserts the answer once the namespace is on its way)."""
     uninstalled = helm("uninstall", "fluxlora", "--namespace", namespace, "--wait",
                        kubeconfig=kubeconfig)  # fmt: skip
-    kube.request("DELETE", f"/api/v1/namespaces/{namespace}")
+    kube.request("DELETE", path("Namespace", name=namespace))
     return uninstalled
 
 

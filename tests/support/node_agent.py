@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fluxlora_operator.kube import ApiError, Kube
+from fluxlora_kube.client import ApiError, Kube
+from fluxlora_kube.paths import path
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class NodeAgent:
             },
         }
         try:
-            self.kube.request("POST", "/api/v1/nodes", body)
+            self.kube.request("POST", path("Node"), body)
         except ApiError as error:
             if error.status != 409:
                 raise
@@ -152,7 +153,7 @@ class NodeAgent:
         for pod in list(self.pods.values()):
             self._kill(pod, grace=0)
         with contextlib.suppress(ApiError):
-            self.kube.request("DELETE", f"/api/v1/nodes/{self.name}")
+            self.kube.request("DELETE", path("Node", name=self.name))
 
     def _heartbeat(self) -> None:
         stamp = now()
@@ -185,7 +186,7 @@ class NodeAgent:
         }
         self.kube.request(
             "PATCH",
-            f"/api/v1/nodes/{self.name}/status",
+            path("Node", name=self.name, subresource="status"),
             {"status": status},
             content_type="application/merge-patch+json",
         )
@@ -199,7 +200,7 @@ class NodeAgent:
                 "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             },
         }
-        url = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+        url = path("Lease", "kube-node-lease")
         try:
             self.kube.request(
                 "PATCH",
@@ -237,7 +238,7 @@ class NodeAgent:
 
     def _sync(self) -> None:
         listing = self.kube.request(
-            "GET", "/api/v1/pods", query={"fieldSelector": f"spec.nodeName={self.name}"}
+            "GET", path("Pod"), query={"fieldSelector": f"spec.nodeName={self.name}"}
         )
         present = set()
         for pod in listing.get("items") or []:
@@ -266,7 +267,7 @@ class NodeAgent:
         try:
             self.kube.request(
                 "DELETE",
-                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                path("Pod", meta["namespace"], meta["name"]),
                 {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
             )
         except ApiError as error:
@@ -444,7 +445,7 @@ class NodeAgent:
         try:
             self.kube.request(
                 "PATCH",
-                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                path("Pod", meta["namespace"], meta["name"], "status"),
                 {"status": status},
                 content_type="application/strategic-merge-patch+json",
             )
@@ -498,16 +499,11 @@ class NodeAgent:
         return max(1, math.ceil(_cpus(str(amount)) / divisor))
 
     def _secret(self, namespace: str, name: str) -> dict[str, str]:
-        secret = self.kube.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        secret = self.kube.request("GET", path("Secret", namespace, name))
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
     def _config_map(self, namespace: str, name: str) -> dict[str, str]:
-        return (
-            self.kube.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}").get(
-                "data"
-            )
-            or {}
-        )
+        return self.kube.request("GET", path("ConfigMap", namespace, name)).get("data") or {}
 
     @staticmethod
     def _field(pod: dict, path: str) -> Any:
@@ -534,7 +530,7 @@ class NodeAgent:
             request["audiences"] = [audience]
         return self.kube.request(
             "POST",
-            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token",
+            path("ServiceAccount", meta["namespace"], account, "token"),
             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": request},
         )["status"]["token"]
 
@@ -604,8 +600,8 @@ class NodeAgent:
         stash = [here(folder / "stash" / str(i)) for i in range(len(hidden))]
         for keep, place in zip(kept, stash, strict=True):
             lines.append(f"mkdir -p {place} && mount --bind {keep} {place} &&")
-        for name, path in mounts:
-            source, target_path = here(sources[name]), shlex.quote(path)
+        for name, mount_path in mounts:
+            source, target_path = here(sources[name]), shlex.quote(mount_path)
             lines.append(f"mkdir -p {target_path} && mount --bind {source} {target_path} &&")
         for keep, place in zip(kept, stash, strict=True):
             lines.append(f"mkdir -p {keep} && mount --bind {place} {keep} &&")

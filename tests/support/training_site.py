@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 
 from fluxlora_api.crd import CRD_FILE
-from fluxlora_operator.kube import Kube
+from fluxlora_kube.client import Kube
+from fluxlora_kube.paths import path
 from tests.support.minio import S3Server, free_port
 from tests.support.node import Node
 from tests.support.node_network import HOST_ADDRESS
@@ -32,7 +33,7 @@ GATEWAY_SPEC_DEFAULTS = {"baseModel": MODEL_PATH, "resolution": 256, "checkpoint
 def install_crd(kube: Kube) -> None:
     """Install the LoRATrainingJob CRD and wait until the API server serves it."""
     crd = yaml.safe_load(CRD_PATH.read_text())
-    url = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    url = path("CustomResourceDefinition")
     kube.request("POST", url, crd)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -54,14 +55,14 @@ def create_namespace(kube: Kube, name: str, labels: dict[str, str] | None = None
     profile on every pod in it."""
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     body["metadata"]["labels"] = labels or {}
-    kube.request("POST", "/api/v1/namespaces", body)
+    kube.request("POST", path("Namespace"), body)
 
 
 def set_quota(kube: Kube, namespace: str, name: str, hard: dict[str, str]) -> None:
     """A ResourceQuota in `namespace` (for example {"pods": "0"})."""
     quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name},
              "spec": {"hard": hard}}  # fmt: skip
-    kube.request("POST", f"/api/v1/namespaces/{namespace}/resourcequotas", quota)
+    kube.request("POST", path("ResourceQuota", namespace), quota)
 
 
 def store_credentials(kube: Kube, namespace: str, s3: S3Server) -> None:
@@ -72,7 +73,7 @@ def store_credentials(kube: Kube, namespace: str, s3: S3Server) -> None:
         "metadata": {"name": CREDENTIALS},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()},
     }
-    kube.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+    kube.request("POST", path("Secret", namespace), secret)
 
 
 def model_cache_claim(kube: Kube, node: Node, namespace: str, model: Path) -> None:
@@ -81,12 +82,12 @@ def model_cache_claim(kube: Kube, node: Node, namespace: str, model: Path) -> No
     folder = node.volumes / namespace / MODEL_CLAIM
     host_path = str(folder)
     shutil.copytree(model, folder / "tiny-flux")
-    for path in (folder.parent, *folder.rglob("*"), folder):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    for item in (folder.parent, *folder.rglob("*"), folder):
+        item.chmod(0o755 if item.is_dir() else 0o644)
     volume = f"{namespace}-{MODEL_CLAIM}"
     kube.request(
         "POST",
-        "/api/v1/persistentvolumes",
+        path("PersistentVolume"),
         {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
@@ -102,7 +103,7 @@ def model_cache_claim(kube: Kube, node: Node, namespace: str, model: Path) -> No
     )
     kube.request(
         "POST",
-        f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+        path("PersistentVolumeClaim", namespace),
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",

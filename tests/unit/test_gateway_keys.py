@@ -15,7 +15,7 @@ from fluxlora_gateway.keys import (
     parse_entries,
     secret_entry,
 )
-from fluxlora_operator.kube import ApiError
+from fluxlora_kube.client import ApiError
 from fluxlora_operator.rate_limit import RateLimiter
 
 

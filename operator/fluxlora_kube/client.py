@@ -1,4 +1,4 @@
-"""A small dict-in, dict-out client for the few API calls the operator makes.
+"""A small dict-in, dict-out client for the few API calls the operator and gateway make.
 
 The official client loads the credentials (kubeconfig, in-cluster token, exec plugins) and
 carries the requests; objects stay plain dicts, as kopf hands them to handlers and as the pure
@@ -10,25 +10,16 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import kubernetes
 
-from fluxlora_api import resource
-from fluxlora_operator.training_job import TrainingJobRef
+from fluxlora_kube.paths import path
 
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_SECONDS = 30
 # Set by the Job controller on every pod it creates.
 JOB_CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
-# Where each kind of child object lives: (API path prefix, plural).
-COLLECTIONS = {
-    "Job": ("/apis/batch/v1", "jobs"),
-    "Pod": ("/api/v1", "pods"),
-    "Secret": ("/api/v1", "secrets"),
-    resource.KIND: (f"/apis/{resource.API_VERSION}", resource.PLURAL),
-}
 
 
 class ApiError(Exception):
@@ -41,16 +32,6 @@ class ApiError(Exception):
 
 class ForeignObjectError(Exception):
     """An object with the name we need exists but belongs to something else."""
-
-
-def path(kind: str, namespace: str, name: str | None = None, subresource: str = "") -> str:
-    prefix, plural = COLLECTIONS[kind]
-    url = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
-    if name is not None:
-        url += f"/{quote(name)}"
-    if subresource:
-        url += f"/{subresource}"
-    return url
 
 
 def load_api_client(connections: int | None = None) -> kubernetes.client.ApiClient:
@@ -119,6 +100,7 @@ class Kube:
 
     def patch_status(
         self,
+        kind: str,
         namespace: str,
         name: str,
         status: dict[str, Any],
@@ -130,7 +112,7 @@ class Kube:
             body["metadata"] = {"resourceVersion": resource_version}
         return self.request(
             "PATCH",
-            path(resource.KIND, namespace, name, "status"),
+            path(kind, namespace, name, "status"),
             body=body,
             content_type="application/merge-patch+json",
         )
@@ -167,10 +149,11 @@ class Kube:
         raise ApiError(409, "Conflict", f"{kind} {namespace}/{name} kept changing")
 
     def create_or_adopt(
-        self, obj: dict[str, Any], owner: TrainingJobRef
+        self, obj: dict[str, Any], owns: Callable[[dict[str, Any]], bool], owner: str
     ) -> tuple[dict[str, Any], bool]:
-        """Creates `obj`, or returns the existing one when `owner` already owns it (a restart
-        mid-way). Returns (object, created)."""
+        """Creates `obj`, or returns the existing one when `owns` says it is the caller's (a
+        restart mid-way); `owner` names the caller in the error otherwise. Returns (object,
+        created)."""
         meta = obj["metadata"]
         try:
             return self.request("POST", path(obj["kind"], meta["namespace"]), body=obj), True
@@ -180,10 +163,10 @@ class Kube:
         existing = self.get(obj["kind"], meta["namespace"], meta["name"])
         if existing is None:
             raise ApiError(409, "Conflict", f"{obj['kind']} {meta['name']} is being deleted")
-        if not owner.owns(existing):
+        if not owns(existing):
             raise ForeignObjectError(
                 f"{obj['kind']} {meta['namespace']}/{meta['name']} already exists and does not "
-                f"belong to LoRATrainingJob {owner.name}: delete it or use another name"
+                f"belong to {owner}: delete it or use another name"
             )
         return existing, False
 
@@ -191,7 +174,7 @@ class Kube:
         """Job uid -> why the Job controller last failed to create a pod for it (a quota, a
         LimitRange, Pod Security), from the namespace's FailedCreate Events: one call."""
         listing = self.request(
-            "GET", f"/api/v1/namespaces/{quote(namespace)}/events",
+            "GET", path("Event", namespace),
             query={"fieldSelector": "reason=FailedCreate,involvedObject.kind=Job"},
         )  # fmt: skip
         events = sorted(

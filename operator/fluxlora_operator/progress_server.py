@@ -28,7 +28,7 @@ from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, utcnow
 from fluxlora_operator.rate_limit import RateLimiter
-from fluxlora_operator.training_job import TrainingJobRef
+from fluxlora_operator.start.custom_resource import TrainingJobRef
 
 logger = logging.getLogger(__name__)
 

@@ -27,16 +27,16 @@ from fluxlora_kube.client import ApiError, ForeignObjectError, Kube
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, parse_time, utcnow
 from fluxlora_operator.coalesce import Coalescer
-from fluxlora_operator.conditions import ConditionChange, find_condition
-from fluxlora_operator.effective import effective_output
 from fluxlora_operator.events import Event
-from fluxlora_operator.jobs import build_job
 from fluxlora_operator.metrics import Metrics
-from fluxlora_operator.observe import job_finished, observe
+from fluxlora_operator.mirror.conditions import ConditionChange, find_condition
+from fluxlora_operator.mirror.observe import job_finished, observe
+from fluxlora_operator.mirror.status_plan import apply_conditions, plan_status_update
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.snapshot import Snapshot, StaleSnapshot
-from fluxlora_operator.status_update import apply_conditions, plan_status_update
-from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef, parse_spec
+from fluxlora_operator.start.custom_resource import InvalidSpec, TrainingJobRef, parse_spec
+from fluxlora_operator.start.run_settings import resolve_output_folder
+from fluxlora_operator.start.trainer_job import build_job
 from fluxlora_operator.watch_cache import WatchCache
 
 logger = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class Reconciler:
             now,
             self.settings.image_pull_grace_seconds,
             # Where this run's outputs must be: from the spec and settings, never the status.
-            effective_output(spec, self.settings, ref),
+            resolve_output_folder(spec, self.settings, ref),
             failure,
             standard_outputs(len(spec.sample_prompts or [])),
         )

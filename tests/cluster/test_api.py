@@ -7,7 +7,7 @@ import pytest
 from fluxlora_api import resource
 from fluxlora_kube.client import ApiError
 from fluxlora_kube.paths import COLLECTIONS, path
-from fluxlora_operator.training_job import parse_spec
+from fluxlora_operator.start.custom_resource import parse_spec
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]

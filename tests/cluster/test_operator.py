@@ -17,7 +17,7 @@ from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.snapshot import StaleSnapshot
-from fluxlora_operator.training_job import TrainingJobRef
+from fluxlora_operator.start.custom_resource import TrainingJobRef
 from tests.support.minio import free_port
 from tests.support.operator import embedded_operator
 from tests.support.training_site import set_quota

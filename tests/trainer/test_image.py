@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fluxlora_operator.jobs import TRAINER_ARGS, TRAINER_COMMAND
 from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.start.trainer_job import TRAINER_ARGS, TRAINER_COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "trainer-image" / "Dockerfile").read_text()

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from fluxlora_api import resource
+from fluxlora_api.api_docs import API_DOCS_FILE, render_api_docs
 from fluxlora_api.crd import CRD_FILE, build_crd, render_crd
-from fluxlora_api.reference import REFERENCE_FILE, render_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,7 +153,7 @@ def test_the_helm_chart_ships_the_same_crd():
 
 
 def test_the_committed_api_reference_is_what_the_models_generate():
-    committed = (ROOT / "docs" / REFERENCE_FILE).read_text()
-    assert committed == render_reference(), "run `make crds` and commit the result"
+    committed = (ROOT / "docs" / API_DOCS_FILE).read_text()
+    assert committed == render_api_docs(), "run `make crds` and commit the result"
     for field in schema()["properties"]["spec"]["properties"]:
         assert f"| `{field}` |" in committed

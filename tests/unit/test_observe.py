@@ -6,7 +6,7 @@ import pytest
 
 from fluxlora_api.contract import ExitCode
 from fluxlora_api.status import Phase
-from fluxlora_operator.observe import observe
+from fluxlora_operator.mirror.observe import observe
 from tests.objects import job, job_condition, pod, result_message, running, terminated
 
 NOW = datetime.fromisoformat("2026-11-24T10:02:00+00:00")

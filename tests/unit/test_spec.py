@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from fluxlora_api.spec import LoRATrainingJobSpec
-from fluxlora_operator.training_job import InvalidSpec, parse_spec
+from fluxlora_operator.start.custom_resource import InvalidSpec, parse_spec
 
 DATA = "https://example.com/photos.zip"
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from fluxlora_api.crd import build_crd
 
-REFERENCE_FILE = "api-reference.md"
+API_DOCS_FILE = "api-reference.md"
 
 
 def _type(prop: dict[str, Any]) -> str:
@@ -54,7 +54,7 @@ def _rows(schema: dict[str, Any], prefix: str, required: set[str]) -> list[str]:
     return rows
 
 
-def render_reference() -> str:
+def render_api_docs() -> str:
     root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     header = "| field | type | default | range | description |\n|---|---|---|---|---|"
     lines = [

@@ -1,4 +1,5 @@
-"""What the spec and the operator's defaults make effective: the spec wins, defaults fill in."""
+"""What a run's spec and the operator's settings resolve to: the spec wins where the operator's
+allow-lists let it, the operator's defaults fill in."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -6,10 +7,8 @@ from typing import Any
 from fluxlora_api.outputs import run_folder
 from fluxlora_api.spec import LoRATrainingJobSpec
 from fluxlora_operator.settings import OperatorSettings
-from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef
-
-OUTPUT_MOUNT_PATH = "/output"
-MODEL_CACHE_MOUNT_PATH = "/models"
+from fluxlora_operator.start.custom_resource import InvalidSpec, TrainingJobRef
+from fluxlora_operator.start.mounts import OUTPUT_MOUNT_PATH
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,7 @@ class Placement:
     runtime_class_name: str | None = None
 
 
-def effective_placement(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> Placement:
+def resolve_placement(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> Placement:
     """Where the trainer pod may run: the operator's choices, plus what its allow-lists let a
     spec add. A user who may only create LoRATrainingJobs must not gain scheduling power
     (system priority, tolerating every taint, leaving the GPU pool)."""
@@ -59,15 +58,15 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def effective_gpus(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> int:
+def resolve_gpus(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> int:
     return spec.gpus or settings.gpus
 
 
-def effective_queue(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> str | None:
+def resolve_queue(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> str | None:
     return spec.queue_name or settings.queue_name
 
 
-def effective_output(
+def resolve_output_folder(
     spec: LoRATrainingJobSpec, settings: OperatorSettings, ref: TrainingJobRef
 ) -> str:
     """The per-resource destination <prefix>/<namespace>/<name>-<uid>.

@@ -6,18 +6,20 @@ from fluxlora_api import contract
 from fluxlora_api.contract import ExitCode, TrainingConfig
 from fluxlora_api.spec import LoRATrainingJobSpec
 from fluxlora_operator import naming
-from fluxlora_operator.effective import (
+from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.start.custom_resource import TrainingJobRef
+from fluxlora_operator.start.mounts import (
     MODEL_CACHE_MOUNT_PATH,
     OUTPUT_MOUNT_PATH,
-    effective_gpus,
-    effective_output,
-    effective_placement,
-    effective_queue,
+    WORK_MOUNT_PATH,
 )
-from fluxlora_operator.settings import OperatorSettings
-from fluxlora_operator.training_job import TrainingJobRef
+from fluxlora_operator.start.run_settings import (
+    resolve_gpus,
+    resolve_output_folder,
+    resolve_placement,
+    resolve_queue,
+)
 
-WORK_MOUNT_PATH = "/scratch"
 TRAINER_COMMAND = ["fluxlora-trainer"]
 # The dataset, caches and outputs live on the scratch volume, not in the container's /tmp.
 TRAINER_ARGS = ["train", "--workdir", f"{WORK_MOUNT_PATH}/run"]
@@ -47,9 +49,9 @@ def build_training_config(
     parameters = spec.model_dump(include=set(TrainingConfig.model_fields) - own)
     return TrainingConfig(
         **parameters,
-        output=effective_output(spec, settings, ref),
+        output=resolve_output_folder(spec, settings, ref),
         job_id=ref.uid,
-        gpus=effective_gpus(spec, settings),
+        gpus=resolve_gpus(spec, settings),
     )
 
 
@@ -168,8 +170,8 @@ def build_job(
 ) -> dict[str, Any]:
     """The trainer Job: one pod, retried on failure, never on bad input, not on disruption."""
     config = build_training_config(ref, spec, settings)
-    placement = effective_placement(spec, settings)
-    queue = effective_queue(spec, settings)
+    placement = resolve_placement(spec, settings)
+    queue = resolve_queue(spec, settings)
     labels = naming.child_labels(ref.name)
     volumes, mounts = _volumes(settings)
 

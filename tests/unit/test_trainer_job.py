@@ -15,9 +15,9 @@ from fluxlora_api.contract import (
 from fluxlora_api.limits import GIB, DatasetLimits
 from fluxlora_api.spec import LoRATrainingJobSpec
 from fluxlora_operator import naming
-from fluxlora_operator.jobs import build_job
 from fluxlora_operator.settings import OperatorSettings, load_settings
-from fluxlora_operator.training_job import InvalidSpec, TrainingJobRef
+from fluxlora_operator.start.custom_resource import InvalidSpec, TrainingJobRef
+from fluxlora_operator.start.trainer_job import build_job
 
 REF = TrainingJobRef(namespace="team-a", name="portrait", uid="uid-123")
 DATA = "s3://datasets/portrait.zip"

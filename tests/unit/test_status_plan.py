@@ -2,9 +2,9 @@
 
 from fluxlora_api.contract import TrainingResult
 from fluxlora_api.status import Phase, Timings
-from fluxlora_operator.conditions import ConditionChange
-from fluxlora_operator.observe import Observation
-from fluxlora_operator.status_update import plan_status_update
+from fluxlora_operator.mirror.conditions import ConditionChange
+from fluxlora_operator.mirror.observe import Observation
+from fluxlora_operator.mirror.status_plan import plan_status_update
 
 NOW = "2026-11-24T10:05:00Z"
 LATER = "2026-11-24T10:09:00Z"

@@ -10,7 +10,7 @@ from fluxlora_api.outputs import resolve_output
 from fluxlora_api.status import ConditionType, Phase, Reason
 from fluxlora_operator import naming
 from fluxlora_operator.clock import parse_time
-from fluxlora_operator.conditions import ConditionChange
+from fluxlora_operator.mirror.conditions import ConditionChange
 
 # Waiting reasons after which a pod never starts without outside help.
 START_FAILURES = {

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fluxlora_api.status import Phase, Reason, Timings, phase_of, status_fields
-from fluxlora_operator.conditions import ConditionChange, set_condition
 from fluxlora_operator.events import Event
-from fluxlora_operator.observe import Observation
+from fluxlora_operator.mirror.conditions import ConditionChange, set_condition
+from fluxlora_operator.mirror.observe import Observation
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def test_diffusers_reads_the_kohya_file_as_the_same_lora(tiny_model, tmp_path):
 
     from fluxlora_api.contract import TrainingConfig
     from fluxlora_trainer.lora import lora_config
-    from fluxlora_trainer.lora_formats import save_diffusers_lora, save_kohya_lora
+    from fluxlora_trainer.lora_formats import lora_targets, save_both_formats
 
     config = TrainingConfig.model_validate(
         {
@@ -148,10 +148,15 @@ def test_diffusers_reads_the_kohya_file_as_the_same_lora(tiny_model, tmp_path):
         if "lora_" in name:
             parameter.data = torch.randn_like(parameter) * 0.2
     state = get_peft_model_state_dict(trained.transformer)
-    modules = sorted({key.rsplit(".lora_", 1)[0] for key in state})
-    assert any(module.endswith("norm.linear") for module in modules)
-    diffusers_file = save_diffusers_lora(tmp_path / "lora.safetensors", state, config, 0, modules)
-    kohya_file = save_kohya_lora(tmp_path / "kohya.safetensors", state, config, 0, (HIDDEN, MLP))
+    assert lora_targets(trained.transformer) == sorted(
+        {key.rsplit(".lora_", 1)[0] for key in state}
+    )
+    assert any(module.endswith("norm.linear") for module in lora_targets(trained.transformer))
+    diffusers_file, kohya_file = save_both_formats(tmp_path, state, config, 0, trained.transformer)
+    assert (diffusers_file.name, kohya_file.name) == (
+        "lora.safetensors",
+        "lora_comfyui.safetensors",
+    )
 
     images = []
     for path in (None, diffusers_file, kohya_file):

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from fluxlora_api.contract import TrainingConfig
+from fluxlora_api.outputs import KOHYA_LORA_FILE, LORA_FILE
 
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # what diffusers reads the adapter config from
 
@@ -172,3 +173,33 @@ def save_kohya_lora(
     )
     save_file(kohya, str(path), metadata={"format": "pt", **describe(config, seed)})
     return path
+
+
+def lora_targets(transformer: torch.nn.Module) -> list[str]:
+    """The names of the transformer's modules that carry a LoRA (the diffusers file lists them)."""
+    return sorted(name for name, module in transformer.named_modules() if hasattr(module, "lora_A"))
+
+
+def single_block_widths(transformer: torch.nn.Module) -> tuple[int, int]:
+    """A single block's attention and MLP widths: kohya's fused linear1 concatenates them."""
+    single = transformer.single_transformer_blocks[0]
+    return single.attn.to_q.out_features, single.proj_mlp.out_features
+
+
+def save_both_formats(
+    folder: Path,
+    peft_state: dict[str, torch.Tensor],
+    config: TrainingConfig,
+    seed: int,
+    transformer: torch.nn.Module,
+) -> list[Path]:
+    """The LoRA in the diffusers format (the hosted API's first output) and in kohya's (what
+    ComfyUI loads), in that order."""
+    return [
+        save_diffusers_lora(
+            folder / LORA_FILE, peft_state, config, seed, lora_targets(transformer)
+        ),
+        save_kohya_lora(
+            folder / KOHYA_LORA_FILE, peft_state, config, seed, single_block_widths(transformer)
+        ),
+    ]

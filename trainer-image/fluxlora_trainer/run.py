@@ -13,6 +13,7 @@ import torch
 
 from fluxlora_api.contract import TrainingConfig, TrainingResult
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_api.outputs import CONFIG_FILE, LOSS_CSV_FILE, LOSS_PLOT_FILE
 from fluxlora_api.status import Timings
 from fluxlora_trainer.buckets import training_resolutions
 from fluxlora_trainer.cache import prepare_training_data
@@ -24,7 +25,7 @@ from fluxlora_trainer.checkpoints import (
 from fluxlora_trainer.dataset import Dataset, open_dataset
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.fetch import display_url
-from fluxlora_trainer.lora_formats import save_diffusers_lora, save_kohya_lora
+from fluxlora_trainer.lora_formats import save_both_formats
 from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype
 from fluxlora_trainer.quantize import quantize_transformer
@@ -34,8 +35,6 @@ from fluxlora_trainer.train_loop import LoRATrainer, StepReport
 
 logger = logging.getLogger(__name__)
 
-LORA_FILE = "lora.safetensors"
-KOHYA_FILE = "lora_comfyui.safetensors"
 SAMPLE_STEPS = 28
 SAMPLE_GUIDANCE = 3.5
 
@@ -163,27 +162,19 @@ def _write_lora_files(
 ) -> list[Path]:
     """The LoRA first (the hosted API's first output), then its companions."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = trainer.lora_state_dict()
-    transformer = pipeline.transformer
-    targets = sorted(
-        {name for name, module in transformer.named_modules() if hasattr(module, "lora_A")}
-    )
-    single = transformer.single_transformer_blocks[0]
-    widths = (single.attn.to_q.out_features, single.proj_mlp.out_features)
-    paths = [
-        save_diffusers_lora(folder / LORA_FILE, state, config, seed, targets),
-        save_kohya_lora(folder / KOHYA_FILE, state, config, seed, widths),
-    ]
+    paths = save_both_formats(folder, trainer.lora_state_dict(), config, seed, pipeline.transformer)
     # The data URL as logs show it: a presigned signature or a password must not be published.
     resolved = {
         **config.model_dump(mode="json", by_alias=True),
         "data": display_url(config.data),
         "seed": seed,
     }
-    (folder / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-    paths.append(folder / "config.json")
-    paths.append(write_loss_csv(folder / "loss.csv", history))
-    paths.append(plot_loss(folder / "loss.png", history, f"training loss, {config.steps} steps"))
+    (folder / CONFIG_FILE).write_text(json.dumps(resolved, indent=2) + "\n")
+    paths.append(folder / CONFIG_FILE)
+    paths.append(write_loss_csv(folder / LOSS_CSV_FILE, history))
+    paths.append(
+        plot_loss(folder / LOSS_PLOT_FILE, history, f"training loss, {config.steps} steps")
+    )
     return paths
 
 

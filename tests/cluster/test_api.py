@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_api.status import ConditionType
 from fluxlora_kube.client import ApiError
 from fluxlora_kube.paths import COLLECTIONS, path
 from fluxlora_operator.start.custom_resource import parse_spec
@@ -119,9 +120,18 @@ def test_kubectl_applies_the_example_and_shows_the_columns_and_field_docs(
     listed = control_plane.kubectl("get", "fluxlora", "-n", namespace, "-o", "name").stdout
     assert listed.strip() == "loratrainingjob.fluxlora.dev/portrait"
 
+    wide = control_plane.kubectl("get", "ltj", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-1] == "ERROR"  # the error column only with -o wide
+
     explained = control_plane.kubectl("explain", "loratrainingjob.spec.loraRank")
     assert explained.returncode == 0, explained.stderr
     assert "integer" in explained.stdout and "rank" in explained.stdout.lower()
+    # What each condition type and reason means, as the API defines them.
+    conditions = control_plane.kubectl("explain", "ltj.status.conditions").stdout
+    flat = " ".join(conditions.split())
+    for type_ in ConditionType:
+        assert f"{type_.value}: " in flat, type_
+    assert "NameConflict: " in flat
 
 
 def test_a_user_without_a_role_binding_cannot_submit_until_granted(

@@ -2,6 +2,8 @@
 hold and run is checked on the real node (tests/cluster/test_node.py); here, how they are
 built."""
 
+import json
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -79,3 +81,44 @@ def test_the_images_benchmark_reads_each_images_size():
         number, unit = found[name].split()
         assert float(number) > 0 and unit in ("MB", "GB")
     assert "<none>" not in found
+
+
+INSTALLED = """
+import importlib.metadata, importlib.util, json, re
+print(json.dumps({
+    "installed": {
+        re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version
+        for d in importlib.metadata.distributions()
+    },
+    "importable": [m for m in ("kopf", "fluxlora_operator", "fluxlora_gateway", "fluxlora_kube",
+                               "fluxlora_trainer", "fluxlora_api", "torch")
+                   if importlib.util.find_spec(m)],
+}))
+"""
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    pins = {}
+    for line in lock.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
+
+
+def test_the_trainer_image_holds_its_lock_exactly_and_no_operator_code():
+    """What the built image holds, read inside it: every pin of the trainer's lock at its
+    version, the trainer and the API, and neither kopf nor the operator's or gateway's code."""
+    (name,) = images.ensure_images("trainer")
+    container = images.buildah("from", name).strip()
+    try:
+        found = json.loads(
+            images.buildah("run", "--user", "0:0", container, "--", "python3", "-c", INSTALLED)
+        )
+    finally:
+        images.buildah("rm", container)
+    pins = _pins(images.ROOT / "trainer-image" / "requirements.lock")
+    wrong = {n: (v, found["installed"].get(n)) for n, v in pins.items()
+             if found["installed"].get(n) != v}  # fmt: skip
+    assert wrong == {}, "installed versions differ from trainer-image/requirements.lock"
+    assert set(found["importable"]) == {"fluxlora_trainer", "fluxlora_api", "torch"}

@@ -32,13 +32,6 @@ def test_the_image_user_is_the_non_root_user_the_job_asks_for():
     assert uid != 0
 
 
-def test_the_image_installs_the_trainer_lock_and_no_operator_code():
-    assert "pip install --no-deps -r /tmp/requirements.lock" in DOCKERFILE
-    assert "COPY trainer-image/requirements.lock" in DOCKERFILE
-    assert "COPY operator/fluxlora_operator" not in DOCKERFILE  # no kopf code, no kopf
-    assert "kopf==" not in (ROOT / "trainer-image" / "requirements.lock").read_text()
-
-
 def _pins(lock: Path) -> dict[str, str]:
     pins = {}
     for line in lock.read_text().splitlines():

@@ -227,7 +227,10 @@ def test_a_kueue_queue_makes_a_suspended_labelled_job(default, spec, expected):
     assert job["spec"]["suspend"] is (expected is not None)
 
 
-def test_credentials_and_caches_come_from_the_operator_settings():
+def test_credentials_and_caches_come_from_the_operator_settings(monkeypatch):
+    # The operator's own credentials, in its environment, must never be copied into a Job.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "operator-own-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-own-secret")
     settings = SETTINGS.model_copy(
         update={
             "output_secret": "s3-creds",
@@ -251,8 +254,9 @@ def test_credentials_and_caches_come_from_the_operator_settings():
     assert claims == ["hf-cache"]
     assert pod_spec(job)["runtimeClassName"] == "nvidia"
     assert pod_spec(job)["imagePullSecrets"] == [{"name": "regcred"}]
-    # No secret value is ever inlined into the Job.
-    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(job)
+    # The trainer gets credentials only by the Secret's name, never a value.
+    written = json.dumps(job)
+    assert "operator-own-secret" not in written and "operator-own-key-id" not in written
 
 
 def test_the_trainer_holds_no_api_token_only_a_progress_token_bound_to_its_pod():

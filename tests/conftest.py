@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 
 from fluxlora_kube.client import Kube
-from tests.handlers.emulator import ApiServerEmulator
 from tests.support.control_plane import ControlPlane, running_control_plane
+from tests.support.emulator import ApiServerEmulator
 from tests.support.minio import S3Server, running_minio
 from tests.support.training_site import create_namespace, install_crd
 

@@ -9,23 +9,14 @@ from fluxlora_api.status import ConditionType
 from fluxlora_kube.client import ApiError
 from fluxlora_kube.paths import COLLECTIONS, path
 from fluxlora_operator.start.custom_resource import parse_spec
+from tests.support.training_site import submit
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def create(kube, namespace: str, spec: dict, name: str = "portrait") -> dict:
-    body = {
-        "apiVersion": resource.API_VERSION,
-        "kind": resource.KIND,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    return kube.request("POST", path(resource.KIND, namespace), body)
-
-
 def test_a_minimal_resource_gets_the_hosted_defaults(cluster_admin, namespace):
-    spec = create(cluster_admin, namespace, {"data": "https://example.com/a.zip"})["spec"]
+    spec = submit(cluster_admin, namespace)["spec"]
     assert (spec["triggerWord"], spec["steps"], spec["loraRank"]) == ("p3r5on", 1000, 16)
     # Left unset, so that each optimizer gets its own: the hosted 0.0004 for AdamW.
     assert "learningRate" not in spec
@@ -33,16 +24,14 @@ def test_a_minimal_resource_gets_the_hosted_defaults(cluster_admin, namespace):
 
 
 def test_an_explicit_null_trigger_word_is_kept(cluster_admin, namespace):
-    spec = create(
-        cluster_admin, namespace, {"data": "https://example.com/a.zip", "triggerWord": None}
-    )["spec"]
+    spec = submit(cluster_admin, namespace, triggerWord=None)["spec"]
     assert "triggerWord" in spec and spec["triggerWord"] is None
 
 
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
-        ({"steps": 1000}, "spec.data"),
+        ({"data": None, "steps": 1000}, "spec.data"),  # null is pruned: missing
         ({"data": "ftp://example.com/a.zip"}, "spec.data"),
         ({"data": "https://x/a.zip", "steps": 499}, "spec.steps"),
         ({"data": "https://x/a.zip", "steps": 4001}, "spec.steps"),
@@ -68,13 +57,13 @@ def test_an_explicit_null_trigger_word_is_kept(cluster_admin, namespace):
 )
 def test_bad_fields_are_rejected_naming_the_field(cluster_admin, namespace, spec, field):
     with pytest.raises(ApiError) as error:
-        create(cluster_admin, namespace, spec)
+        submit(cluster_admin, namespace, **spec)
     assert error.value.status == 422
     assert field in error.value.message
 
 
 def test_the_spec_cannot_change_after_creation(cluster_admin, namespace):
-    create(cluster_admin, namespace, {"data": "https://example.com/a.zip"})
+    submit(cluster_admin, namespace)
     with pytest.raises(ApiError) as error:
         cluster_admin.request(
             "PATCH",
@@ -88,11 +77,11 @@ def test_the_spec_cannot_change_after_creation(cluster_admin, namespace):
 
 def test_names_longer_than_the_job_name_allows_are_rejected(cluster_admin, namespace):
     with pytest.raises(ApiError, match=r"metadata\.name must be at most 57 characters"):
-        create(cluster_admin, namespace, {"data": "https://example.com/a.zip"}, name="x" * 58)
+        submit(cluster_admin, namespace, "x" * 58)
 
 
 def test_status_is_a_subresource(cluster_admin, namespace):
-    create(cluster_admin, namespace, {"data": "https://example.com/a.zip"})
+    submit(cluster_admin, namespace)
     cluster_admin.patch_status(resource.KIND, namespace, "portrait", {"phase": "processing"})
     ignored = cluster_admin.request(
         "PATCH",

@@ -26,6 +26,7 @@ from tests.support.training_site import (
     model_cache_claim,
     operator_environment,
     store_credentials,
+    submit,
 )
 from tests.support.waiting import eventually
 from tests.trainer.datasets import make_zip, photos
@@ -45,20 +46,11 @@ class Site:
     operator: Callable[[], AbstractAsyncContextManager] = None  # runs the site's operator
 
     def submit(self, name: str, data_key: str, **spec) -> None:
-        body = {
-            "apiVersion": resource.API_VERSION,
-            "kind": resource.KIND,
-            "metadata": {"name": name},
-            "spec": {
-                "data": f"s3://{self.bucket}/{data_key}",
-                "baseModel": MODEL_PATH,
-                "steps": 500,
-                "resolution": 256,
-                "checkpointEverySteps": 0,
-                **spec,
-            },
-        }
-        self.kube.request("POST", path(resource.KIND, self.namespace), body)
+        """A short run of the tiny model on a dataset in the site's bucket."""
+        defaults = {"baseModel": MODEL_PATH, "steps": 500, "resolution": 256}
+        data = f"s3://{self.bucket}/{data_key}"
+        fields = {**defaults, "checkpointEverySteps": 0, "data": data, **spec}
+        submit(self.kube, self.namespace, name, **fields)
 
     def logs(self, name: str) -> str:
         """What every pod of the resource's Job still on the node wrote, as `kubectl logs`

@@ -20,7 +20,7 @@ from fluxlora_operator.snapshot import StaleSnapshot
 from fluxlora_operator.start.custom_resource import TrainingJobRef
 from tests.support.minio import free_port
 from tests.support.operator import embedded_operator
-from tests.support.training_site import set_quota
+from tests.support.training_site import set_quota, submit
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,16 +34,6 @@ async def operator(control_plane, cluster_admin):
     connection = control_plane.kopf_connection()
     async with embedded_operator(cluster_admin, connection, SETTINGS) as running:
         yield running
-
-
-def submit(kube: Kube, namespace: str, name: str = "portrait", **spec) -> dict:
-    body = {
-        "apiVersion": resource.API_VERSION,
-        "kind": resource.KIND,
-        "metadata": {"name": name},
-        "spec": {"data": "https://example.com/a.zip", **spec},
-    }
-    return kube.request("POST", path(resource.KIND, namespace), body)
 
 
 async def failed_status(kube: Kube, namespace: str) -> dict:

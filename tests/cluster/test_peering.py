@@ -18,7 +18,13 @@ from tests.cluster.conftest import REAL_NODE_TOLERATION
 from tests.support.helm import CHART, helm, uninstall
 from tests.support.operator import operator_process
 from tests.support.processes import stop
-from tests.support.training_site import RESTRICTED, chart_values, create_namespace, set_quota
+from tests.support.training_site import (
+    RESTRICTED,
+    chart_values,
+    create_namespace,
+    set_quota,
+    submit,
+)
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -26,16 +32,6 @@ PEERING = "flux-lora-operator"
 STARTED = ": created the trainer Job"
 RESUMED = "Resuming operations"
 LIFETIME_SECONDS = 10
-
-
-def submit(kube, namespace: str, name: str) -> None:
-    body = {
-        "apiVersion": resource.API_VERSION,
-        "kind": resource.KIND,
-        "metadata": {"name": name},
-        "spec": {"data": "https://example.com/a.zip"},
-    }
-    kube.request("POST", path(resource.KIND, namespace), body)
 
 
 def replica(control_plane, namespace: str, name: str, priority: int, log):

@@ -15,7 +15,8 @@ from fluxlora_operator.events import Event
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
 from fluxlora_operator.settings import OperatorSettings
-from tests.handlers.emulator import ApiServerEmulator
+from tests.support.emulator import ApiServerEmulator
+from tests.support.training_site import submit
 
 NAMESPACE = "team-a"
 SETTINGS = OperatorSettings(
@@ -37,6 +38,11 @@ class Cluster:
     async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         url = path(body["kind"], body["metadata"].get("namespace", NAMESPACE))
         return await self.call(self.kube.request, "POST", url, body)
+
+    async def submit(
+        self, name: str = "portrait", namespace: str = NAMESPACE, **spec: Any
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(submit, self.kube, namespace, name, **spec)
 
     async def get(self, kind: str, name: str) -> dict[str, Any] | None:
         return await self.call(self.kube.get, kind, NAMESPACE, name)

@@ -12,7 +12,7 @@ from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.settings import OperatorSettings
 from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
-from tests.objects import job_condition, result_message, running, terminated, training_job
+from tests.objects import job_condition, result_message, running, terminated
 from tests.objects import pod as pod_object
 from tests.support.operator import embedded_operator
 from tests.support.waiting import eventually
@@ -40,12 +40,6 @@ async def operator(apiserver):
         yield running
 
 
-async def submit(cluster, namespace: str = NAMESPACE, name: str = "portrait") -> None:
-    body = training_job(name=name, namespace=namespace)
-    del body["metadata"]["uid"]
-    await cluster.apply(body)
-
-
 async def finish(cluster) -> None:
     """What the kubelet and the Job controller do when the trainer exits 0 with its result."""
     message = result_message(outputs=["lora.safetensors"], timings={"inference": 5})
@@ -60,7 +54,7 @@ async def finish(cluster) -> None:
 
 async def test_the_operator_runs_a_resource_from_created_to_completed(operator, apiserver):
     cluster, metrics = operator
-    await submit(cluster)
+    await cluster.submit()
 
     async def job_created():
         """the operator created the trainer Job"""
@@ -135,8 +129,8 @@ async def test_the_operator_watches_only_its_own_jobs_and_pods(operator, apiserv
 async def test_an_operator_for_some_namespaces_leaves_the_others_alone(apiserver):
     settings = SETTINGS.model_copy(update={"namespaces": [NAMESPACE]})
     async with running_operator(apiserver, settings) as (cluster, _):
-        await submit(cluster, namespace="team-b", name="elsewhere")
-        await submit(cluster)
+        await cluster.submit(namespace="team-b", name="elsewhere")
+        await cluster.submit()
 
         async def job_created():
             """the operator created the trainer Job in its own namespace"""
@@ -154,7 +148,7 @@ async def test_a_run_driven_by_watch_events_reads_no_object_back(apiserver):
     on lists, so every single-object read would be the operator's)."""
     settings = SETTINGS.model_copy(update={"resync_seconds": 3600})
     async with running_operator(apiserver, settings) as (cluster, _):
-        await submit(cluster)
+        await cluster.submit()
 
         async def first(kind: str) -> dict | None:
             selector = "" if kind == resource.KIND else naming.MANAGED_SELECTOR

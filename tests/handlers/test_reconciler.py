@@ -17,12 +17,6 @@ from tests.objects import pod as pod_object
 JOB = naming.job_name("portrait")
 
 
-async def submit(cluster: Cluster, name: str = "portrait", **spec) -> dict:
-    body = training_job(name=name, namespace=NAMESPACE, **spec)
-    del body["metadata"]["uid"]  # the API server assigns it
-    return await cluster.apply(body)
-
-
 async def start_pod(
     cluster: Cluster, state: dict, phase: str = "Running", name: str = "portrait-train-1", **extra
 ) -> dict:
@@ -40,7 +34,7 @@ async def start_pod(
 
 
 async def test_a_new_resource_gets_its_status_and_exactly_one_job_and_nothing_else(cluster):
-    created = await submit(cluster)
+    created = await cluster.submit()
     await cluster.start("portrait")
 
     status = await cluster.status("portrait")
@@ -68,7 +62,7 @@ async def test_a_new_resource_gets_its_status_and_exactly_one_job_and_nothing_el
 
 
 async def test_starting_again_after_a_restart_never_makes_a_second_job(cluster):
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     await cluster.start("portrait")  # the operator restarted: kopf resumes every resource
     assert len(await cluster.jobs()) == 1
@@ -76,7 +70,7 @@ async def test_starting_again_after_a_restart_never_makes_a_second_job(cluster):
 
 
 async def test_a_job_left_by_a_crash_before_the_status_was_written_is_adopted(cluster, apiserver):
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     # Forget what the crashed operator wrote: only its Job survives.
     await cluster.call(
@@ -104,7 +98,7 @@ async def test_a_job_of_the_same_name_owned_by_someone_else_is_reported_not_take
             "spec": {},
         }
     )
-    await submit(cluster)
+    await cluster.submit()
     with pytest.raises(RetryLater, match="already exists and does not belong"):
         await cluster.start("portrait")
     status = await cluster.status("portrait")
@@ -118,7 +112,7 @@ async def test_a_job_of_the_same_name_owned_by_someone_else_is_reported_not_take
 
 
 async def test_the_whole_life_created_processing_completed(cluster):
-    uid = (await submit(cluster))["metadata"]["uid"]
+    uid = (await cluster.submit())["metadata"]["uid"]
     await cluster.start("portrait")
     await start_pod(cluster, running("2026-11-24T10:01:00Z"))
     await cluster.mirror("portrait")
@@ -158,7 +152,7 @@ async def test_the_whole_life_created_processing_completed(cluster):
 
 
 async def test_a_completed_resource_never_gets_a_new_job(cluster):
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     await start_pod(
         cluster,
@@ -178,7 +172,7 @@ async def test_a_completed_resource_never_gets_a_new_job(cluster):
 
 
 async def test_a_job_deleted_while_training_is_created_again(cluster):
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     await start_pod(cluster, running())
     await cluster.mirror("portrait")
@@ -193,7 +187,7 @@ async def test_a_job_deleted_while_training_is_created_again(cluster):
 
 
 async def test_bad_input_fails_with_the_trainers_message(cluster):
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     message = result_message(error="portrait.zip: not a zip file (it starts with '<html>')")
     await start_pod(cluster, terminated(ExitCode.BAD_INPUT, message), phase="Failed")
@@ -214,7 +208,7 @@ async def test_bad_input_fails_with_the_trainers_message(cluster):
 
 async def test_an_image_that_cannot_be_pulled_fails_the_resource_and_frees_the_gpu(apiserver):
     cluster = make_cluster(apiserver, SETTINGS.model_copy(update={"image_pull_grace_seconds": 0}))
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     waiting = {
         "waiting": {
@@ -232,7 +226,7 @@ async def test_an_image_that_cannot_be_pulled_fails_the_resource_and_frees_the_g
 
 
 async def test_no_free_gpu_keeps_created_with_a_condition_that_says_why(cluster):
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     why = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
     unschedulable = {
@@ -251,7 +245,7 @@ async def test_no_free_gpu_keeps_created_with_a_condition_that_says_why(cluster)
 
 
 async def test_a_kueue_job_waits_suspended_and_the_operator_never_starts_it(cluster):
-    await submit(cluster, queueName="gpu-queue")
+    await cluster.submit(queueName="gpu-queue")
     await cluster.start("portrait")
     await cluster.mirror("portrait")
 
@@ -273,7 +267,7 @@ async def test_a_kueue_job_waits_suspended_and_the_operator_never_starts_it(clus
 
 async def test_a_resource_without_an_output_destination_fails_without_a_job(apiserver):
     cluster = make_cluster(apiserver, SETTINGS.model_copy(update={"default_output": None}))
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     status = await cluster.status("portrait")
     assert status["phase"] == "failed"
@@ -282,7 +276,7 @@ async def test_a_resource_without_an_output_destination_fails_without_a_job(apis
 
 
 async def test_a_spec_that_slipped_past_the_schema_fails_naming_the_field(cluster):
-    await submit(cluster, steps=10)  # an API server without our CRD's schema would store this
+    await cluster.submit(steps=10)  # an API server without our CRD's schema would store this
     await cluster.start("portrait")
     status = await cluster.status("portrait")
     assert status["phase"] == "failed"
@@ -291,8 +285,8 @@ async def test_a_spec_that_slipped_past_the_schema_fails_naming_the_field(cluste
 
 
 async def test_one_bad_resource_does_not_stop_the_others(cluster):
-    await submit(cluster, name="broken", loraRank=1000)
-    await submit(cluster, name="fine")
+    await cluster.submit(name="broken", loraRank=1000)
+    await cluster.submit(name="fine")
     await cluster.start("broken")
     await cluster.start("fine")
     assert (await cluster.status("broken"))["phase"] == "failed"
@@ -300,7 +294,7 @@ async def test_one_bad_resource_does_not_stop_the_others(cluster):
 
 
 async def test_a_deleted_resource_is_left_alone(cluster):
-    await submit(cluster)
+    await cluster.submit()
     await cluster.call(cluster.kube.delete, resource.KIND, NAMESPACE, "portrait")
     await cluster.start("portrait")
     await cluster.mirror("portrait")
@@ -309,7 +303,7 @@ async def test_a_deleted_resource_is_left_alone(cluster):
 
 async def test_the_resync_fails_a_pod_that_never_pulls_without_any_new_event(apiserver):
     cluster = make_cluster(apiserver, SETTINGS.model_copy(update={"image_pull_grace_seconds": 60}))
-    await submit(cluster)
+    await cluster.submit()
     await cluster.start("portrait")
     waiting = {"waiting": {"reason": "ErrImagePull", "message": "manifest unknown"}}
     await start_pod(cluster, waiting, phase="Pending", created="2026-01-01T00:00:00Z")
@@ -323,7 +317,7 @@ async def test_the_resync_fails_a_pod_that_never_pulls_without_any_new_event(api
 async def test_a_job_deleted_after_it_completed_is_recorded_never_run_again(cluster):
     """ttlSecondsAfterFinished deleted the Job (and its pods) while no operator watched: the
     Job's finalizer kept it, so its Complete condition is still there to record."""
-    uid = (await submit(cluster, samplePrompts=["a lighthouse"]))["metadata"]["uid"]
+    uid = (await cluster.submit(samplePrompts=["a lighthouse"]))["metadata"]["uid"]
     await cluster.start("portrait")
     await start_pod(cluster, running())
     await cluster.mirror("portrait")
@@ -346,7 +340,7 @@ async def test_a_job_deleted_after_it_completed_is_recorded_never_run_again(clus
 async def test_a_resync_round_costs_four_reads_per_namespace_not_per_resource(cluster, apiserver):
     names = [f"run-{index}" for index in range(10)]
     for name in names:
-        await submit(cluster, name=name)
+        await cluster.submit(name=name)
         await cluster.start(name)
         job = await cluster.get("Job", naming.job_name(name))
         await cluster.apply(
@@ -376,7 +370,9 @@ async def test_the_resync_starts_a_run_whose_start_failed_but_not_one_just_made(
     resync listing would only cost calls."""
     # A period no loaded machine outlasts between the creation and the resync below.
     cluster = make_cluster(apiserver, SETTINGS.model_copy(update={"resync_seconds": 60}))
-    await submit(cluster, name="stuck")  # created long ago, never started
+    stuck = training_job(name="stuck", namespace=NAMESPACE)  # created long ago, never started
+    del stuck["metadata"]["uid"]
+    await cluster.apply(stuck)
     fresh = training_job(name="fresh", namespace=NAMESPACE)
     del fresh["metadata"]["uid"]
     fresh["metadata"]["creationTimestamp"] = format_time(utcnow())
@@ -394,7 +390,7 @@ async def test_the_resync_starts_a_run_whose_start_failed_but_not_one_just_made(
 
 async def test_starting_a_run_costs_three_api_calls_and_an_event(cluster, apiserver):
     """Read the resource, make the Job, write the status that records it: nothing else."""
-    await submit(cluster)
+    await cluster.submit()
     before = {method: len(apiserver[method]) for method in ("GET", "POST", "PATCH")}
     await cluster.start("portrait")
     made = {method: len(apiserver[method]) - before[method] for method in before}
@@ -406,7 +402,7 @@ async def test_starting_a_run_costs_three_api_calls_and_an_event(cluster, apiser
 
 
 async def test_starting_from_a_watch_event_reads_nothing(cluster, apiserver):
-    listed = await submit(cluster)
+    listed = await cluster.submit()
     before = {method: len(apiserver[method]) for method in ("GET", "POST", "PATCH")}
     await cluster.call(cluster.reconciler.start, NAMESPACE, "portrait", listed)
     made = {method: len(apiserver[method]) - before[method] for method in before}
@@ -417,7 +413,7 @@ async def test_starting_from_a_watch_event_reads_nothing(cluster, apiserver):
 async def test_a_start_from_an_outdated_event_reads_afresh_and_makes_no_second_job(cluster):
     """The event's version is not the server's any more (the run was started meanwhile): the
     guarded write is refused, and the fresh read adopts the Job instead of making another."""
-    listed = await submit(cluster)
+    listed = await cluster.submit()
     await cluster.start("portrait")
     started = await cluster.status("portrait")
     await cluster.call(cluster.reconciler.start, NAMESPACE, "portrait", listed)

@@ -18,10 +18,10 @@ from pathlib import Path
 import kopf
 import kubernetes
 import urllib3
-import yaml
 
 from fluxlora_kube.client import Kube
 from tests.support.binaries import ensure_kubernetes
+from tests.support.kubeconfig import write_kubeconfig
 from tests.support.minio import free_port
 from tests.support.node_network import ensure_host_address
 from tests.support.processes import start, stop
@@ -156,28 +156,6 @@ def _kubelet_client_certificate(certs: Path) -> tuple[Path, Path, Path]:
     return ca, certificate, key
 
 
-def _kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {"server": server, "certificate-authority": str(ca_file)},
-                    }
-                ],
-                "users": [{"name": "admin", "user": {"token": token}}],
-                "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
-                "current-context": "local",
-            }
-        )
-    )
-    return path
-
-
-@contextmanager
 def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
     process = start(command, log)
     try:
@@ -281,7 +259,7 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
                 raise RuntimeError("kube-apiserver exited; see kube-apiserver.log")
             time.sleep(0.1)
         _wait(f"{server}/readyz", admin_token, ca_file, [etcd, apiserver])
-        kubeconfig = _kubeconfig(workdir / "kubeconfig", server, ca_file, admin_token)
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", server, admin_token, ca_file)
         (workdir / "dns-rbac.yaml").write_text(DNS_RBAC)
         subprocess.run(
             [str(binaries["kubectl"]), "--kubeconfig", str(kubeconfig), "apply", "-f",

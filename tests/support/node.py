@@ -34,6 +34,7 @@ from fluxlora_operator.settings import OperatorSettings
 from tests.support.binaries import CACHE, ensure_node
 from tests.support.control_plane import ControlPlane
 from tests.support.images import pause_image
+from tests.support.kubeconfig import kubeconfig
 from tests.support.node_network import NodeLink, create_link, remove_link
 from tests.support.processes import start, stop
 from tests.support.registry import running_registry
@@ -204,25 +205,6 @@ def _cni_config(link: NodeLink) -> dict:
     }
 
 
-def _kubeconfig(plane: ControlPlane, token: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": plane.server,
-                    "certificate-authority": str(plane.ca_file),
-                },
-            }
-        ],
-        "users": [{"name": "node", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "node"}}],
-        "current-context": "local",
-    }
-
-
 def _corefile(folder: Path, address: str) -> str:
     """The cluster's DNS on the node's own address: Services and pods by name, nothing else
     (there is no upstream to forward to)."""
@@ -375,9 +357,18 @@ def running_node(
         mirror.write_text(_registry_mirror(registry))
         socket = containerd_dir / "containerd.sock"
         for file, body in (
-            ("kubelet.kubeconfig", _kubeconfig(plane, plane.node_tokens[name])),
-            ("kube-proxy.kubeconfig", _kubeconfig(plane, plane.proxy_token)),
-            ("coredns.kubeconfig", _kubeconfig(plane, plane.dns_token)),
+            (
+                "kubelet.kubeconfig",
+                kubeconfig(plane.server, plane.node_tokens[name], plane.ca_file, "node"),
+            ),
+            (
+                "kube-proxy.kubeconfig",
+                kubeconfig(plane.server, plane.proxy_token, plane.ca_file, "node"),
+            ),
+            (
+                "coredns.kubeconfig",
+                kubeconfig(plane.server, plane.dns_token, plane.ca_file, "node"),
+            ),
             ("kubelet.yaml", _kubelet_config(plane, workdir, cgroup, socket, link.node_address)),
             ("kube-proxy.yaml", _proxy_config(plane, workdir, name)),
         ):

@@ -8,9 +8,11 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from fluxlora_api import resource
 from fluxlora_api.crd import CRD_FILE
 from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
@@ -28,6 +30,22 @@ MODEL_PATH = "/models/tiny-flux"  # where the trainer pod sees the tiny model
 # this machine), a private one, which trainers may not reach unless the operator allows it.
 HOST_DATA = {"allowedNetworks": [f"{HOST_ADDRESS}/32"]}
 GATEWAY_SPEC_DEFAULTS = {"baseModel": MODEL_PATH, "resolution": 256, "checkpointEverySteps": 0}
+
+
+# A dataset URL for runs whose trainer never fetches it (no node, or a failure before that).
+EXAMPLE_DATA = "https://example.com/a.zip"
+
+
+def submit(kube: Kube, namespace: str, name: str = "portrait", **spec: Any) -> dict[str, Any]:
+    """Create a LoRATrainingJob as `kubectl apply` would (spec in camelCase; data defaults to
+    EXAMPLE_DATA) and return it as the API server stored it."""
+    body = {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": name},
+        "spec": {"data": EXAMPLE_DATA, **spec},
+    }
+    return kube.request("POST", path(resource.KIND, namespace), body)
 
 
 def install_crd(kube: Kube) -> None:

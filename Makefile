@@ -50,7 +50,7 @@ deps-under-lock:
 		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} + ; }
 
 # A new package (or entry point) needs the editable install made again.
-$(STAMP): $(DEPS)/.complete pyproject.toml $(wildcard operator/*/__init__.py trainer-image/*/__init__.py)
+$(STAMP): $(DEPS)/.complete pyproject.toml $(wildcard operator/*/__init__.py trainer-image/*/__init__.py tests/fluxlora_*/__init__.py)
 	@echo "installing the project into $(VENV) (editable, over the shared dependencies)"
 	@rm -rf $(VENV)
 	@$(PYTHON) -m venv --without-pip $(VENV)
@@ -87,7 +87,7 @@ lint: $(STAMP)
 # build needs only Go and the standard library, so on a fresh machine it runs beside the Python
 # install (CPU beside network and disk) instead of after it.
 servers:
-	$(PYTHON) -m tests.support.binaries
+	PYTHONPATH=tests $(PYTHON) -m fluxlora_localcluster.binaries
 
 # What the real node and the image builds run, from Debian's packages (a fresh machine lacks
 # them; installing needs root, as running a node does).
@@ -104,7 +104,7 @@ host-packages:
 # Both images from their Dockerfiles (buildah, on a local Debian base): only changed layers
 # rebuild, so a change to our code takes seconds.
 images: $(STAMP) host-packages
-	$(BIN)/python -m tests.support.images
+	$(BIN)/python -m fluxlora_localcluster.images
 
 # A worker per core; each has its own control plane and MinIO (session fixtures), and takes
 # the next test when it is free, so the long end-to-end tests spread out.

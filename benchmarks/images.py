@@ -27,14 +27,17 @@ CHANGED = "operator/fluxlora_operator/__init__.py"
 def build(clone: Path, environment: dict) -> float:
     began = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "tests.support.images"], cwd=clone, env=environment, check=True
+        [sys.executable, "-m", "fluxlora_localcluster.images"],
+        cwd=clone,
+        env=environment,
+        check=True,
     )
     return time.monotonic() - began
 
 
 def sizes(clone: Path, environment: dict) -> dict[str, str]:
     listing = subprocess.run(
-        [sys.executable, "-c", "from tests.support import images; print(images.buildah("
+        [sys.executable, "-c", "from fluxlora_localcluster import images; print(images.buildah("
          "'images', '--format', '{{.Name}} {{.Size}}'))"],
         cwd=clone, env=environment, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
@@ -51,7 +54,11 @@ def main() -> None:
     cache = args.cache or work / "cache"
     clone = work / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    environment = {**os.environ, "FLUXLORA_CACHE": str(cache), "PYTHONPATH": str(clone)}
+    environment = {
+        **os.environ,
+        "FLUXLORA_CACHE": str(cache),
+        "PYTHONPATH": str(clone / "tests"),
+    }  # its own kit
     try:
         cold = build(clone, environment)
         print(f"cold build: {cold:.0f} s", flush=True)  # each as it comes: a build may fail
@@ -63,7 +70,9 @@ def main() -> None:
         print(f"after a change: {changed:.0f} s", flush=True)
         found = sizes(clone, environment)
     finally:
-        remove_containers = "from tests.support import images; images.buildah('rm', '--all')"
+        remove_containers = (
+            "from fluxlora_localcluster import images; images.buildah('rm', '--all')"
+        )
         subprocess.run(  # buildah's overlay mounts must go before the folder can
             [sys.executable, "-c", remove_containers], cwd=clone, env=environment, check=False
         )

@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -26,22 +25,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import kubernetes
+
+from fluxlora_api import contract, resource
+from fluxlora_kube.client import Kube
+from fluxlora_kube.paths import path
+from fluxlora_localcluster.binaries import CACHE
+from fluxlora_localcluster.control_plane import ControlPlane, running_control_plane
+from fluxlora_localcluster.minio import free_port
+from fluxlora_localcluster.node_agent import NodeAgent
+from fluxlora_localcluster.operator import operator_process
+from fluxlora_localcluster.training_site import create_namespace, install_crd
+from fluxlora_operator import naming
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import kubernetes  # noqa: E402
-
-from fluxlora_api import contract, resource  # noqa: E402
-from fluxlora_kube.client import Kube  # noqa: E402
-from fluxlora_kube.paths import path  # noqa: E402
-from fluxlora_operator import naming  # noqa: E402
-from tests.support.binaries import CACHE  # noqa: E402
-from tests.support.control_plane import ControlPlane, running_control_plane  # noqa: E402
-from tests.support.minio import free_port  # noqa: E402
-from tests.support.node_agent import NodeAgent  # noqa: E402
-from tests.support.operator import operator_process  # noqa: E402
-from tests.support.training_site import create_namespace, install_crd  # noqa: E402
-
 INSTANT_TRAINER = "instant-trainer:benchmark"
 RESULT = {"outputs": ["lora.safetensors"], "timings": {"inference": 1}}  # names in its folder
 TIMEOUT_SECONDS = 1800

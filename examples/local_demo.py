@@ -28,29 +28,25 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import yaml
 
-import yaml  # noqa: E402
-
-from fluxlora_api import resource  # noqa: E402
-from fluxlora_gateway.hosted import SUBMIT_PATH  # noqa: E402
-from fluxlora_gateway.keys import new_key  # noqa: E402
-from fluxlora_kube.client import Kube  # noqa: E402
-from fluxlora_kube.paths import path  # noqa: E402
-from fluxlora_operator import naming  # noqa: E402
-from fluxlora_trainer.tiny_model import write_tiny_model  # noqa: E402
-from tests.support.binaries import CACHE  # noqa: E402
-from tests.support.control_plane import ControlPlane, running_control_plane  # noqa: E402
-from tests.support.gateway_client import GatewayClient  # noqa: E402
-from tests.support.helm import CHART, helm  # noqa: E402
-from tests.support.images import ensure_images  # noqa: E402
-from tests.support.minio import S3Server, running_minio  # noqa: E402
-from tests.support.node import Node, running_node  # noqa: E402
-from tests.support.node_network import ensure_host_address  # noqa: E402
-from tests.support.pod_health import describe, problem  # noqa: E402
-from tests.support.processes import stop  # noqa: E402
-from tests.support.training_site import (  # noqa: E402
+from fluxlora_api import resource
+from fluxlora_gateway.hosted import SUBMIT_PATH
+from fluxlora_gateway.keys import new_key
+from fluxlora_kube.client import Kube
+from fluxlora_kube.paths import path
+from fluxlora_localcluster.binaries import CACHE
+from fluxlora_localcluster.control_plane import ControlPlane, running_control_plane
+from fluxlora_localcluster.datasets import make_zip, photos
+from fluxlora_localcluster.gateway_client import GatewayClient
+from fluxlora_localcluster.helm import CHART, helm
+from fluxlora_localcluster.images import ensure_images
+from fluxlora_localcluster.minio import S3Server, running_minio
+from fluxlora_localcluster.node import Node, running_node
+from fluxlora_localcluster.node_network import ensure_host_address
+from fluxlora_localcluster.pod_health import describe, problem
+from fluxlora_localcluster.processes import stop
+from fluxlora_localcluster.training_site import (
     MODEL_PATH,
     RESTRICTED,
     chart_values,
@@ -58,8 +54,10 @@ from tests.support.training_site import (  # noqa: E402
     model_cache_claim,
     store_credentials,
 )
-from tests.trainer.datasets import make_zip, photos  # noqa: E402
+from fluxlora_operator import naming
+from fluxlora_trainer.tiny_model import write_tiny_model
 
+ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "demo"
 NODE = "gpu-node-1"
 COMPONENT = "app.kubernetes.io/component"

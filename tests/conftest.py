@@ -10,10 +10,10 @@ import pytest
 import pytest_asyncio
 
 from fluxlora_kube.client import Kube
-from tests.support.control_plane import ControlPlane, running_control_plane
-from tests.support.emulator import ApiServerEmulator
-from tests.support.minio import S3Server, running_minio
-from tests.support.training_site import create_namespace, install_crd
+from fluxlora_localcluster.control_plane import ControlPlane, running_control_plane
+from fluxlora_localcluster.emulator import ApiServerEmulator
+from fluxlora_localcluster.minio import S3Server, running_minio
+from fluxlora_localcluster.training_site import create_namespace, install_crd
 
 ROOT = Path(__file__).resolve().parent.parent
 

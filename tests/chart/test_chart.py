@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fluxlora_localcluster.helm import CHART, helm, render
 from fluxlora_operator.settings import OPERATOR_VERSION
-from tests.support.helm import CHART, helm, render
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,11 +4,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.control_plane import ControlPlane
-from tests.support.images import ensure_images
-from tests.support.minio import S3Server, running_minio
-from tests.support.node import Node, running_node
-from tests.support.node_network import ensure_host_address
+from fluxlora_localcluster.control_plane import ControlPlane
+from fluxlora_localcluster.images import ensure_images
+from fluxlora_localcluster.minio import S3Server, running_minio
+from fluxlora_localcluster.node import Node, running_node
+from fluxlora_localcluster.node_network import ensure_host_address
 
 # The real node is tainted: only the pods of the tests that mean to run there tolerate it, so
 # that the operator tests' pods (test_operator.py) stay Pending as in a cluster without a free

@@ -8,8 +8,8 @@ from fluxlora_api import resource
 from fluxlora_api.status import ConditionType
 from fluxlora_kube.client import ApiError
 from fluxlora_kube.paths import COLLECTIONS, path
+from fluxlora_localcluster.training_site import submit
 from fluxlora_operator.start.custom_resource import parse_spec
-from tests.support.training_site import submit
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,20 +13,20 @@ from fluxlora_api import resource
 from fluxlora_gateway.hosted import RESULT_PATH, SUBMIT_PATH
 from fluxlora_gateway.keys import new_key
 from fluxlora_kube.paths import path
-from fluxlora_operator import naming
-from fluxlora_operator.settings import OPERATOR_VERSION
-from tests.cluster.conftest import REAL_NODE_TOLERATION
-from tests.support.gateway_client import GatewayClient
-from tests.support.helm import CHART, helm, render, uninstall
-from tests.support.training_site import (
+from fluxlora_localcluster.datasets import make_zip, photos
+from fluxlora_localcluster.gateway_client import GatewayClient
+from fluxlora_localcluster.helm import CHART, helm, render, uninstall
+from fluxlora_localcluster.training_site import (
     RESTRICTED,
     chart_values,
     create_namespace,
     model_cache_claim,
     store_credentials,
 )
-from tests.support.waiting import eventually
-from tests.trainer.datasets import make_zip, photos
+from fluxlora_localcluster.waiting import eventually
+from fluxlora_operator import naming
+from fluxlora_operator.settings import OPERATOR_VERSION
+from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.node import cgroup_processes
+from fluxlora_localcluster.node import cgroup_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_SECONDS = 30

@@ -18,13 +18,12 @@ from fluxlora_api import resource
 from fluxlora_api.resource import CRD_NAME
 from fluxlora_gateway.keys import new_key
 from fluxlora_kube.paths import path
-from fluxlora_operator.settings import load_settings
-from tests.cluster.conftest import REAL_NODE_TOLERATION
-from tests.support.gateway_client import GatewayClient
-from tests.support.minio import free_port
-from tests.support.operator import embedded_operator
-from tests.support.processes import stop
-from tests.support.training_site import (
+from fluxlora_localcluster.datasets import make_zip, photos
+from fluxlora_localcluster.gateway_client import GatewayClient
+from fluxlora_localcluster.minio import free_port
+from fluxlora_localcluster.operator import embedded_operator
+from fluxlora_localcluster.processes import stop
+from fluxlora_localcluster.training_site import (
     GATEWAY_SPEC_DEFAULTS,
     MODEL_PATH,
     create_namespace,
@@ -33,8 +32,9 @@ from tests.support.training_site import (
     set_quota,
     store_credentials,
 )
-from tests.support.waiting import eventually
-from tests.trainer.datasets import make_zip, photos
+from fluxlora_localcluster.waiting import eventually
+from fluxlora_operator.settings import load_settings
+from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,21 +15,21 @@ import pytest
 from fluxlora_api import resource
 from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
-from fluxlora_operator import naming
-from fluxlora_operator.settings import load_settings
-from tests.cluster.conftest import REAL_NODE_TOLERATION
-from tests.support.control_plane import ControlPlane
-from tests.support.node_network import HOST_ADDRESS
-from tests.support.operator import embedded_operator
-from tests.support.training_site import (
+from fluxlora_localcluster.control_plane import ControlPlane
+from fluxlora_localcluster.datasets import make_zip, photos
+from fluxlora_localcluster.node_network import HOST_ADDRESS
+from fluxlora_localcluster.operator import embedded_operator
+from fluxlora_localcluster.training_site import (
     MODEL_PATH,
     model_cache_claim,
     operator_environment,
     store_credentials,
     submit,
 )
-from tests.support.waiting import eventually
-from tests.trainer.datasets import make_zip, photos
+from fluxlora_localcluster.waiting import eventually
+from fluxlora_operator import naming
+from fluxlora_operator.settings import load_settings
+from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
 

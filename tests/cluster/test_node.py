@@ -7,12 +7,12 @@ import pytest
 
 from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
-from tests.cluster.conftest import REAL_NODE_TOLERATION
-from tests.support.control_plane import ControlPlane
-from tests.support.node import Node
-from tests.support.training_site import (
+from fluxlora_localcluster.control_plane import ControlPlane
+from fluxlora_localcluster.node import Node
+from fluxlora_localcluster.training_site import (
     RESTRICTED,
 )
+from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -14,14 +14,14 @@ from fluxlora_api import resource
 from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH
 from fluxlora_kube.client import ApiError, Kube
 from fluxlora_kube.paths import path
+from fluxlora_localcluster.minio import free_port
+from fluxlora_localcluster.operator import embedded_operator
+from fluxlora_localcluster.training_site import set_quota, submit
+from fluxlora_localcluster.waiting import eventually
 from fluxlora_operator import naming
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.snapshot import StaleSnapshot
 from fluxlora_operator.start.custom_resource import TrainingJobRef
-from tests.support.minio import free_port
-from tests.support.operator import embedded_operator
-from tests.support.training_site import set_quota, submit
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(300)
 SETTINGS = OperatorSettings(

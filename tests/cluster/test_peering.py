@@ -13,19 +13,19 @@ import pytest
 
 from fluxlora_api import resource
 from fluxlora_kube.paths import path
-from fluxlora_operator import naming
-from tests.cluster.conftest import REAL_NODE_TOLERATION
-from tests.support.helm import CHART, helm, uninstall
-from tests.support.operator import operator_process
-from tests.support.processes import stop
-from tests.support.training_site import (
+from fluxlora_localcluster.helm import CHART, helm, uninstall
+from fluxlora_localcluster.operator import operator_process
+from fluxlora_localcluster.processes import stop
+from fluxlora_localcluster.training_site import (
     RESTRICTED,
     chart_values,
     create_namespace,
     set_quota,
     submit,
 )
-from tests.support.waiting import eventually
+from fluxlora_localcluster.waiting import eventually
+from fluxlora_operator import naming
+from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(300)
 PEERING = "flux-lora-operator"

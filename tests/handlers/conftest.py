@@ -10,13 +10,13 @@ import pytest
 from fluxlora_api import resource
 from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
+from fluxlora_localcluster.emulator import ApiServerEmulator
+from fluxlora_localcluster.training_site import submit
 from fluxlora_operator import naming
 from fluxlora_operator.events import Event
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
 from fluxlora_operator.settings import OperatorSettings
-from tests.support.emulator import ApiServerEmulator
-from tests.support.training_site import submit
 
 NAMESPACE = "team-a"
 SETTINGS = OperatorSettings(

@@ -3,11 +3,11 @@ credentials from a kubeconfig (for both the client and kopf), and a clean stop o
 
 import pytest
 
+from fluxlora_localcluster.kubeconfig import write_kubeconfig
+from fluxlora_localcluster.operator import operator_process
+from fluxlora_localcluster.waiting import eventually
 from fluxlora_operator import naming
 from tests.handlers.conftest import SETTINGS, make_cluster
-from tests.support.kubeconfig import write_kubeconfig
-from tests.support.operator import operator_process
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 

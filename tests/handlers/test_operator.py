@@ -9,13 +9,13 @@ import pytest
 
 from fluxlora_api import resource
 from fluxlora_kube.paths import path
+from fluxlora_localcluster.operator import embedded_operator
+from fluxlora_localcluster.waiting import eventually
 from fluxlora_operator import naming
 from fluxlora_operator.settings import OperatorSettings
 from tests.handlers.conftest import NAMESPACE, SETTINGS, make_cluster
 from tests.objects import job_condition, result_message, running, terminated
 from tests.objects import pod as pod_object
-from tests.support.operator import embedded_operator
-from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 JOB = naming.job_name("portrait")

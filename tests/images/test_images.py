@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import images
+from fluxlora_localcluster import images
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -75,7 +75,7 @@ def test_the_images_benchmark_reads_each_images_size():
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     images.ensure_images()
-    environment = {**os.environ, "PYTHONPATH": str(images.ROOT)}
+    environment = {**os.environ, "PYTHONPATH": str(images.ROOT / "tests")}
     found = benchmark.sizes(images.ROOT, environment)
     for name in ("localhost/flux-lora-operator", "localhost/flux-lora-trainer"):
         number, unit = found[name].split()

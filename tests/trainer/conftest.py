@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.datasets import make_zip, photos
+from fluxlora_localcluster.datasets import make_zip, photos
 
 
 @dataclass

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_localcluster.datasets import image_bytes
 from fluxlora_trainer.archive import Extracted, extract_dataset
 from fluxlora_trainer.dataset import open_dataset
 from fluxlora_trainer.errors import BadInput
-from tests.trainer.datasets import image_bytes
 
 LIMITS = DatasetLimits()
 JPEG = image_bytes(size=(16, 12))

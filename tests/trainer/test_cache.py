@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from fluxlora_localcluster.datasets import image_bytes
 from fluxlora_trainer import cache
 from fluxlora_trainer.cache import check_embedding_budget, embedding_bytes, prepare_training_data
 from fluxlora_trainer.dataset import Sample
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.pod_memory import memory_limit_bytes
-from tests.trainer.datasets import image_bytes
 
 GIB = 1024**3
 CPU = torch.device("cpu")

@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_localcluster.datasets import image_bytes, make_zip, photos
 from fluxlora_trainer.dataset import open_dataset
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.images import NOT_READABLE, load_rgb
-from tests.trainer.datasets import image_bytes, make_zip, photos
 
 LIMITS = DatasetLimits()
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_localcluster.datasets import make_zip, photos
 from fluxlora_trainer.dataset import open_dataset
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.fetch import fetch
-from tests.trainer.datasets import make_zip, photos
 
 LIMITS = DatasetLimits(download_attempts=2, download_timeout_seconds=5)
 

@@ -3,9 +3,9 @@
 import json
 
 from fluxlora_api.contract import ExitCode
+from fluxlora_localcluster.datasets import image_bytes, make_zip, photos
 from fluxlora_trainer.cli import main
 from fluxlora_trainer.images import NOT_READABLE
-from tests.trainer.datasets import image_bytes, make_zip, photos
 
 
 def run(capsys, *argv):

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from fluxlora_api.contract import ExitCode
+from fluxlora_localcluster.datasets import image_bytes, make_zip
 from fluxlora_trainer.ranks import PROCESSES_ENV
-from tests.trainer.datasets import image_bytes, make_zip
 from tests.trainer.test_train import config, write
 
 pytestmark = pytest.mark.timeout(400)

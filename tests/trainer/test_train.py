@@ -16,8 +16,8 @@ import torch
 from safetensors import safe_open
 
 from fluxlora_api.contract import CONFIG_ENV, ExitCode, TrainingConfig
+from fluxlora_localcluster.datasets import make_zip
 from fluxlora_trainer.cli import main
-from tests.trainer.datasets import make_zip
 from tests.trainer.pipelines import render
 
 pytestmark = pytest.mark.timeout(300)

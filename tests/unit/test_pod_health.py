@@ -1,8 +1,8 @@
-"""The demo's reading of its operator's and gateway's pods (tests/support/pod_health.py)."""
+"""The demo's reading of its operator's and gateway's pods (fluxlora_localcluster.pod_health)."""
 
 import pytest
 
-from tests.support.pod_health import describe, problem
+from fluxlora_localcluster.pod_health import describe, problem
 
 
 def pod(phase: str, state: dict, restarts: int = 0) -> dict:

@@ -5,7 +5,7 @@ cached, on a base made of Debian packages by mmdebstrap in place of the public d
 from which nodes pull it under the name the chart and the operator use. A kubelet also needs a
 pause image: built from the pause.c of the pinned Kubernetes module.
 
-`python -m tests.support.images` builds both (what `make images` runs)."""
+`python -m fluxlora_localcluster.images` builds both (what `make images` runs)."""
 
 import fcntl
 import glob
@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.binaries import CACHE, KUBE_BUILD, kubernetes_version
-from tests.support.registry import published_id, reference, running_registry
+from fluxlora_localcluster.binaries import CACHE, KUBE_BUILD, kubernetes_version
+from fluxlora_localcluster.registry import published_id, reference, running_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE = CACHE / "containers"

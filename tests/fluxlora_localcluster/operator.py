@@ -15,13 +15,13 @@ from typing import Any
 import kopf
 
 from fluxlora_kube.client import Kube
+from fluxlora_localcluster.processes import stop
 from fluxlora_operator.events import EventPoster
 from fluxlora_operator.handlers import register
 from fluxlora_operator.main import operator_options
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
 from fluxlora_operator.settings import OperatorSettings
-from tests.support.processes import stop
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import urllib3
 
-from tests.support.binaries import ensure_minio
-from tests.support.processes import start, stop
+from fluxlora_localcluster.binaries import ensure_minio
+from fluxlora_localcluster.processes import start, stop
 
 START_TIMEOUT_SECONDS = 60
 

@@ -20,11 +20,11 @@ import kubernetes
 import urllib3
 
 from fluxlora_kube.client import Kube
-from tests.support.binaries import ensure_kubernetes
-from tests.support.kubeconfig import write_kubeconfig
-from tests.support.minio import free_port
-from tests.support.node_network import ensure_host_address
-from tests.support.processes import start, stop
+from fluxlora_localcluster.binaries import ensure_kubernetes
+from fluxlora_localcluster.kubeconfig import write_kubeconfig
+from fluxlora_localcluster.minio import free_port
+from fluxlora_localcluster.node_network import ensure_host_address
+from fluxlora_localcluster.processes import start, stop
 
 START_TIMEOUT_SECONDS = 120
 TEST_USERS = ("alice", "bob")  # authenticated, in no group with rights: RBAC grants them all

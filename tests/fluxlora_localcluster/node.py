@@ -30,14 +30,14 @@ from pathlib import Path
 
 import yaml
 
+from fluxlora_localcluster.binaries import CACHE, ensure_node
+from fluxlora_localcluster.control_plane import ControlPlane
+from fluxlora_localcluster.images import pause_image
+from fluxlora_localcluster.kubeconfig import kubeconfig
+from fluxlora_localcluster.node_network import NodeLink, create_link, remove_link
+from fluxlora_localcluster.processes import start, stop
+from fluxlora_localcluster.registry import running_registry
 from fluxlora_operator.settings import OperatorSettings
-from tests.support.binaries import CACHE, ensure_node
-from tests.support.control_plane import ControlPlane
-from tests.support.images import pause_image
-from tests.support.kubeconfig import kubeconfig
-from tests.support.node_network import NodeLink, create_link, remove_link
-from tests.support.processes import start, stop
-from tests.support.registry import running_registry
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 READY_TIMEOUT_SECONDS = 120

@@ -16,9 +16,9 @@ from fluxlora_api import resource
 from fluxlora_api.crd import CRD_FILE
 from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
-from tests.support.minio import S3Server, free_port
-from tests.support.node import Node
-from tests.support.node_network import HOST_ADDRESS
+from fluxlora_localcluster.minio import S3Server, free_port
+from fluxlora_localcluster.node import Node
+from fluxlora_localcluster.node_network import HOST_ADDRESS
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
 MODEL_CLAIM = "model-cache"

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from fluxlora_kube.paths import path
-from tests.support.binaries import ensure_helm
+from fluxlora_localcluster.binaries import ensure_helm
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "flux-lora-operator"
 _HOME = Path(tempfile.mkdtemp(prefix="fluxlora-helm-"))

@@ -14,10 +14,10 @@ from contextlib import contextmanager
 
 import yaml
 
-from tests.support.binaries import CACHE, ensure_registry
-from tests.support.minio import free_port
-from tests.support.node_network import ensure_host_address
-from tests.support.processes import start, stop
+from fluxlora_localcluster.binaries import CACHE, ensure_registry
+from fluxlora_localcluster.minio import free_port
+from fluxlora_localcluster.node_network import ensure_host_address
+from fluxlora_localcluster.processes import start, stop
 
 STORAGE = CACHE / "registry"
 MANIFEST_TYPES = (

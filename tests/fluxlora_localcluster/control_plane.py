@@ -156,6 +156,7 @@ def _kubelet_client_certificate(certs: Path) -> tuple[Path, Path, Path]:
     return ca, certificate, key
 
 
+@contextmanager
 def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
     process = start(command, log)
     try:

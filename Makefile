@@ -82,6 +82,7 @@ crds generate: $(STAMP)
 lint: $(STAMP)
 	$(DEPS)/bin/ruff check .
 	$(DEPS)/bin/ruff format --check .
+	$(DEPS)/bin/mypy
 
 # The servers the tests run, built once per machine (minutes when cold, instant after). The
 # build needs only Go and the standard library, so on a fresh machine it runs beside the Python
@@ -124,4 +125,4 @@ demo:
 	$(BIN)/python examples/local_demo.py $(DEMO_FLAGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

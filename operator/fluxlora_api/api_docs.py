@@ -9,7 +9,7 @@ API_DOCS_FILE = "api-reference.md"
 
 
 def _type(prop: dict[str, Any]) -> str:
-    kind = prop.get("type", "object")
+    kind = str(prop.get("type", "object"))
     if kind == "array":
         return f"array of {_type(prop.get('items', {}))}"
     if kind == "object" and "additionalProperties" in prop:

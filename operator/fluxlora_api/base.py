@@ -1,5 +1,7 @@
 """The pydantic base every API model shares: Kubernetes camelCase on the wire."""
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -17,6 +19,6 @@ class ApiModel(BaseModel):
         use_attribute_docstrings=True,
     )
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         """The camelCase JSON form, without fields that are unset (None)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -26,7 +26,12 @@ Optimizer = Literal["adamw", "adamw8bit", "prodigy"]
 LoraTarget = Literal["attention", "context", "feed-forward", "single-blocks", "modulation"]
 # Every linear layer of the double and single blocks but their modulation, as ai-toolkit and
 # kohya's sd-scripts train by default.
-DEFAULT_LORA_TARGETS = ("attention", "context", "feed-forward", "single-blocks")
+DEFAULT_LORA_TARGETS: tuple[LoraTarget, ...] = (
+    "attention",
+    "context",
+    "feed-forward",
+    "single-blocks",
+)
 LoraInit = Literal["kaiming", "gaussian"]
 DEFAULT_LEARNING_RATE = 0.0004  # the hosted API's, tuned for AdamW over kaiming-initialised LoRAs
 PRODIGY_LEARNING_RATE = 1.0  # prodigy finds its own step size; this scales it

@@ -11,10 +11,11 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
+from pydantic.config import JsonDict
 
 from fluxlora_api.base import ApiModel
 
-DATE_TIME = {"format": "date-time"}
+DATE_TIME: JsonDict = {"format": "date-time"}
 
 
 class Phase(StrEnum):
@@ -120,7 +121,7 @@ REASON_MEANINGS = {
 }
 
 
-def _meanings(table: Mapping[StrEnum, str]) -> str:
+def _meanings(table: Mapping[ConditionType, str] | Mapping[Reason, str]) -> str:
     return "; ".join(f"{key.value}: {meaning}" for key, meaning in table.items())
 
 
@@ -271,7 +272,7 @@ def condition(
     """One metav1.Condition in wire form."""
     return Condition(
         type=type_,
-        status=status,  # type: ignore[arg-type]  # checked by the model
+        status=status,  # checked by the model
         reason=reason,
         message=message,
         last_transition_time=last_transition_time,

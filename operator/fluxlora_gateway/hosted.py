@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fluxlora_api.outputs import belongs_to_run
 from fluxlora_api.spec import HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
-from fluxlora_api.status import Phase, Timings, hosted_created_at, phase_of
+from fluxlora_api.status import DATE_TIME, Phase, Timings, hosted_created_at, phase_of
 
 MODEL_ID = "wavespeed-ai/flux-dev-lora-trainer"
 SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
@@ -92,7 +92,7 @@ class Prediction(HostedModel):
     """One flag per output; nothing is checked for NSFW content, so always false."""
     status: Phase
     """The task's state."""
-    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    created_at: str = Field(json_schema_extra=DATE_TIME)
     """When the task was created, ISO 8601 with milliseconds."""
     error: str
     """Why the task failed; empty otherwise."""

@@ -126,7 +126,7 @@ class Kube:
         for _ in range(5):
             obj, known = known or self.get(kind, namespace, name), None
             finalizers = (obj or {}).get("metadata", {}).get("finalizers") or []
-            if finalizer not in finalizers:
+            if obj is None or finalizer not in finalizers:
                 return
             remaining = [item for item in finalizers if item != finalizer]
             patch = {

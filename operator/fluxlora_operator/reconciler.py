@@ -228,6 +228,7 @@ class Reconciler:
         """One read-decide-write cycle; True when the Job must be made (again)."""
         job_name = naming.job_name(name)
         with self._lock(namespace, name):
+            body: dict[str, Any] | None
             if snapshot is not None:
                 body = snapshot.resources[name]
             else:

@@ -27,14 +27,12 @@ def set_condition(
 ) -> tuple[list[dict[str, Any]], bool]:
     """The conditions with `change` applied in place, and whether it changed anything."""
     existing = find_condition(conditions, change.type)
-    same_status = existing is not None and existing.get("status") == change.status
+    # lastTransitionTime changes only with the status.
+    transition = now
+    if existing is not None and existing.get("status") == change.status:
+        transition = existing["lastTransitionTime"]
     updated = condition(
-        change.type,
-        change.status,
-        change.reason,
-        change.message,
-        existing["lastTransitionTime"] if same_status else now,
-        generation,
+        change.type, change.status, change.reason, change.message, transition, generation
     )
     if existing == updated:
         return conditions, False

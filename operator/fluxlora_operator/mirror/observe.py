@@ -3,7 +3,7 @@ show. Pure: the handlers fetch the objects, this decides what they mean."""
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from fluxlora_api.contract import ExitCode, TrainingResult, parse_termination_message
 from fluxlora_api.outputs import resolve_output
@@ -47,8 +47,17 @@ class Observation:
     delete_job: bool = False
 
 
+class _PodFacts(TypedDict):
+    """What every Observation says about the pods, whatever the phase."""
+
+    start_time: str | None
+    attempts: int
+    pod_name: str | None  # the newest trainer pod
+
+
 def _true_condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for condition in obj.get("status", {}).get("conditions") or []:
+    conditions: list[dict[str, Any]] = obj.get("status", {}).get("conditions") or []
+    for condition in conditions:
         if condition.get("type") == type_ and condition.get("status") == "True":
             return condition
     return None
@@ -60,7 +69,8 @@ def job_finished(job: dict[str, Any]) -> bool:
 
 
 def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
-    for status in pod.get("status", {}).get("containerStatuses") or []:
+    statuses: list[dict[str, Any]] = pod.get("status", {}).get("containerStatuses") or []
+    for status in statuses:
         if status.get("name") == naming.TRAINER_CONTAINER:
             return status
     return {}
@@ -179,7 +189,7 @@ def observe(
     could not create a pod (its FailedCreate Event), if it said so; `standard_outputs` are the
     files a completed run writes, listed when its pod is gone before its result was read."""
     pods = _newest_first(pods)
-    common = {
+    common: _PodFacts = {
         "start_time": _first_start(pods),
         "attempts": len(pods),
         "pod_name": pods[0]["metadata"]["name"] if pods else None,
@@ -254,7 +264,7 @@ def _observe_pod(
     now: datetime,
     start_grace_seconds: float,
     admitted: tuple[ConditionChange, ...],
-    common: dict[str, Any],
+    common: _PodFacts,
 ) -> Observation:
     name = pod["metadata"]["name"]
     node = pod.get("spec", {}).get("nodeName")

@@ -40,7 +40,9 @@ def resolve_placement(spec: LoRATrainingJobSpec, settings: OperatorSettings) -> 
         if toleration.to_wire() not in tolerations:
             tolerations.append(toleration.to_wire())
     priority = spec.priority_class_name
-    allowed = {settings.priority_class_name, *settings.allowed_priority_classes} - {None}
+    allowed = {
+        name for name in (settings.priority_class_name, *settings.allowed_priority_classes) if name
+    }
     if priority and priority not in allowed:
         raise InvalidSpec(
             f"spec.priorityClassName: {priority!r} is not allowed (the operator allows "

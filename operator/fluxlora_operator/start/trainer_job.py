@@ -73,7 +73,7 @@ def build_pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _env(config: TrainingConfig, settings: OperatorSettings) -> list[dict]:
+def _env(config: TrainingConfig, settings: OperatorSettings) -> list[dict[str, Any]]:
     hf_home = (
         MODEL_CACHE_MOUNT_PATH if settings.model_cache_pvc else f"{WORK_MOUNT_PATH}/huggingface"
     )
@@ -136,7 +136,7 @@ def build_progress_token_volume() -> dict[str, Any]:
     }
 
 
-def _volumes(settings: OperatorSettings) -> tuple[list[dict], list[dict]]:
+def _volumes(settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     work: dict[str, Any] = {}
     if settings.work_volume_size:
         work["sizeLimit"] = settings.work_volume_size

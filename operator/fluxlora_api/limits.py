@@ -1,18 +1,18 @@
 """Limits that keep a hostile or broken dataset from exhausting the trainer pod or reaching
 what it must not: download size, time and addresses, zip entries and their total size, image
-pixels, caption size. Defaults fit real datasets (hundreds of photos). The operator sets them
-(its settings) as the trainer's environment, e.g. FLUXLORA_MAX_DOWNLOAD_BYTES; the trainer reads
-them with from_env()."""
+pixels, caption size. Defaults fit real datasets (hundreds of photos). The operator passes its
+dataset-limits setting to the trainer as FLUXLORA_DATASET_LIMITS (a JSON object, to_env()); the
+trainer reads it with from_env() (pydantic-settings)."""
 
 import ipaddress
 import json
-import os
-from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FLUXLORA_"
+DATASET_LIMITS_ENV = f"{ENV_PREFIX}DATASET_LIMITS"
 GIB = 1024**3
 
 
@@ -43,8 +43,8 @@ class DatasetLimits(BaseModel):
     trickles bytes cannot hold the GPU."""
     allowed_networks: list[str] = Field(default_factory=list)
     """Non-public networks (CIDRs, e.g. 10.0.0.0/8) that `data` URLs may be downloaded from;
-    public addresses always may, link-local and cloud metadata addresses never. Given as a JSON
-    list or comma-separated."""
+    public addresses always may, link-local and cloud metadata addresses never. A list, or one
+    string of CIDRs separated by commas."""
     max_caption_bytes: int = Field(64 * 1024, gt=0)
     """Largest caption .txt that is read; larger ones are skipped."""
     max_total_pixels: int = Field(4_000_000_000, gt=0)
@@ -53,7 +53,7 @@ class DatasetLimits(BaseModel):
     @field_validator("allowed_networks", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:
-        # The environment gives one string: a JSON list, or CIDRs separated by commas.
+        # One string: a JSON list, or CIDRs separated by commas.
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
@@ -73,21 +73,21 @@ class DatasetLimits(BaseModel):
         return [_network(item) for item in value]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "DatasetLimits":
-        environ = os.environ if environ is None else environ
-        values = {
-            name: environ[ENV_PREFIX + name.upper()]
-            for name in cls.model_fields
-            if ENV_PREFIX + name.upper() in environ
-        }
-        return cls(**values)
+    def from_env(cls) -> "DatasetLimits":
+        """The limits the operator gave this trainer (the defaults where it gave none)."""
+        return _TrainerEnvironment().dataset_limits
 
     def to_env(self) -> dict[str, str]:
         """The trainer's environment for these limits: what from_env() reads back."""
-        return {
-            ENV_PREFIX + name.upper(): json.dumps(value) if isinstance(value, list) else str(value)
-            for name, value in self.model_dump().items()
-        }
+        return {DATASET_LIMITS_ENV: self.model_dump_json(by_alias=True)}
+
+
+class _TrainerEnvironment(BaseSettings):
+    """What the trainer reads of the operator's settings from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True)
+
+    dataset_limits: DatasetLimits = Field(default_factory=DatasetLimits)
 
 
 def _network(text: str) -> str:

@@ -1,15 +1,17 @@
 """`fluxlora-gateway`: serve the hosted API (`serve`), or make a key for a namespace (`key`).
 
-Settings are flags or FLUXLORA_GATEWAY_* environment variables (a flag wins)."""
+The server's settings (pydantic-settings) are flags or FLUXLORA_GATEWAY_* environment variables;
+a flag wins."""
 
 import argparse
-import json
 import logging
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from fluxlora_gateway.app import ACCESS_LOG_FORMAT, Gateway, build_app
 from fluxlora_gateway.hosted import check_spec_defaults
@@ -17,9 +19,74 @@ from fluxlora_gateway.keys import KeyStore, new_key, secret_entry
 from fluxlora_kube.client import Kube, load_api_client
 from fluxlora_operator.rate_limit import RateLimiter
 
+PROGRAM = "fluxlora-gateway"
 ENV_PREFIX = "FLUXLORA_GATEWAY_"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_KEY_SECRET = "fluxlora-gateway-keys"
+
+
+class GatewaySettings(BaseSettings):
+    """Serve the hosted API. Every flag is also an environment variable:
+    FLUXLORA_GATEWAY_<FLAG_IN_UPPER_SNAKE_CASE>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        cli_prog_name=f"{PROGRAM} serve",
+        cli_kebab_case=True,
+        cli_hide_none_type=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+    port: int = Field(8000, ge=0, le=65535)
+    """Port to listen on."""
+    host: str = "0.0.0.0"
+    """Address to listen on."""
+    key_secret: str = DEFAULT_KEY_SECRET
+    """Secret holding the key hashes."""
+    key_namespace: str | None = None
+    """Namespace of that Secret (default: the gateway's own)."""
+    reload_seconds: float = Field(5.0, gt=0)
+    """How often the key Secret is re-read."""
+    public_url: str | None = None
+    """Base URL callers use, for urls.get and output links (default: the request's origin)."""
+    spec_defaults: dict[str, Any] = Field(default_factory=dict)
+    """JSON of spec fields callers cannot set, e.g. {"baseModel": "/models/flux-dev"}."""
+    rate_limit: float = Field(10.0, ge=0)
+    """Requests per second per key, on average (0: unlimited)."""
+    rate_burst: int = Field(20, ge=1)
+    """Requests per key allowed in a burst."""
+    log_level: str = "INFO"
+    """Log level: DEBUG, INFO, WARNING or ERROR."""
+
+    @field_validator("spec_defaults")
+    @classmethod
+    def _checked_spec_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_spec_defaults(value)
+
+
+def load_gateway_settings(argv: list[str]) -> GatewaySettings:
+    """`serve`'s settings from flags over the environment over the defaults; a bad value stops
+    the gateway with a message naming its flag or variable."""
+    try:
+        return GatewaySettings(_cli_parse_args=argv)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = str(item["loc"][0]) if item["loc"] else ""
+            problems.append(f"{PROGRAM}: {_named(name, argv)}: {item['msg']}")
+        raise SystemExit("\n".join(problems)) from None
+    except SettingsError as error:  # a value that does not parse (bad JSON)
+        raise SystemExit(f"{PROGRAM}: {error}: {error.__cause__ or ''}") from None
+
+
+def _named(field: str, argv: list[str]) -> str:
+    flag = "--" + field.replace("_", "-")
+    if any(arg == flag or arg.startswith(flag + "=") for arg in argv):
+        return flag
+    return ENV_PREFIX + field.upper()
 
 
 def _own_namespace() -> str:
@@ -29,61 +96,45 @@ def _own_namespace() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    def env(name: str, default):
-        return os.environ.get(ENV_PREFIX + name, default)
-
-    parser = argparse.ArgumentParser(prog="fluxlora-gateway", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the hosted API")
-    serve.add_argument("--port", type=int, default=int(env("PORT", 8000)))
-    serve.add_argument("--host", default=env("HOST", "0.0.0.0"))
-    serve.add_argument("--key-secret", default=env("KEY_SECRET", DEFAULT_KEY_SECRET),
-                       help="Secret holding the key hashes")  # fmt: skip
-    serve.add_argument("--key-namespace", default=env("KEY_NAMESPACE", None),
-                       help="namespace of that Secret (default: the gateway's own)")  # fmt: skip
-    serve.add_argument("--reload-seconds", type=float, default=float(env("RELOAD_SECONDS", 5)),
-                       help="how often the key Secret is re-read")  # fmt: skip
-    serve.add_argument("--public-url", default=env("PUBLIC_URL", None),
-                       help="base URL callers use, for urls.get and output links")  # fmt: skip
-    serve.add_argument(
-        "--spec-defaults",
-        default=env("SPEC_DEFAULTS", "{}"),
-        help='JSON of spec fields callers cannot set, e.g. {"baseModel": "/models/flux-dev"}',
-    )
-    serve.add_argument("--rate-limit", type=float, default=float(env("RATE_LIMIT", 10)),
-                       help="requests per second per key, on average (0: unlimited)")  # fmt: skip
-    serve.add_argument("--rate-burst", type=int, default=int(env("RATE_BURST", 20)),
-                       help="requests per key allowed in a burst")  # fmt: skip
-    serve.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    # serve's flags are GatewaySettings' (`fluxlora-gateway serve --help` lists them).
+    commands.add_parser("serve", help="serve the hosted API", add_help=False)
     key = commands.add_parser("key", help="make a new key for a namespace")
     key.add_argument("namespace", help="the namespace the key may use")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args, rest = _parser().parse_known_args(argv)
     if args.command == "key":
+        if rest:
+            _parser().error(f"unrecognized arguments: {' '.join(rest)}")
         key = new_key()
         print(f"key (give it to the caller; it is not stored): {key}")
         print(f"Secret entry (any entry name, e.g. {args.namespace}):")
         print(secret_entry(key, args.namespace))
         return 0
+    settings = load_gateway_settings(rest)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        defaults = check_spec_defaults(json.loads(args.spec_defaults))
-    except ValueError as error:  # JSONDecodeError included
-        print(f"fluxlora-gateway: {error}", file=sys.stderr)
-        return 2
     kube = Kube(load_api_client())
     keys = KeyStore(
-        kube, args.key_namespace or _own_namespace(), args.key_secret, args.reload_seconds
+        kube,
+        settings.key_namespace or _own_namespace(),
+        settings.key_secret,
+        settings.reload_seconds,
     )
-    limiter = RateLimiter(args.rate_limit, args.rate_burst)
-    app = build_app(Gateway(kube, keys, args.public_url, defaults, limiter))
+    limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    gateway = Gateway(kube, keys, settings.public_url, settings.spec_defaults, limiter)
     web.run_app(
-        app, host=args.host, port=args.port, access_log_format=ACCESS_LOG_FORMAT, print=None
+        build_app(gateway),
+        host=settings.host,
+        port=settings.port,
+        access_log_format=ACCESS_LOG_FORMAT,
+        print=None,
     )
     return 0
 

@@ -1,33 +1,75 @@
-"""Operator configuration: every setting is a flag (--trainer-image) and an environment variable
-(FLUXLORA_TRAINER_IMAGE); a flag wins over the environment, which wins over the default."""
+"""Operator configuration (pydantic-settings): every setting is a flag (--trainer-image) and an
+environment variable (FLUXLORA_TRAINER_IMAGE); a flag wins over the environment, which wins over
+the default. Lists are comma-separated or JSON, maps k=v,k=v or JSON, objects JSON."""
 
-import argparse
 import json
-import os
-from collections.abc import Mapping, Sequence
-from typing import Any, get_args, get_origin
+import re
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import Toleration
 
 ENV_PREFIX = "FLUXLORA_"
 OPERATOR_VERSION = "0.1.0"
+PROGRAM = "fluxlora-operator"
 
 
-class OperatorSettings(BaseModel):
-    """Settings of one operator process."""
+def _comma_list(value: Any) -> Any:
+    """a, b or ["a", "b"] (a flag or variable gives one string)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [item.strip() for item in text.split(",") if item.strip()]
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
-    namespaces: list[str] = Field(default_factory=list)
+def _pair_map(value: Any) -> Any:
+    """k=v,k2=v2 or {"k": "v"}."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"expected a JSON object or k=v,k=v, got {value!r}")
+    return {key.strip(): item.strip() for key, item in pairs}
+
+
+# NoDecode: the string reaches the validator as given (pydantic-settings would want JSON).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+PairMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pair_map)]
+
+
+class OperatorSettings(BaseSettings):
+    """Run the LoRATrainingJob operator. Every flag is also an environment variable:
+    FLUXLORA_<FLAG_IN_UPPER_SNAKE_CASE>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # an empty variable is unset: the default applies
+        cli_prog_name=PROGRAM,
+        cli_kebab_case=True,
+        cli_parse_none_str="",  # an empty flag is unset too
+        cli_hide_none_type=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+    namespaces: CommaList = Field(default_factory=list)
     """Namespaces to watch (comma-separated names, not patterns); empty watches all namespaces."""
     trainer_image: str = f"flux-lora-trainer:{OPERATOR_VERSION}"
     """Container image of the trainer."""
     trainer_image_pull_policy: str = "IfNotPresent"
     """imagePullPolicy of the trainer container."""
-    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_secrets: CommaList = Field(default_factory=list)
     """Secrets (in the training namespace) used to pull the trainer image."""
     gpu_resource: str = "nvidia.com/gpu"
     """Extended resource name of a GPU; the trainer requests spec.gpus of it."""
@@ -53,16 +95,16 @@ class OperatorSettings(BaseModel):
     downloadAttempts, downloadDeadlineSeconds, and allowedNetworks: the non-public networks
     (CIDRs) `data` may be downloaded from (public addresses always; link-local and cloud
     metadata never). Unset keys keep their defaults."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: PairMap = Field(default_factory=dict)
     """Node selector of trainer pods (JSON object or k=v,k=v), pinned: a spec may add keys but
     not change these."""
     tolerations: list[Toleration] = Field(default_factory=list)
     """Default tolerations of trainer pods (JSON list); the spec's are added."""
-    allowed_toleration_keys: list[str] = Field(default_factory=list)
+    allowed_toleration_keys: CommaList = Field(default_factory=list)
     """Taint keys a spec's tolerations may name; empty: a spec may add no tolerations."""
     priority_class_name: str | None = None
     """Default PriorityClass of trainer pods."""
-    allowed_priority_classes: list[str] = Field(default_factory=list)
+    allowed_priority_classes: CommaList = Field(default_factory=list)
     """PriorityClasses a spec may choose besides the default; empty: only the default."""
     runtime_class_name: str | None = None
     """RuntimeClass of trainer pods (for example nvidia)."""
@@ -119,69 +161,31 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def _parse(annotation: Any, raw: str) -> Any:
-    """Turn one flag or environment string into what the field's type expects."""
-    origin = get_origin(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        value = json.loads(raw)
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a JSON object, got {raw!r}")
-        return value
-    if origin is list:
-        text = raw.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        if get_args(annotation) == (str,):
-            return [item.strip() for item in text.split(",") if item.strip()]
-        raise ValueError(f"expected a JSON list, got {raw!r}")
-    if origin is dict:
-        text = raw.strip()
-        if text.startswith("{"):
-            return json.loads(text)
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError(f"expected a JSON object or k=v,k=v, got {raw!r}")
-        return {key.strip(): value.strip() for key, value in pairs}
-    return raw if raw != "" or annotation is str else None
-
-
-def load_settings(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> OperatorSettings:
-    """Settings from flags over environment over defaults; errors name the flag or variable."""
-    environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(
-        prog="fluxlora-operator",
-        description="Run the LoRATrainingJob operator. Every flag is also an environment "
-        f"variable: {ENV_PREFIX}<FLAG_IN_UPPER_SNAKE_CASE>.",
-    )
-    for name, field in OperatorSettings.model_fields.items():
-        parser.add_argument(_flag(name), dest=name, metavar="VALUE", help=field.description)
-    args = vars(parser.parse_args(argv))
-
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for name, field in OperatorSettings.model_fields.items():
-        env_name = ENV_PREFIX + name.upper()
-        raw, source = args[name], _flag(name)
-        if raw is None and env_name in environ:
-            raw, source = environ[env_name], env_name
-        if raw is None:
-            continue
-        sources[name] = source
-        try:
-            values[name] = _parse(field.annotation, raw)
-        except ValueError as error:
-            raise SystemExit(f"fluxlora-operator: {source}: {error}") from None
+def load_settings(argv: Sequence[str] | None = None) -> OperatorSettings:
+    """Settings from flags (`argv`, default: the command line) over the environment over the
+    defaults; a bad value stops the operator with a message naming its flag or variable."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return OperatorSettings(**values)
+        return OperatorSettings(_cli_parse_args=argv)
     except ValidationError as error:
         problems = []
         for item in error.errors():
             name = str(item["loc"][0]) if item["loc"] else ""
-            where = ".".join([sources.get(name, name), *map(str, item["loc"][1:])])
-            problems.append(f"fluxlora-operator: {where}: {item['msg']} (got {item['input']!r})")
+            where = ".".join([_named(name, argv), *map(str, item["loc"][1:])])
+            problems.append(f"{PROGRAM}: {where}: {item['msg']} (got {item['input']!r})")
         raise SystemExit("\n".join(problems)) from None
+    except SettingsError as error:  # a value that does not even parse (bad JSON)
+        field = re.search(r'field "(\w+)"', str(error))
+        where = _named(field.group(1), argv) if field else "settings"
+        raise SystemExit(f"{PROGRAM}: {where}: {error.__cause__ or error}") from None
+
+
+def _named(field: str, argv: Sequence[str]) -> str:
+    """The flag of `field` when the command line gave it, else its environment variable."""
+    flag = _flag(field)
+    if any(arg == flag or arg.startswith(flag + "=") for arg in argv):
+        return flag
+    return ENV_PREFIX + field.upper()
 
 
 def render_settings_doc() -> str:

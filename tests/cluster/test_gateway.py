@@ -21,7 +21,7 @@ from fluxlora_kube.paths import path
 from fluxlora_localcluster.datasets import make_zip, photos
 from fluxlora_localcluster.gateway_client import GatewayClient
 from fluxlora_localcluster.minio import free_port
-from fluxlora_localcluster.operator import embedded_operator
+from fluxlora_localcluster.operator import embedded_operator, settings_from
 from fluxlora_localcluster.processes import stop
 from fluxlora_localcluster.training_site import (
     GATEWAY_SPEC_DEFAULTS,
@@ -33,7 +33,6 @@ from fluxlora_localcluster.training_site import (
     store_credentials,
 )
 from fluxlora_localcluster.waiting import eventually
-from fluxlora_operator.settings import load_settings
 from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
@@ -196,7 +195,7 @@ async def test_the_reference_curl_flow_trains_and_the_output_downloads(
     key = new_key()
     gateway.set_keys(team=(key, namespace))
     environment = operator_environment(host_s3, bucket, (REAL_NODE_TOLERATION,))
-    settings = load_settings([], environment)
+    settings = settings_from(environment)
     async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
         # The reference's two commands; the body also carries the `data` it requires.
         with_data = REFERENCE_BODY.replace(

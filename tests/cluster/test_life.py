@@ -18,7 +18,7 @@ from fluxlora_kube.paths import path
 from fluxlora_localcluster.control_plane import ControlPlane
 from fluxlora_localcluster.datasets import make_zip, photos
 from fluxlora_localcluster.node_network import HOST_ADDRESS
-from fluxlora_localcluster.operator import embedded_operator
+from fluxlora_localcluster.operator import embedded_operator, settings_from
 from fluxlora_localcluster.training_site import (
     MODEL_PATH,
     model_cache_claim,
@@ -28,7 +28,6 @@ from fluxlora_localcluster.training_site import (
 )
 from fluxlora_localcluster.waiting import eventually
 from fluxlora_operator import naming
-from fluxlora_operator.settings import load_settings
 from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
@@ -87,7 +86,7 @@ def quiet_site(request, control_plane, cluster_admin, namespace, real_node, tiny
     }
     site = Site(control_plane, cluster_admin, namespace, bucket, s3)
     site.operator = lambda: embedded_operator(
-        cluster_admin, control_plane.kopf_connection(), load_settings([], environment)
+        cluster_admin, control_plane.kopf_connection(), settings_from(environment)
     )
     return site
 

@@ -21,7 +21,19 @@ from fluxlora_operator.handlers import register
 from fluxlora_operator.main import operator_options
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.reconciler import Reconciler
-from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.settings import ENV_PREFIX, OperatorSettings, load_settings
+
+
+def settings_from(environment: dict[str, str]) -> OperatorSettings:
+    """The settings an operator process started with `environment` (FLUXLORA_* variables) would
+    read, for an embedded operator: each variable passed as its flag, which the same parsers
+    read (and flags win over the test process's own environment)."""
+    flags = [
+        f"--{name.removeprefix(ENV_PREFIX).lower().replace('_', '-')}={value}"
+        for name, value in environment.items()
+        if name.startswith(ENV_PREFIX)
+    ]
+    return load_settings(flags)
 
 
 @contextlib.asynccontextmanager

@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fluxlora_api.limits import DATASET_LIMITS_ENV
 from fluxlora_localcluster.datasets import make_zip, photos
 
 
@@ -28,7 +30,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def http_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
     """A file server on loopback, which the trainer refuses unless the operator allows it: the
     environment allows it here, as the operator would (trainer subprocesses inherit it)."""
-    monkeypatch.setenv("FLUXLORA_ALLOWED_NETWORKS", "127.0.0.0/8")
+    monkeypatch.setenv(DATASET_LIMITS_ENV, json.dumps({"allowedNetworks": ["127.0.0.0/8"]}))
     root = tmp_path / "www"
     root.mkdir()
     handler = functools.partial(_QuietHandler, directory=str(root))

@@ -203,7 +203,7 @@ def test_a_caption_over_the_limit_is_skipped_and_its_image_trains_without_it(tmp
     assert [(item.name, item.reason) for item in dataset.skipped] == [
         (
             "a.txt",
-            "larger than the caption limit of 100 bytes (FLUXLORA_MAX_CAPTION_BYTES); "
+            "larger than the caption limit of 100 bytes (dataset-limits maxCaptionBytes); "
             "its image is trained as if it had no caption",
         )
     ]
@@ -216,5 +216,5 @@ def test_images_over_the_total_pixel_budget_are_bad_input(tmp_path):
         open_zip(tmp_path, photos(3), limits=limits)
     assert str(error.value) == (
         f"data: the images of {tmp_path / 'data.zip'} hold more than the limit of 6144 pixels "
-        "in all (FLUXLORA_MAX_TOTAL_PIXELS); use fewer or smaller images"
+        "in all (dataset-limits maxTotalPixels); use fewer or smaller images"
     )

@@ -264,6 +264,6 @@ def test_a_slow_server_runs_into_the_download_deadline(server, tmp_path, path):
     assert time.monotonic() - started < 3
     assert str(error.value) == (
         f"data: {server.url}{path} took longer than the download deadline of 0.5 s "
-        "(FLUXLORA_DOWNLOAD_DEADLINE_SECONDS); serve it from a faster server"
+        "(dataset-limits downloadDeadlineSeconds); serve it from a faster server"
     )
     assert server.hits[path] == 1  # no retry after the deadline

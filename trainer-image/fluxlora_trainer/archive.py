@@ -147,7 +147,7 @@ def _extract(bundle: zipfile.ZipFile, root: Path, limits: DatasetLimits, label: 
     if len(infos) > limits.max_files:
         raise BadInput(
             f"data: {label} holds {len(infos)} files, more than the limit of "
-            f"{limits.max_files} (FLUXLORA_MAX_FILES)"
+            f"{limits.max_files} (dataset-limits maxFiles)"
         )
     declared = sum(info.file_size for info in infos)
     if declared > limits.max_uncompressed_bytes:
@@ -198,7 +198,7 @@ def _check_directory_size(archive: Path, label: str, limits: DatasetLimits) -> N
     if size > limits.max_files * DIRECTORY_BYTES_PER_FILE:
         raise BadInput(
             f"data: {label} has a table of contents of {size} bytes, too big for the limit of "
-            f"{limits.max_files} files (FLUXLORA_MAX_FILES)"
+            f"{limits.max_files} files (dataset-limits maxFiles)"
         )
 
 
@@ -230,5 +230,5 @@ def _copy(
 def _too_big(label: str, size: int, limits: DatasetLimits) -> BadInput:
     return BadInput(
         f"data: {label} unpacks to more than the limit of {limits.max_uncompressed_bytes} bytes "
-        f"(at least {size}; FLUXLORA_MAX_UNCOMPRESSED_BYTES)"
+        f"(at least {size}; dataset-limits maxUncompressedBytes)"
     )

@@ -24,7 +24,7 @@ def read_caption(path: Path, max_bytes: int) -> str | None:
         raw = file.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise UnusableCaption(
-            f"larger than the caption limit of {max_bytes} bytes (FLUXLORA_MAX_CAPTION_BYTES); "
+            f"larger than the caption limit of {max_bytes} bytes (dataset-limits maxCaptionBytes); "
             "its image is trained as if it had no caption"
         )
     text = raw.decode("utf-8-sig")

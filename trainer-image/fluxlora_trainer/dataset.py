@@ -76,7 +76,7 @@ def pair_captions(
         if pixels > limits.max_total_pixels:
             raise BadInput(
                 f"data: the images of {label} hold more than the limit of "
-                f"{limits.max_total_pixels} pixels in all (FLUXLORA_MAX_TOTAL_PIXELS); "
+                f"{limits.max_total_pixels} pixels in all (dataset-limits maxTotalPixels); "
                 "use fewer or smaller images"
             )
         caption_file = captions.get(_stem_key(path))

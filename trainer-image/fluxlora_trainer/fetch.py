@@ -67,14 +67,14 @@ def fetch(url: str, destination: Path, limits: DatasetLimits) -> Path:
 def _too_large(url: str, size: int, limits: DatasetLimits) -> BadInput:
     return BadInput(
         f"data: {display_url(url)} is larger than the download limit "
-        f"({size} > {limits.max_download_bytes} bytes; FLUXLORA_MAX_DOWNLOAD_BYTES)"
+        f"({size} > {limits.max_download_bytes} bytes; dataset-limits maxDownloadBytes)"
     )
 
 
 def _too_slow(url: str, limits: DatasetLimits) -> BadInput:
     return BadInput(
         f"data: {display_url(url)} took longer than the download deadline of "
-        f"{limits.download_deadline_seconds:g} s (FLUXLORA_DOWNLOAD_DEADLINE_SECONDS); "
+        f"{limits.download_deadline_seconds:g} s (dataset-limits downloadDeadlineSeconds); "
         "serve it from a faster server"
     )
 

@@ -36,7 +36,7 @@ def load_rgb(path: Path, max_pixels: int) -> Image.Image:
                 if width * height > max_pixels:
                     raise UnusableImage(
                         f"{width}x{height} is more than {max_pixels} pixels "
-                        "(FLUXLORA_MAX_IMAGE_PIXELS)"
+                        "(dataset-limits maxImagePixels)"
                     )
                 opened.load()
                 image = ImageOps.exif_transpose(opened)

@@ -252,8 +252,23 @@ def ensure_images(*which: str) -> tuple[str, ...]:
     return names
 
 
+def prune_unused() -> int:
+    """Remove the image layers no current image uses (earlier builds' dependency layers, several
+    GB each for the trainer), leaf by leaf until none is left; returns how many went. The
+    layers of the current images, their build cache, stay."""
+    removed = 0
+    while True:
+        gone = [line for line in buildah("rmi", "--prune").splitlines() if line.strip()]
+        if not gone:
+            return removed
+        removed += len(gone)
+
+
 if __name__ == "__main__":
     began = time.monotonic()
     names = ensure_images(*sys.argv[1:])
+    pruned = prune_unused()
+    if pruned:
+        _say(f"removed {pruned} unused image layer(s) of earlier builds")
     print(f"images ready in the cluster's registry ({', '.join(names)}, "
           f"{time.monotonic() - began:.0f} s)")  # fmt: skip

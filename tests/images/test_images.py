@@ -122,3 +122,23 @@ def test_the_trainer_image_holds_its_lock_exactly_and_no_operator_code():
              if found["installed"].get(n) != v}  # fmt: skip
     assert wrong == {}, "installed versions differ from trainer-image/requirements.lock"
     assert set(found["importable"]) == {"fluxlora_trainer", "fluxlora_api", "torch"}
+
+
+def test_make_images_removes_what_only_earlier_builds_used(tmp_path):
+    """A rebuilt dependency layer leaves the old one behind (6 GB for the trainer); pruning
+    removes it and keeps the current image."""
+
+    def build(content: str) -> str:
+        (tmp_path / "marker.txt").write_text(content)
+        dockerfile = tmp_path / "Dockerfile"
+        dockerfile.write_text(f"FROM {images.base_image()}\nCOPY marker.txt /marker.txt\n")
+        images.build_dockerfile(dockerfile, "fluxlora-prune-test", tmp_path)
+        return images.image_id("fluxlora-prune-test")
+
+    earlier = build(str(uuid.uuid4()))
+    current = build(str(uuid.uuid4()))
+    assert earlier != current
+    assert images.prune_unused() >= 1
+    kept = images.buildah("images", "--all", "--no-trunc", "--format", "{{.ID}}")
+    assert current in kept and earlier not in kept
+    images.buildah("rmi", "fluxlora-prune-test")

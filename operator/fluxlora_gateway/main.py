@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fluxlora_gateway.app import ACCESS_LOG_FORMAT, Gateway, build_app
 from fluxlora_gateway.hosted import check_spec_defaults
 from fluxlora_gateway.keys import KeyStore, new_key, secret_entry
 from fluxlora_kube.client import Kube, load_api_client
+from fluxlora_operator.command_settings import load_command_settings
 from fluxlora_operator.rate_limit import RateLimiter
 
 PROGRAM = "fluxlora-gateway"
@@ -70,23 +71,7 @@ class GatewaySettings(BaseSettings):
 def load_gateway_settings(argv: list[str]) -> GatewaySettings:
     """`serve`'s settings from flags over the environment over the defaults; a bad value stops
     the gateway with a message naming its flag or variable."""
-    try:
-        return GatewaySettings(_cli_parse_args=argv)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            name = str(item["loc"][0]) if item["loc"] else ""
-            problems.append(f"{PROGRAM}: {_named(name, argv)}: {item['msg']}")
-        raise SystemExit("\n".join(problems)) from None
-    except SettingsError as error:  # a value that does not parse (bad JSON)
-        raise SystemExit(f"{PROGRAM}: {error}: {error.__cause__ or ''}") from None
-
-
-def _named(field: str, argv: list[str]) -> str:
-    flag = "--" + field.replace("_", "-")
-    if any(arg == flag or arg.startswith(flag + "=") for arg in argv):
-        return flag
-    return ENV_PREFIX + field.upper()
+    return load_command_settings(GatewaySettings, argv, PROGRAM)
 
 
 def _own_namespace() -> str:

@@ -3,16 +3,16 @@ environment variable (FLUXLORA_TRAINER_IMAGE); a flag wins over the environment,
 the default. Lists are comma-separated or JSON, maps k=v,k=v or JSON, objects JSON."""
 
 import json
-import re
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import Toleration
+from fluxlora_operator.command_settings import flag, load_command_settings
 
 ENV_PREFIX = "FLUXLORA_"
 OPERATOR_VERSION = "0.1.0"
@@ -157,35 +157,10 @@ class OperatorSettings(BaseSettings):
         return not self.namespaces
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
 def load_settings(argv: Sequence[str] | None = None) -> OperatorSettings:
     """Settings from flags (`argv`, default: the command line) over the environment over the
     defaults; a bad value stops the operator with a message naming its flag or variable."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return OperatorSettings(_cli_parse_args=argv)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            name = str(item["loc"][0]) if item["loc"] else ""
-            where = ".".join([_named(name, argv), *map(str, item["loc"][1:])])
-            problems.append(f"{PROGRAM}: {where}: {item['msg']} (got {item['input']!r})")
-        raise SystemExit("\n".join(problems)) from None
-    except SettingsError as error:  # a value that does not even parse (bad JSON)
-        field = re.search(r'field "(\w+)"', str(error))
-        where = _named(field.group(1), argv) if field else "settings"
-        raise SystemExit(f"{PROGRAM}: {where}: {error.__cause__ or error}") from None
-
-
-def _named(field: str, argv: Sequence[str]) -> str:
-    """The flag of `field` when the command line gave it, else its environment variable."""
-    flag = _flag(field)
-    if any(arg == flag or arg.startswith(flag + "=") for arg in argv):
-        return flag
-    return ENV_PREFIX + field.upper()
+    return load_command_settings(OperatorSettings, sys.argv[1:] if argv is None else argv, PROGRAM)
 
 
 def render_settings_doc() -> str:
@@ -206,9 +181,7 @@ def render_settings_doc() -> str:
             default = json.dumps(default.model_dump(mode="json", by_alias=True))
         shown = "" if default in (None, [], {}) else f"`{default}`"
         description = " ".join((field.description or "").split()).replace("|", "\\|")
-        lines.append(
-            f"| `{_flag(name)}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {description} |"
-        )
+        lines.append(f"| `{flag(name)}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {description} |")
     return "\n".join(lines) + "\n"
 
 

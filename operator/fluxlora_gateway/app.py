@@ -1,5 +1,5 @@
-"""The gateway's HTTP server (aiohttp): the hosted API's two endpoints plus output downloads,
-behind Bearer keys that each open one namespace."""
+"""The gateway's HTTP server (aiohttp): the hosted API's endpoints (submit, result, delete) plus
+output downloads, behind Bearer keys that each open one namespace."""
 
 import asyncio
 import logging
@@ -58,6 +58,13 @@ class Gateway:
             if item["metadata"]["uid"] == prediction_id:
                 return item
         raise Failure(404, f"prediction {prediction_id} not found")
+
+    async def remove(self, tenant: Tenant, item: dict[str, Any]) -> None:
+        """Delete the resource in the background (its Job and pods follow); gone already is
+        fine."""
+        meta = item["metadata"]
+        await asyncio.to_thread(self.kube.delete, resource.KIND, tenant.namespace, meta["name"])
+        logger.info("%s deleted %s/%s", tenant.name, tenant.namespace, meta["name"])
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -124,6 +131,30 @@ async def result(request: web.Request) -> web.Response:
     return _reply(200, "success", hosted.prediction(item, gateway.base_url(request)))
 
 
+async def delete(request: web.Request) -> web.Response:
+    """Delete one prediction: its resource, and with it the Job and pods (the outputs stay in
+    storage); then its id is unknown."""
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    item = await gateway.find(tenant, request.match_info["id"])
+    await gateway.remove(tenant, item)
+    return _reply(200, "success", hosted.Deleted(id=item["metadata"]["uid"]).model_dump())
+
+
+async def delete_many(request: web.Request) -> web.Response:
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    raw = await request.content.read(hosted.MAX_BODY_BYTES + 1)
+    if len(raw) > hosted.MAX_BODY_BYTES:
+        raise hosted.RequestError(f"body: larger than {hosted.MAX_BODY_BYTES} bytes")
+    wanted = set(hosted.parse_delete_many(raw))
+    items = await asyncio.to_thread(gateway.kube.list_objects, resource.KIND, tenant.namespace, "")
+    mine = [item for item in items if item["metadata"]["uid"] in wanted]
+    for item in mine:
+        await gateway.remove(tenant, item)
+    return _reply(200, "success", hosted.DeletedCount(deleted_count=len(mine)).model_dump())
+
+
 async def output(request: web.Request) -> web.StreamResponse:
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
@@ -148,6 +179,9 @@ def build_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     app.router.add_post(hosted.SUBMIT_PATH, submit)
     app.router.add_get(hosted.RESULT_PATH, result)
+    app.router.add_post(hosted.DELETE_MANY_PATH, delete_many)
+    app.router.add_get(hosted.PREDICTION_PATH, result)
+    app.router.add_delete(hosted.PREDICTION_PATH, delete)
     app.router.add_get(hosted.OUTPUT_PATH, output)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)

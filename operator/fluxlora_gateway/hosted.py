@@ -3,7 +3,7 @@ prediction object, and the response envelope. Field names, status words and the 
 reference's; the validation is the CRD's own model."""
 
 import json
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,6 +15,9 @@ from fluxlora_api.status import DATE_TIME, Phase, Timings, hosted_created_at, ph
 MODEL_ID = "wavespeed-ai/flux-dev-lora-trainer"
 SUBMIT_PATH = f"/api/v3/{MODEL_ID}"
 RESULT_PATH = "/api/v3/predictions/{id}/result"
+PREDICTION_PATH = "/api/v3/predictions/{id}"  # the platform's general spelling of RESULT_PATH
+DELETE_MANY_PATH = "/api/v3/predictions/delete"
+MAX_DELETE_IDS = 100
 OUTPUT_PATH = "/api/v3/predictions/{id}/outputs/{file}"
 MAX_BODY_BYTES = 64 * 1024
 
@@ -98,6 +101,43 @@ class Prediction(HostedModel):
     """Why the task failed; empty otherwise."""
     timings: Timings
     """Training time; inference is in milliseconds."""
+
+
+class Deleted(HostedModel):
+    """The answer to deleting one prediction."""
+
+    id: str
+    """The deleted task's id."""
+    status: Literal["deleted"] = "deleted"
+    """Always `deleted` (a final status, as the hosted SDK treats it)."""
+
+
+class DeleteMany(HostedModel):
+    """The body of a batch delete."""
+
+    ids: list[str] = Field(max_length=MAX_DELETE_IDS)
+    """Task ids; ids this key does not know are ignored."""
+
+
+class DeletedCount(HostedModel):
+    """The answer to a batch delete."""
+
+    deleted_count: int = Field(ge=0)
+    """How many of the ids were this key's predictions, now deleted."""
+
+
+def parse_delete_many(raw: bytes) -> list[str]:
+    """The ids of a batch-delete body; errors name the field."""
+    try:
+        body = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RequestError(f"body: not valid JSON ({error})") from None
+    try:
+        return DeleteMany.model_validate(body).ids
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "body"
+        raise RequestError(f"{field}: {first['msg']}") from None
 
 
 def created_at(resource: dict[str, Any]) -> str:

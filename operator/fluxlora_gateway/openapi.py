@@ -20,12 +20,22 @@ def _request_schema() -> dict[str, Any]:
 
 
 SCHEMAS = "#/components/schemas/{model}"
+# The answers' `data` models; each is a component, with an envelope <Model>Response around it.
+ANSWERS = (hosted.Prediction, hosted.Deleted, hosted.DeletedCount)
 
 
-def _prediction_schemas() -> dict[str, Any]:
-    """Prediction and the models it holds, as components (the same model makes the answers)."""
-    schema = hosted.Prediction.model_json_schema(ref_template=SCHEMAS)
-    return {**schema.pop("$defs", {}), "Prediction": schema}
+def _model_schemas() -> dict[str, Any]:
+    """Each answer model and the models it holds, as components (the same models make the
+    answers), plus the batch-delete body."""
+    schemas: dict[str, Any] = {}
+    for model in (*ANSWERS, hosted.DeleteMany):
+        schema = model.model_json_schema(ref_template=SCHEMAS)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    for model in ANSWERS:
+        ref = {"$ref": SCHEMAS.format(model=model.__name__)}
+        schemas[f"{model.__name__}Response"] = _envelope(ref)
+    return schemas
 
 
 def _envelope(data: dict[str, Any]) -> dict[str, Any]:
@@ -39,27 +49,19 @@ def _envelope(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _answers(ok: str, *errors: int) -> dict[str, Any]:
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": SCHEMAS.format(model=schema)}}}
+
+
+def _answers(ok: str, *errors: int, answer: str = "Prediction") -> dict[str, Any]:
     reasons = {
         400: "bad request: the message names the field",
         401: "missing or unknown key",
         404: "no such prediction for this key",
     }
-    answers = {
-        "200": {
-            "description": ok,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictionResponse"}}
-            },
-        }
-    }
+    answers = {"200": {"description": ok, "content": _json(f"{answer}Response")}}
     for code in errors:
-        answers[str(code)] = {
-            "description": reasons[code],
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
-            },
-        }
+        answers[str(code)] = {"description": reasons[code], "content": _json("ErrorResponse")}
     return answers
 
 
@@ -74,14 +76,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             hosted.SUBMIT_PATH: {
                 "post": {
                     "summary": "Submit a training task",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/TrainingRequest"}
-                            }
-                        },
-                    },
+                    "requestBody": {"required": True, "content": _json("TrainingRequest")},
                     "responses": _answers("the task, status created", 400, 401),
                 }
             },
@@ -90,6 +85,25 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     "summary": "Get the task's result",
                     "parameters": [id_parameter],
                     "responses": _answers("the task", 401, 404),
+                }
+            },
+            hosted.PREDICTION_PATH: {
+                "get": {
+                    "summary": "Get the task (the same as its result)",
+                    "parameters": [id_parameter],
+                    "responses": _answers("the task", 401, 404),
+                },
+                "delete": {
+                    "summary": "Delete the task: a run in progress stops; outputs stay in storage",
+                    "parameters": [id_parameter],
+                    "responses": _answers("deleted", 401, 404, answer="Deleted"),
+                },
+            },
+            hosted.DELETE_MANY_PATH: {
+                "post": {
+                    "summary": "Delete several tasks; ids this key does not know are ignored",
+                    "requestBody": {"required": True, "content": _json("DeleteMany")},
+                    "responses": _answers("how many were deleted", 400, 401, answer="DeletedCount"),
                 }
             },
             hosted.OUTPUT_PATH: {
@@ -116,8 +130,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "TrainingRequest": _request_schema(),
-                **_prediction_schemas(),
-                "PredictionResponse": _envelope({"$ref": SCHEMAS.format(model="Prediction")}),
+                **_model_schemas(),
                 "ErrorResponse": _envelope({"type": "object"}),
             },
         },

@@ -170,11 +170,54 @@ def test_tenants_never_see_each_others_predictions(gateway, cluster_admin, names
         cluster_admin.request("DELETE", path("Namespace", name=other))
 
 
-def test_the_openapi_document_describes_both_endpoints(gateway):
+def test_a_prediction_is_read_and_deleted_by_its_id_by_its_tenant_alone(
+    gateway, cluster_admin, namespace
+):
+    other = f"{namespace}-b"
+    create_namespace(cluster_admin, other)
+    try:
+        mine, theirs = new_key(), new_key()
+        gateway.set_keys(a=(mine, namespace), b=(theirs, other))
+        body = b'{"data": "https://example.com/a.zip"}'
+        ids = [gateway.call("POST", SUBMIT, mine, body)[1]["data"]["id"] for _ in range(3)]
+        first = f"/api/v3/predictions/{ids[0]}"
+        # The platform's general spelling answers as /result does.
+        (status, got), (_, result) = (
+            gateway.call("GET", first, mine),
+            gateway.call("GET", first + "/result", mine),
+        )
+        assert status == 200 and got["data"] == result["data"]
+
+        # Another tenant can neither read nor delete it; its owner can, once.
+        assert gateway.call("GET", first, theirs)[0] == 404
+        assert gateway.call("DELETE", first, theirs)[0] == 404
+        deleted = {"code": 200, "message": "success", "data": {"id": ids[0], "status": "deleted"}}
+        assert gateway.call("DELETE", first, mine) == (200, deleted)
+        assert gateway.call("GET", first, mine)[0] == 404
+        assert gateway.call("DELETE", first, mine)[0] == 404
+
+        # A batch: unknown ids, deleted ones and another tenant's are ignored.
+        theirs_id = gateway.call("POST", SUBMIT, theirs, body)[1]["data"]["id"]
+        asked = {"ids": [ids[1], ids[2], str(uuid.uuid4()), theirs_id, ids[0]]}
+        status, answer = gateway.call(
+            "POST", "/api/v3/predictions/delete", mine, json.dumps(asked).encode()
+        )
+        assert (status, answer["data"]) == (200, {"deleted_count": 2})
+        assert cluster_admin.list_objects("LoRATrainingJob", namespace, "") == []
+        left = cluster_admin.list_objects("LoRATrainingJob", other, "")
+        assert [item["metadata"]["uid"] for item in left] == [theirs_id]
+        status, answer = gateway.call("POST", "/api/v3/predictions/delete", mine, b'{"id": 1}')
+        assert status == 400 and answer["message"].startswith("ids: ")
+    finally:
+        cluster_admin.request("DELETE", path("Namespace", name=other))
+
+
+def test_the_openapi_document_describes_every_endpoint(gateway):
     with urllib.request.urlopen(gateway.url + "/openapi.json", timeout=10) as response:
         document = json.loads(response.read())
     assert SUBMIT in document["paths"]
     assert "/api/v3/predictions/{id}/result" in document["paths"]
+    assert set(document["paths"]["/api/v3/predictions/{id}"]) == {"get", "delete"}
     request = document["components"]["schemas"]["TrainingRequest"]
     assert set(request["properties"]) == {
         "data", "trigger_word", "steps", "learning_rate", "lora_rank"

@@ -160,3 +160,48 @@ def test_every_prediction_matches_the_published_openapi_schema():
     assert statuses == ["created", "processing", "completed", "failed"]
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(hosted.envelope(200, "success", {**data, "status": "running"}))
+
+
+def test_the_openapi_document_describes_every_endpoint_the_gateway_serves():
+    from fluxlora_gateway.app import Gateway, build_app
+
+    app = build_app(Gateway(kube=None, keys=None))  # type: ignore[arg-type]  # routes only
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD"
+    } - {("get", "/openapi.json"), ("get", "/healthz")}
+    document = openapi_document("https://gw.example")
+    described = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert served == described
+
+
+@pytest.mark.parametrize(
+    ("schema", "answer"),
+    [
+        ("DeletedResponse", hosted.Deleted(id="u-1").model_dump()),
+        ("DeletedCountResponse", hosted.DeletedCount(deleted_count=2).model_dump()),
+    ],
+)
+def test_delete_answers_match_their_published_schemas(schema, answer):
+    document = openapi_document("https://gw.example")
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": document["components"]}
+    )
+    validator.validate(hosted.envelope(200, "success", answer))
+    assert answer.get("status", "deleted") == "deleted"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{}", "ids: Field required"),
+        (b'{"ids": "abc"}', "ids: Input should be a valid list"),
+        (b'{"ids": [], "extra": 1}', "extra: Extra inputs are not permitted"),
+        (b"[", "body: not valid JSON"),
+        (json.dumps({"ids": ["x"] * 101}).encode(), "ids: List should have at most 100 items"),
+    ],
+)
+def test_a_bad_batch_delete_names_the_field(raw, message):
+    with pytest.raises(hosted.RequestError, match=message):
+        hosted.parse_delete_many(raw)

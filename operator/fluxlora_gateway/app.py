@@ -10,6 +10,7 @@ from aiohttp import web
 
 from fluxlora_api import resource
 from fluxlora_gateway import hosted
+from fluxlora_gateway.history import HISTORY_PATH, HistoryQuery, history
 from fluxlora_gateway.keys import KeyStore, KeysUnavailable, Tenant
 from fluxlora_gateway.openapi import openapi_document
 from fluxlora_gateway.outputs import stream_output
@@ -103,13 +104,20 @@ async def _errors(request: web.Request, handler) -> web.StreamResponse:
         return _reply(502, "the cluster did not accept the request")
 
 
-async def submit(request: web.Request) -> web.Response:
-    gateway: Gateway = request.app[GATEWAY]
-    tenant = await gateway.tenant(request)
+async def _body(request: web.Request) -> bytes:
+    """The request's body, refused past MAX_BODY_BYTES without reading more."""
     if (request.content_length or 0) > hosted.MAX_BODY_BYTES:
         raise hosted.RequestError(f"body: larger than {hosted.MAX_BODY_BYTES} bytes")
     raw = await request.content.read(hosted.MAX_BODY_BYTES + 1)
-    spec = hosted.parse_request(raw)
+    if len(raw) > hosted.MAX_BODY_BYTES:
+        raise hosted.RequestError(f"body: larger than {hosted.MAX_BODY_BYTES} bytes")
+    return raw
+
+
+async def submit(request: web.Request) -> web.Response:
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    spec = hosted.parse_request(await _body(request))
     body = {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
@@ -144,15 +152,22 @@ async def delete(request: web.Request) -> web.Response:
 async def delete_many(request: web.Request) -> web.Response:
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
-    raw = await request.content.read(hosted.MAX_BODY_BYTES + 1)
-    if len(raw) > hosted.MAX_BODY_BYTES:
-        raise hosted.RequestError(f"body: larger than {hosted.MAX_BODY_BYTES} bytes")
-    wanted = set(hosted.parse_delete_many(raw))
+    wanted = set(hosted.parse_body(hosted.DeleteMany, await _body(request)).ids)
     items = await asyncio.to_thread(gateway.kube.list_objects, resource.KIND, tenant.namespace, "")
     mine = [item for item in items if item["metadata"]["uid"] in wanted]
     for item in mine:
         await gateway.remove(tenant, item)
     return _reply(200, "success", hosted.DeletedCount(deleted_count=len(mine)).model_dump())
+
+
+async def list_history(request: web.Request) -> web.Response:
+    """The key's predictions, filtered and paged, newest first."""
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    query = hosted.parse_body(HistoryQuery, await _body(request) or b"{}")
+    items = await asyncio.to_thread(gateway.kube.list_objects, resource.KIND, tenant.namespace, "")
+    page = history(items, query, gateway.base_url(request))
+    return _reply(200, "success", page.model_dump(mode="json"))
 
 
 async def output(request: web.Request) -> web.StreamResponse:
@@ -180,6 +195,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_post(hosted.SUBMIT_PATH, submit)
     app.router.add_get(hosted.RESULT_PATH, result)
     app.router.add_post(hosted.DELETE_MANY_PATH, delete_many)
+    app.router.add_post(HISTORY_PATH, list_history)
     app.router.add_get(hosted.PREDICTION_PATH, result)
     app.router.add_delete(hosted.PREDICTION_PATH, delete)
     app.router.add_get(hosted.OUTPUT_PATH, output)

@@ -3,7 +3,7 @@ prediction object, and the response envelope. Field names, status words and the 
 reference's; the validation is the CRD's own model."""
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,6 +75,9 @@ class HostedModel(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
+Body = TypeVar("Body", bound=HostedModel)
+
+
 class PredictionUrls(HostedModel):
     get: str = Field(json_schema_extra={"format": "uri"})
     """Where to poll for the result."""
@@ -126,14 +129,14 @@ class DeletedCount(HostedModel):
     """How many of the ids were this key's predictions, now deleted."""
 
 
-def parse_delete_many(raw: bytes) -> list[str]:
-    """The ids of a batch-delete body; errors name the field."""
+def parse_body(model: type[Body], raw: bytes) -> Body:
+    """A JSON request body as `model`; errors name the field."""
     try:
         body = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RequestError(f"body: not valid JSON ({error})") from None
     try:
-        return DeleteMany.model_validate(body).ids
+        return model.model_validate(body)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "body"

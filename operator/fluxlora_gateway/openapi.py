@@ -4,6 +4,7 @@ from typing import Any
 
 from fluxlora_api.spec import DEFAULT_LEARNING_RATE, HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
 from fluxlora_gateway import hosted
+from fluxlora_gateway.history import HISTORY_PATH, History, HistoryQuery
 
 
 def _request_schema() -> dict[str, Any]:
@@ -21,14 +22,15 @@ def _request_schema() -> dict[str, Any]:
 
 SCHEMAS = "#/components/schemas/{model}"
 # The answers' `data` models; each is a component, with an envelope <Model>Response around it.
-ANSWERS = (hosted.Prediction, hosted.Deleted, hosted.DeletedCount)
+ANSWERS = (hosted.Prediction, hosted.Deleted, hosted.DeletedCount, History)
+REQUESTS = (hosted.DeleteMany, HistoryQuery)
 
 
 def _model_schemas() -> dict[str, Any]:
     """Each answer model and the models it holds, as components (the same models make the
-    answers), plus the batch-delete body."""
+    answers), and the request bodies."""
     schemas: dict[str, Any] = {}
-    for model in (*ANSWERS, hosted.DeleteMany):
+    for model in (*ANSWERS, *REQUESTS):
         schema = model.model_json_schema(ref_template=SCHEMAS)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -98,6 +100,13 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     "parameters": [id_parameter],
                     "responses": _answers("deleted", 401, 404, answer="Deleted"),
                 },
+            },
+            HISTORY_PATH: {
+                "post": {
+                    "summary": "List this key's tasks, newest first, filtered and paged",
+                    "requestBody": {"required": False, "content": _json("HistoryQuery")},
+                    "responses": _answers("one page of tasks", 400, 401, answer="History"),
+                }
             },
             hosted.DELETE_MANY_PATH: {
                 "post": {

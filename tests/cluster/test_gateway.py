@@ -212,6 +212,32 @@ def test_a_prediction_is_read_and_deleted_by_its_id_by_its_tenant_alone(
         cluster_admin.request("DELETE", path("Namespace", name=other))
 
 
+def test_the_history_lists_the_keys_own_predictions_in_pages(gateway, cluster_admin, namespace):
+    other = f"{namespace}-b"
+    create_namespace(cluster_admin, other)
+    try:
+        mine, theirs = new_key(), new_key()
+        gateway.set_keys(a=(mine, namespace), b=(theirs, other))
+        body = b'{"data": "https://example.com/a.zip"}'
+        ids = {gateway.call("POST", SUBMIT, mine, body)[1]["data"]["id"] for _ in range(3)}
+        gateway.call("POST", SUBMIT, theirs, body)
+        listing = "/api/v3/predictions"
+        status, first = gateway.call("POST", listing, mine, b'{"page_size": 2}')
+        _, second = gateway.call("POST", listing, mine, b'{"page": 2, "page_size": 2}')
+        assert status == 200 and (first["data"]["total"], second["data"]["total"]) == (3, 3)
+        pages = first["data"]["items"] + second["data"]["items"]
+        assert {item["id"] for item in pages} == ids and len(pages) == 3
+        created = [item["created_at"] for item in pages]
+        assert created == sorted(created, reverse=True)  # newest first
+        assert all(item["executionTime"] == 0 and item["status"] == "created" for item in pages)
+        # No body at all is the first page; a bad filter is a 400 naming it.
+        assert gateway.call("POST", listing, mine)[1]["data"]["total"] == 3
+        status, answer = gateway.call("POST", listing, mine, b'{"status": "done"}')
+        assert status == 400 and answer["message"].startswith("status: ")
+    finally:
+        cluster_admin.request("DELETE", path("Namespace", name=other))
+
+
 def test_the_openapi_document_describes_every_endpoint(gateway):
     with urllib.request.urlopen(gateway.url + "/openapi.json", timeout=10) as response:
         document = json.loads(response.read())

@@ -204,4 +204,4 @@ def test_delete_answers_match_their_published_schemas(schema, answer):
 )
 def test_a_bad_batch_delete_names_the_field(raw, message):
     with pytest.raises(hosted.RequestError, match=message):
-        hosted.parse_delete_many(raw)
+        hosted.parse_body(hosted.DeleteMany, raw)

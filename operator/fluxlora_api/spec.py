@@ -70,7 +70,9 @@ class TrainingParameters(ApiModel):
     trigger_word: str | None = Field(DEFAULT_TRIGGER_WORD, max_length=200)
     """Word that stands for the subject or style. Images without a caption are captioned with it;
     images with a caption use their caption unchanged (a "[trigger]" placeholder in a caption is
-    replaced by it). null or "" means no trigger word at all."""
+    replaced by it). "" means no trigger word at all; write it so in manifests: `kubectl apply`
+    drops a null field before sending, and the default then fills it in. null also means none
+    from clients that send it (create, server-side apply, the hosted API)."""
     steps: int = Field(1000, ge=500, le=4000)
     """Number of optimisation steps to train the LoRA for."""
     learning_rate: float | None = Field(None, gt=0, le=1)

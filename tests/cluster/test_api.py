@@ -28,6 +28,32 @@ def test_an_explicit_null_trigger_word_is_kept(cluster_admin, namespace):
     assert "triggerWord" in spec and spec["triggerWord"] is None
 
 
+@pytest.mark.parametrize("verb", ["create", "apply", "apply --server-side"])
+def test_an_empty_trigger_word_means_none_with_every_kubectl_path(
+    control_plane, cluster_admin, namespace, tmp_path, verb
+):
+    """The documented way to say "no trigger word" survives create, client-side apply and
+    server-side apply; a null does not survive client-side apply (kubectl drops it, and the
+    default fills in), which is why the docs say \"\"."""
+    for name, word in (("empty-word", '""'), ("null-word", "null")):
+        manifest = tmp_path / f"{name}.yaml"
+        manifest.write_text(
+            f"apiVersion: {resource.API_VERSION}\nkind: {resource.KIND}\n"
+            f"metadata: {{name: {name}}}\n"
+            f"spec: {{data: 'https://example.com/a.zip', triggerWord: {word}}}\n"
+        )
+        done = control_plane.kubectl(*verb.split(), "-n", namespace, "-f", str(manifest))
+        assert done.returncode == 0, done.stderr
+    stored = {
+        name: parse_spec(cluster_admin.get(resource.KIND, namespace, name)["spec"])
+        for name in ("empty-word", "null-word")
+    }
+    assert stored["empty-word"].effective_trigger_word is None
+    null_survives = verb != "apply"
+    assert (stored["null-word"].effective_trigger_word is None) is null_survives
+    assert "kubectl apply" in control_plane.kubectl("explain", "ltj.spec.triggerWord").stdout
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [

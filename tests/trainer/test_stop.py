@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from fluxlora_api.contract import ExitCode
+from fluxlora_trainer.cli import _stop_behind
+from fluxlora_trainer.errors import Stopped
 from fluxlora_trainer.ranks import PROCESSES_ENV
 from tests.trainer.test_train import config, write
 
@@ -54,3 +56,22 @@ def test_sigterm_stops_a_training_that_runs_as_pid_1(tiny_model, s3_dataset, tmp
     assert took < 15
     assert "stopped by SIGTERM" in json.loads(result.read_text())["error"]
     assert "Traceback" not in rest
+
+
+def test_a_stop_wrapped_by_a_library_import_is_still_a_stop():
+    """diffusers' lazy imports re-raise whatever interrupts them as a RuntimeError (seen when
+    SIGTERM reached a rank that was still importing): it is a stop all the same."""
+    stop = Stopped()
+    try:
+        try:
+            raise stop
+        except Stopped as error:
+            raise RuntimeError("Failed to import diffusers.models.autoencoders") from error
+    except RuntimeError as wrapped:
+        assert _stop_behind(wrapped) is stop
+    unrelated = RuntimeError("CUDA out of memory")
+    assert _stop_behind(unrelated) is None
+    looped = ValueError("a")
+    looped.__context__ = ValueError("b")
+    looped.__context__.__context__ = looped
+    assert _stop_behind(looped) is None

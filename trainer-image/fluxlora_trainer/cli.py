@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -156,19 +157,39 @@ def _train(args: argparse.Namespace) -> int:
         _report(TrainingResult(error=str(error)), args.result_file, main)
         return ExitCode.BAD_INPUT
     except Stopped as error:  # a retry resumes from the last checkpoint
-        logging.getLogger(__name__).warning("%s", error)
-        _report(TrainingResult(error=str(error)), args.result_file, main)
-        # Exit now: torch's threads, cut off mid-step, can crash the interpreter's teardown
-        # (SIGSEGV seen), and the pod's exit code must say "retry", not "crashed".
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(ExitCode.RETRYABLE)
+        _exit_stopped(error, args.result_file, main)
     except Exception as error:  # anything else may pass on a retry (OOM, node, network)
+        stopped = _stop_behind(error)
+        if stopped is not None:  # SIGTERM during a library's lazy import, which wraps it
+            _exit_stopped(stopped, args.result_file, main)
         logging.getLogger(__name__).exception("training failed")
         _report(TrainingResult(error=f"{type(error).__name__}: {error}"), args.result_file, main)
         return ExitCode.RETRYABLE
     _report(result, args.result_file, main)
     return ExitCode.SUCCESS
+
+
+def _stop_behind(error: BaseException) -> Stopped | None:
+    """The Stopped that `error` wraps, if any (diffusers re-raises what stops an import as a
+    RuntimeError whose cause it is)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, Stopped):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _exit_stopped(error: Stopped, result_file: str, main: bool) -> NoReturn:
+    logging.getLogger(__name__).warning("%s", error)
+    _report(TrainingResult(error=str(error)), result_file, main)
+    # Exit now: torch's threads, cut off mid-step, can crash the interpreter's teardown
+    # (SIGSEGV seen), and the pod's exit code must say "retry", not "crashed".
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(ExitCode.RETRYABLE)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,6 +171,14 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         ) as download:
             assert download.read(4096)  # the LoRA streams from MinIO through the gateway
 
+        # A second prediction, deleted through the chart's gateway (its rights allow it).
+        status, second = gateway.call("POST", SUBMIT_PATH, key, request)
+        assert status == 200, second
+        prediction_path = f"/api/v3/predictions/{second['data']['id']}"
+        status, deleted = gateway.call("DELETE", prediction_path, key)
+        assert (status, deleted["data"]["status"]) == (200, "deleted"), deleted
+        assert gateway.call("GET", prediction_path, key)[0] == 404
+
         # The trainer ran in its image, as its user, with the Job's CPU request as threads.
         job = naming.job_name(run["metadata"]["name"])
         (trainer_pod,) = kube.list_objects("Pod", namespace, f"job-name={job}")
@@ -198,10 +206,13 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         assert can_i(plane, account, "create", "tokenreviews") == "yes"  # its one cluster right
         for kind in ("serviceaccounts", "roles", "rolebindings"):
             assert can_i(plane, account, "create", kind, "-n", namespace) == "no"
-        # And what the gateway's may not: anything but submitting, reading, and its keys.
+        # And what the gateway's may not: anything but submitting, reading and deleting
+        # predictions, and reading its keys.
         ns = ["-n", namespace]
         assert can_i(plane, gateway_account, "create", "loratrainingjobs", *ns) == "yes"
-        assert can_i(plane, gateway_account, "delete", "loratrainingjobs", *ns) == "no"
+        assert can_i(plane, gateway_account, "delete", "loratrainingjobs", *ns) == "yes"
+        assert can_i(plane, gateway_account, "delete", "jobs", *ns) == "no"
+        assert can_i(plane, gateway_account, "update", "loratrainingjobs", *ns) == "no"
         assert can_i(plane, gateway_account, "patch", "loratrainingjobs/status", *ns) == "no"
         assert can_i(plane, gateway_account, "list", "pods", *ns) == "no"
         assert can_i(plane, gateway_account, "get", "secrets", *ns) == "no"

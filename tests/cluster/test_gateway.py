@@ -92,6 +92,17 @@ def gateway(control_plane, cluster_admin, namespace, host_s3, tmp_path) -> Itera
     assert "Bearer" not in log.read_text() and "flk_" not in log.read_text()  # no keys logged
 
 
+@pytest.fixture
+def two_tenants(gateway, cluster_admin, namespace) -> Iterator[tuple[str, str, str]]:
+    """Two keys: one for `namespace`, one for a second namespace; and that namespace."""
+    other = f"{namespace}-b"
+    create_namespace(cluster_admin, other)
+    mine, theirs = new_key(), new_key()
+    gateway.set_keys(a=(mine, namespace), b=(theirs, other))
+    yield mine, theirs, other
+    cluster_admin.request("DELETE", path("Namespace", name=other))
+
+
 def test_the_reference_request_without_data_is_refused_naming_data(gateway, namespace):
     key = new_key()
     gateway.set_keys(team=(key, namespace))
@@ -137,105 +148,87 @@ def test_keys_are_required_and_a_changed_secret_applies_without_a_restart(gatewa
     assert gateway.call("POST", SUBMIT, new, body)[0] == 200
 
 
-def test_tenants_never_see_each_others_predictions(gateway, cluster_admin, namespace):
-    other = f"{namespace}-b"
-    create_namespace(cluster_admin, other)
-    try:
-        mine, theirs = new_key(), new_key()
-        gateway.set_keys(a=(mine, namespace), b=(theirs, other))
-        status, answer = gateway.call(
-            "POST", SUBMIT, mine, b'{"data": "https://example.com/a.zip", "trigger_word": null}'
-        )
-        assert status == 200 and answer["message"] == "success"
-        prediction = answer["data"]
-        assert prediction["status"] == "created" and prediction["outputs"] == []
-        result = f"/api/v3/predictions/{prediction['id']}/result"
-        assert prediction["urls"]["get"] == gateway.url + result
+def test_tenants_never_see_each_others_predictions(gateway, cluster_admin, namespace, two_tenants):
+    mine, theirs, other = two_tenants
+    status, answer = gateway.call(
+        "POST", SUBMIT, mine, b'{"data": "https://example.com/a.zip", "trigger_word": null}'
+    )
+    assert status == 200 and answer["message"] == "success"
+    prediction = answer["data"]
+    assert prediction["status"] == "created" and prediction["outputs"] == []
+    result = f"/api/v3/predictions/{prediction['id']}/result"
+    assert prediction["urls"]["get"] == gateway.url + result
 
-        status, again = gateway.call("GET", result, mine)
-        assert status == 200 and again["data"]["id"] == prediction["id"]
-        # The same id with another tenant's key is as unknown as a made-up id.
-        unknown = {"code": 404, "message": f"prediction {prediction['id']} not found", "data": {}}
-        assert gateway.call("GET", result, theirs) == (404, unknown)
-        made_up = str(uuid.uuid4())
-        assert gateway.call("GET", f"/api/v3/predictions/{made_up}/result", mine)[0] == 404
+    status, again = gateway.call("GET", result, mine)
+    assert status == 200 and again["data"]["id"] == prediction["id"]
+    # The same id with another tenant's key is as unknown as a made-up id.
+    unknown = {"code": 404, "message": f"prediction {prediction['id']} not found", "data": {}}
+    assert gateway.call("GET", result, theirs) == (404, unknown)
+    made_up = str(uuid.uuid4())
+    assert gateway.call("GET", f"/api/v3/predictions/{made_up}/result", mine)[0] == 404
 
-        (item,) = cluster_admin.list_objects("LoRATrainingJob", namespace, "")
-        assert item["metadata"]["uid"] == prediction["id"]
-        assert item["spec"]["triggerWord"] is None  # null kept: no trigger word
-        assert item["spec"]["steps"] == 1000  # the API server's default, as for kubectl
-        assert item["spec"]["baseModel"] == MODEL_PATH  # the gateway's spec defaults
-        assert cluster_admin.list_objects("LoRATrainingJob", other, "") == []
-    finally:
-        cluster_admin.request("DELETE", path("Namespace", name=other))
+    (item,) = cluster_admin.list_objects("LoRATrainingJob", namespace, "")
+    assert item["metadata"]["uid"] == prediction["id"]
+    assert item["spec"]["triggerWord"] is None  # null kept: no trigger word
+    assert item["spec"]["steps"] == 1000  # the API server's default, as for kubectl
+    assert item["spec"]["baseModel"] == MODEL_PATH  # the gateway's spec defaults
+    assert cluster_admin.list_objects("LoRATrainingJob", other, "") == []
 
 
 def test_a_prediction_is_read_and_deleted_by_its_id_by_its_tenant_alone(
-    gateway, cluster_admin, namespace
+    gateway, cluster_admin, namespace, two_tenants
 ):
-    other = f"{namespace}-b"
-    create_namespace(cluster_admin, other)
-    try:
-        mine, theirs = new_key(), new_key()
-        gateway.set_keys(a=(mine, namespace), b=(theirs, other))
-        body = b'{"data": "https://example.com/a.zip"}'
-        ids = [gateway.call("POST", SUBMIT, mine, body)[1]["data"]["id"] for _ in range(3)]
-        first = f"/api/v3/predictions/{ids[0]}"
-        # The platform's general spelling answers as /result does.
-        (status, got), (_, result) = (
-            gateway.call("GET", first, mine),
-            gateway.call("GET", first + "/result", mine),
-        )
-        assert status == 200 and got["data"] == result["data"]
+    mine, theirs, other = two_tenants
+    body = b'{"data": "https://example.com/a.zip"}'
+    ids = [gateway.call("POST", SUBMIT, mine, body)[1]["data"]["id"] for _ in range(3)]
+    first = f"/api/v3/predictions/{ids[0]}"
+    # The platform's general spelling answers as /result does.
+    (status, got), (_, result) = (
+        gateway.call("GET", first, mine),
+        gateway.call("GET", first + "/result", mine),
+    )
+    assert status == 200 and got["data"] == result["data"]
 
-        # Another tenant can neither read nor delete it; its owner can, once.
-        assert gateway.call("GET", first, theirs)[0] == 404
-        assert gateway.call("DELETE", first, theirs)[0] == 404
-        deleted = {"code": 200, "message": "success", "data": {"id": ids[0], "status": "deleted"}}
-        assert gateway.call("DELETE", first, mine) == (200, deleted)
-        assert gateway.call("GET", first, mine)[0] == 404
-        assert gateway.call("DELETE", first, mine)[0] == 404
+    # Another tenant can neither read nor delete it; its owner can, once.
+    assert gateway.call("GET", first, theirs)[0] == 404
+    assert gateway.call("DELETE", first, theirs)[0] == 404
+    deleted = {"code": 200, "message": "success", "data": {"id": ids[0], "status": "deleted"}}
+    assert gateway.call("DELETE", first, mine) == (200, deleted)
+    assert gateway.call("GET", first, mine)[0] == 404
+    assert gateway.call("DELETE", first, mine)[0] == 404
 
-        # A batch: unknown ids, deleted ones and another tenant's are ignored.
-        theirs_id = gateway.call("POST", SUBMIT, theirs, body)[1]["data"]["id"]
-        asked = {"ids": [ids[1], ids[2], str(uuid.uuid4()), theirs_id, ids[0]]}
-        status, answer = gateway.call(
-            "POST", "/api/v3/predictions/delete", mine, json.dumps(asked).encode()
-        )
-        assert (status, answer["data"]) == (200, {"deleted_count": 2})
-        assert cluster_admin.list_objects("LoRATrainingJob", namespace, "") == []
-        left = cluster_admin.list_objects("LoRATrainingJob", other, "")
-        assert [item["metadata"]["uid"] for item in left] == [theirs_id]
-        status, answer = gateway.call("POST", "/api/v3/predictions/delete", mine, b'{"id": 1}')
-        assert status == 400 and answer["message"].startswith("ids: ")
-    finally:
-        cluster_admin.request("DELETE", path("Namespace", name=other))
+    # A batch: unknown ids, deleted ones and another tenant's are ignored.
+    theirs_id = gateway.call("POST", SUBMIT, theirs, body)[1]["data"]["id"]
+    asked = {"ids": [ids[1], ids[2], str(uuid.uuid4()), theirs_id, ids[0]]}
+    status, answer = gateway.call(
+        "POST", "/api/v3/predictions/delete", mine, json.dumps(asked).encode()
+    )
+    assert (status, answer["data"]) == (200, {"deleted_count": 2})
+    assert cluster_admin.list_objects("LoRATrainingJob", namespace, "") == []
+    left = cluster_admin.list_objects("LoRATrainingJob", other, "")
+    assert [item["metadata"]["uid"] for item in left] == [theirs_id]
+    status, answer = gateway.call("POST", "/api/v3/predictions/delete", mine, b'{"id": 1}')
+    assert status == 400 and answer["message"].startswith("ids: ")
 
 
-def test_the_history_lists_the_keys_own_predictions_in_pages(gateway, cluster_admin, namespace):
-    other = f"{namespace}-b"
-    create_namespace(cluster_admin, other)
-    try:
-        mine, theirs = new_key(), new_key()
-        gateway.set_keys(a=(mine, namespace), b=(theirs, other))
-        body = b'{"data": "https://example.com/a.zip"}'
-        ids = {gateway.call("POST", SUBMIT, mine, body)[1]["data"]["id"] for _ in range(3)}
-        gateway.call("POST", SUBMIT, theirs, body)
-        listing = "/api/v3/predictions"
-        status, first = gateway.call("POST", listing, mine, b'{"page_size": 2}')
-        _, second = gateway.call("POST", listing, mine, b'{"page": 2, "page_size": 2}')
-        assert status == 200 and (first["data"]["total"], second["data"]["total"]) == (3, 3)
-        pages = first["data"]["items"] + second["data"]["items"]
-        assert {item["id"] for item in pages} == ids and len(pages) == 3
-        created = [item["created_at"] for item in pages]
-        assert created == sorted(created, reverse=True)  # newest first
-        assert all(item["executionTime"] == 0 and item["status"] == "created" for item in pages)
-        # No body at all is the first page; a bad filter is a 400 naming it.
-        assert gateway.call("POST", listing, mine)[1]["data"]["total"] == 3
-        status, answer = gateway.call("POST", listing, mine, b'{"status": "done"}')
-        assert status == 400 and answer["message"].startswith("status: ")
-    finally:
-        cluster_admin.request("DELETE", path("Namespace", name=other))
+def test_the_history_lists_the_keys_own_predictions_in_pages(gateway, two_tenants):
+    mine, theirs, _ = two_tenants
+    body = b'{"data": "https://example.com/a.zip"}'
+    ids = {gateway.call("POST", SUBMIT, mine, body)[1]["data"]["id"] for _ in range(3)}
+    gateway.call("POST", SUBMIT, theirs, body)
+    listing = "/api/v3/predictions"
+    status, first = gateway.call("POST", listing, mine, b'{"page_size": 2}')
+    _, second = gateway.call("POST", listing, mine, b'{"page": 2, "page_size": 2}')
+    assert status == 200 and (first["data"]["total"], second["data"]["total"]) == (3, 3)
+    pages = first["data"]["items"] + second["data"]["items"]
+    assert {item["id"] for item in pages} == ids and len(pages) == 3
+    created = [item["created_at"] for item in pages]
+    assert created == sorted(created, reverse=True)  # newest first
+    assert all(item["executionTime"] == 0 and item["status"] == "created" for item in pages)
+    # No body at all is the first page; a bad filter is a 400 naming it.
+    assert gateway.call("POST", listing, mine)[1]["data"]["total"] == 3
+    status, answer = gateway.call("POST", listing, mine, b'{"status": "done"}')
+    assert status == 400 and answer["message"].startswith("status: ")
 
 
 def test_the_openapi_document_describes_every_endpoint(gateway):

@@ -5,11 +5,12 @@ dataset-limits setting to the trainer as FLUXLORA_DATASET_LIMITS (a JSON object,
 trainer reads it with from_env() (pydantic-settings)."""
 
 import ipaddress
-import json
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fluxlora_api.setting_values import comma_list
 
 ENV_PREFIX = "FLUXLORA_"
 DATASET_LIMITS_ENV = f"{ENV_PREFIX}DATASET_LIMITS"
@@ -54,18 +55,10 @@ class DatasetLimits(BaseModel):
     @classmethod
     def _split_networks(cls, value: object) -> object:
         # One string: a JSON list, or CIDRs separated by commas.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError:
-                    raise ValueError(
-                        "allowed_networks: not a JSON list; give CIDRs as a JSON list "
-                        'like ["10.0.0.0/8"] or separated by commas'
-                    ) from None
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        try:
+            return comma_list(value)
+        except ValueError as error:
+            raise ValueError(f"allowed_networks: {error}") from None
 
     @field_validator("allowed_networks")
     @classmethod

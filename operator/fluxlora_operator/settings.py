@@ -5,12 +5,13 @@ the default. Lists are comma-separated or JSON, maps k=v,k=v or JSON, objects JS
 import json
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_api.setting_values import comma_list, pair_map
 from fluxlora_api.spec import Toleration
 from fluxlora_operator.command_settings import flag, load_command_settings
 
@@ -19,32 +20,9 @@ OPERATOR_VERSION = "0.1.0"
 PROGRAM = "fluxlora-operator"
 
 
-def _comma_list(value: Any) -> Any:
-    """a, b or ["a", "b"] (a flag or variable gives one string)."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if text.startswith("["):
-        return json.loads(text)
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _pair_map(value: Any) -> Any:
-    """k=v,k2=v2 or {"k": "v"}."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if text.startswith("{"):
-        return json.loads(text)
-    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ValueError(f"expected a JSON object or k=v,k=v, got {value!r}")
-    return {key.strip(): item.strip() for key, item in pairs}
-
-
 # NoDecode: the string reaches the validator as given (pydantic-settings would want JSON).
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
-PairMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pair_map)]
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(comma_list)]
+PairMap = Annotated[dict[str, str], NoDecode, BeforeValidator(pair_map)]
 
 
 class OperatorSettings(BaseSettings):

@@ -183,7 +183,7 @@ def test_by_default_a_loopback_server_is_refused_before_any_connection(server, t
         fetch(f"{server.url}/data.zip", tmp_path / "d.zip", DatasetLimits())
     assert str(error.value) == (
         "data: 127.0.0.1 is a loopback address; the operator allows data only from public "
-        "addresses and --allowed-networks"
+        "addresses and its dataset-limits allowedNetworks"
     )
     assert server.connections == 0 and server.hits == {}
     assert not (tmp_path / "d.zip").exists()

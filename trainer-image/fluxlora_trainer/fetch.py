@@ -26,7 +26,9 @@ REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 CHUNK_BYTES = 1024 * 1024
 MAX_REDIRECTS = 10
 BACKOFF_SECONDS = 0.5
-ADDRESS_RULE = "the operator allows data only from public addresses and --allowed-networks"
+ADDRESS_RULE = (
+    "the operator allows data only from public addresses and its dataset-limits allowedNetworks"
+)
 ALWAYS_RULE = "data is never downloaded from link-local or cloud metadata addresses"
 
 

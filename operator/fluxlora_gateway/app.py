@@ -3,14 +3,18 @@ output downloads, behind Bearer keys that each open one namespace."""
 
 import asyncio
 import logging
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from fluxlora_api import resource
+from fluxlora_api.status import is_finished
 from fluxlora_gateway import hosted
 from fluxlora_gateway.history import HISTORY_PATH, HistoryQuery, history
+from fluxlora_gateway.index import PredictionIndex
 from fluxlora_gateway.keys import KeyStore, KeysUnavailable, Tenant
 from fluxlora_gateway.openapi import openapi_document
 from fluxlora_gateway.outputs import stream_output
@@ -23,6 +27,8 @@ logger = logging.getLogger(__name__)
 SUBMITTED_VIA_LABEL = f"{resource.GROUP}/submitted-via"
 NAME_PREFIX = "prediction-"
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'  # no headers: the key never reaches a log
+DEFAULT_SYNC_WAIT_SECONDS = 300.0
+SYNC_CHECK_SECONDS = 0.5  # how often a held sync-mode answer looks at the index (memory only)
 
 
 @dataclass
@@ -32,6 +38,11 @@ class Gateway:
     public_url: str | None = None  # how callers reach us; default: the request's own origin
     spec_defaults: dict[str, Any] = field(default_factory=dict)  # see hosted.check_spec_defaults
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))  # 0: unlimited
+    sync_wait_seconds: float = DEFAULT_SYNC_WAIT_SECONDS
+    index: PredictionIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index = PredictionIndex(self.kube)
 
     def base_url(self, request: web.Request) -> str:
         return (self.public_url or str(request.url.origin())).rstrip("/")
@@ -51,14 +62,24 @@ class Gateway:
             raise Failure(429, f"too many requests for this key: retry in {wait:.1f} s")
         return tenant
 
-    async def find(self, tenant: Tenant, prediction_id: str) -> dict[str, Any]:
-        """The tenant's resource with this id; any other tenant's is as unknown as a made-up
-        one."""
-        items = await asyncio.to_thread(self.kube.list_objects, resource.KIND, tenant.namespace, "")
-        for item in items:
-            if item["metadata"]["uid"] == prediction_id:
-                return item
-        raise Failure(404, f"prediction {prediction_id} not found")
+    async def find(
+        self, tenant: Tenant, prediction_id: str, miss_wait: float | None = None
+    ) -> dict[str, Any]:
+        """The tenant's resource with this id, read by the name the index knows for it; any
+        other tenant's is as unknown as a made-up one."""
+        if not _is_uid(prediction_id):
+            raise Failure(404, f"prediction {prediction_id} not found")
+        wait = {} if miss_wait is None else {"miss_wait": miss_wait}
+        try:
+            name = await asyncio.to_thread(self.index.name, tenant.namespace, prediction_id, **wait)
+        except TimeoutError as error:
+            raise Failure(503, str(error)) from None
+        item = None
+        if name is not None:
+            item = await asyncio.to_thread(self.kube.get, resource.KIND, tenant.namespace, name)
+        if item is None or item["metadata"]["uid"] != prediction_id:
+            raise Failure(404, f"prediction {prediction_id} not found")
+        return item
 
     async def remove(self, tenant: Tenant, item: dict[str, Any]) -> None:
         """Delete the resource in the background (its Job and pods follow); gone already is
@@ -69,6 +90,14 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def _is_uid(text: str) -> bool:
+    """Prediction ids are resource uids (UUIDs)."""
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
 
 
 class Failure(Exception):
@@ -117,7 +146,7 @@ async def _body(request: web.Request) -> bytes:
 async def submit(request: web.Request) -> web.Response:
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
-    spec = hosted.parse_request(await _body(request))
+    spec, options = hosted.parse_request(await _body(request))
     body = {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
@@ -128,8 +157,32 @@ async def submit(request: web.Request) -> web.Response:
         gateway.kube.request, "POST", path(resource.KIND, tenant.namespace), body
     )
     meta = created["metadata"]
+    gateway.index.remember(tenant.namespace, meta["uid"], meta["name"])
     logger.info("%s created %s/%s", tenant.name, meta["namespace"], meta["name"])
+    if options.enable_sync_mode:
+        return await _answer_when_ended(gateway, request, tenant, created)
     return _reply(200, "success", hosted.prediction(created, gateway.base_url(request)))
+
+
+async def _answer_when_ended(
+    gateway: Gateway, request: web.Request, tenant: Tenant, created: dict[str, Any]
+) -> web.Response:
+    """Sync mode: hold the answer until the watch shows the run ended, at most the sync wait;
+    the connection is only held, no thread or API call waits with it."""
+    uid, base_url = created["metadata"]["uid"], gateway.base_url(request)
+    index = gateway.index.namespace(tenant.namespace)
+    deadline = time.monotonic() + gateway.sync_wait_seconds
+    while not index.ended(uid) and time.monotonic() < deadline:
+        await asyncio.sleep(SYNC_CHECK_SECONDS)
+    item = await asyncio.to_thread(
+        gateway.kube.get, resource.KIND, tenant.namespace, created["metadata"]["name"]
+    )
+    if item is None or item["metadata"]["uid"] != uid:
+        raise Failure(404, f"prediction {uid} was deleted while the answer waited for it")
+    if is_finished(item.get("status")):
+        return _reply(200, "success", hosted.prediction(item, base_url))
+    waited = gateway.sync_wait_seconds
+    return _reply(200, "success", hosted.sync_timed_out(item, base_url, waited))
 
 
 async def result(request: web.Request) -> web.Response:
@@ -153,11 +206,17 @@ async def delete_many(request: web.Request) -> web.Response:
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
     wanted = set(hosted.parse_body(hosted.DeleteMany, await _body(request)).ids)
-    items = await asyncio.to_thread(gateway.kube.list_objects, resource.KIND, tenant.namespace, "")
-    mine = [item for item in items if item["metadata"]["uid"] in wanted]
-    for item in mine:
+    deleted = 0
+    for prediction_id in sorted(wanted):
+        try:
+            item = await gateway.find(tenant, prediction_id, miss_wait=0)
+        except Failure as failure:
+            if failure.code == 404:
+                continue  # unknown ids are ignored, as the hosted API does
+            raise
         await gateway.remove(tenant, item)
-    return _reply(200, "success", hosted.DeletedCount(deleted_count=len(mine)).model_dump())
+        deleted += 1
+    return _reply(200, "success", hosted.DeletedCount(deleted_count=deleted).model_dump())
 
 
 async def list_history(request: web.Request) -> web.Response:

@@ -26,9 +26,35 @@ class RequestError(ValueError):
     """A request the gateway answers with 400; the message names the field."""
 
 
-def parse_request(raw: bytes) -> dict[str, Any]:
+class HostedModel(BaseModel):
+    """The hosted API's objects: snake_case on the wire, documented from the docstrings."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class SubmitOptions(HostedModel):
+    """Fields of a submission about how it is answered, not about the training."""
+
+    enable_sync_mode: bool = False
+    """Hold the answer until the run ends, and answer with its final prediction; past the
+    gateway's sync wait, the prediction as it is then, marked as a sync-mode timeout."""
+
+
+SUBMIT_FIELDS = (*HOSTED_REQUEST_FIELDS, *SubmitOptions.model_fields)
+
+
+def _first_error(error: ValidationError, names: dict[str, str] | None = None) -> RequestError:
+    """The first problem, naming its field (`names` maps aliases to the caller's names)."""
+    first = error.errors()[0]
+    field = ".".join((names or {}).get(str(part), str(part)) for part in first["loc"]) or "body"
+    message = "is required" if first["type"] == "missing" else first["msg"]
+    return RequestError(f"{field}: {message}")
+
+
+def parse_request(raw: bytes) -> tuple[dict[str, Any], SubmitOptions]:
     """The LoRATrainingJob spec (camelCase) for a submission body, with only the fields the
-    caller gave, so the API server fills in the same defaults as for `kubectl apply`."""
+    caller gave, so the API server fills in the same defaults as for `kubectl apply`; and how
+    the caller wants the answer."""
     if len(raw) > MAX_BODY_BYTES:
         raise RequestError(f"body: larger than {MAX_BODY_BYTES} bytes")
     try:
@@ -37,19 +63,18 @@ def parse_request(raw: bytes) -> dict[str, Any]:
         raise RequestError(f"body: not valid JSON ({error})") from None
     if not isinstance(body, dict):
         raise RequestError("body: must be a JSON object")
-    unknown = sorted(set(body) - set(HOSTED_REQUEST_FIELDS))
+    unknown = sorted(set(body) - set(SUBMIT_FIELDS))
     if unknown:
-        allowed = ", ".join(HOSTED_REQUEST_FIELDS)
+        allowed = ", ".join(SUBMIT_FIELDS)
         raise RequestError(f"{unknown[0]}: unknown field (the fields are {allowed})")
+    given = {name: body.pop(name) for name in SubmitOptions.model_fields if name in body}
     try:
+        options = SubmitOptions.model_validate(given)
         spec = LoRATrainingJobSpec.model_validate(body)
     except ValidationError as error:
-        first = error.errors()[0]
         names = {info.alias: name for name, info in LoRATrainingJobSpec.model_fields.items()}
-        field = ".".join(names.get(str(part), str(part)) for part in first["loc"]) or "body"
-        message = "is required" if first["type"] == "missing" else first["msg"]
-        raise RequestError(f"{field}: {message}") from None
-    return spec.model_dump(mode="json", by_alias=True, include=set(body))
+        raise _first_error(error, names) from None
+    return spec.model_dump(mode="json", by_alias=True, include=set(body)), options
 
 
 def check_spec_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
@@ -67,12 +92,6 @@ def check_spec_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     return spec.model_dump(
         mode="json", by_alias=True, include=set(spec.model_fields_set) - {"data"}
     )
-
-
-class HostedModel(BaseModel):
-    """The hosted API's objects: snake_case on the wire, documented from the docstrings."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 Body = TypeVar("Body", bound=HostedModel)
@@ -104,6 +123,17 @@ class Prediction(HostedModel):
     """Why the task failed; empty otherwise."""
     timings: Timings
     """Training time; inference is in milliseconds."""
+
+
+SYNC_TIMEOUT_CODE = 5004  # what the hosted SDK recognises as "sync mode timed out"
+
+
+class SyncTimedOut(Prediction):
+    """A sync-mode submission's answer when the run did not end within the gateway's wait: the
+    prediction as it is, with `error` saying so; the run goes on, poll `urls.get`."""
+
+    code: Literal[5004] = SYNC_TIMEOUT_CODE
+    """The hosted platform's code for a sync-mode timeout."""
 
 
 class Deleted(HostedModel):
@@ -138,9 +168,7 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
     try:
         return model.model_validate(body)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "body"
-        raise RequestError(f"{field}: {first['msg']}") from None
+        raise _first_error(error) from None
 
 
 def created_at(resource: dict[str, Any]) -> str:
@@ -166,6 +194,15 @@ def own_outputs(resource: dict[str, Any]) -> list[str]:
         if isinstance(url, str)
         and belongs_to_run(url, meta["namespace"], meta["name"], meta["uid"], prefix)
     ]
+
+
+def sync_timed_out(resource: dict[str, Any], base_url: str, waited: float) -> dict[str, Any]:
+    """The answer to a sync-mode submission whose run had not ended after `waited` seconds."""
+    answer = prediction(resource, base_url)
+    answer["error"] = (
+        f"Sync mode timed out after {waited:g} s; the task goes on: poll {answer['urls']['get']}"
+    )
+    return SyncTimedOut.model_validate(answer).model_dump(mode="json")
 
 
 def prediction(resource: dict[str, Any], base_url: str) -> dict[str, Any]:

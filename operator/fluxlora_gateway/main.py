@@ -13,7 +13,12 @@ from aiohttp import web
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fluxlora_gateway.app import ACCESS_LOG_FORMAT, Gateway, build_app
+from fluxlora_gateway.app import (
+    ACCESS_LOG_FORMAT,
+    DEFAULT_SYNC_WAIT_SECONDS,
+    Gateway,
+    build_app,
+)
 from fluxlora_gateway.hosted import check_spec_defaults
 from fluxlora_gateway.keys import KeyStore, new_key, secret_entry
 from fluxlora_kube.client import Kube, load_api_client
@@ -59,6 +64,8 @@ class GatewaySettings(BaseSettings):
     """Requests per second per key, on average (0: unlimited)."""
     rate_burst: int = Field(20, ge=1)
     """Requests per key allowed in a burst."""
+    sync_wait_seconds: float = Field(DEFAULT_SYNC_WAIT_SECONDS, gt=0)
+    """How long a submission with enable_sync_mode is held for its run to end."""
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
 
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         settings.reload_seconds,
     )
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-    gateway = Gateway(kube, keys, settings.public_url, settings.spec_defaults, limiter)
+    gateway = Gateway(
+        kube, keys, settings.public_url, settings.spec_defaults, limiter, settings.sync_wait_seconds
+    )
     web.run_app(
         build_app(gateway),
         host=settings.host,

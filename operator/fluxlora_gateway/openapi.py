@@ -12,6 +12,8 @@ def _request_schema() -> dict[str, Any]:
     properties = {name: full["properties"][name] for name in HOSTED_REQUEST_FIELDS}
     # The spec leaves it unset so that each optimizer gets its own; hosted runs train with AdamW.
     properties["learning_rate"] = {**properties["learning_rate"], "default": DEFAULT_LEARNING_RATE}
+    options = hosted.SubmitOptions.model_json_schema()["properties"]
+    properties.update(options)
     return {
         "type": "object",
         "required": ["data"],
@@ -22,7 +24,7 @@ def _request_schema() -> dict[str, Any]:
 
 SCHEMAS = "#/components/schemas/{model}"
 # The answers' `data` models; each is a component, with an envelope <Model>Response around it.
-ANSWERS = (hosted.Prediction, hosted.Deleted, hosted.DeletedCount, History)
+ANSWERS = (hosted.Prediction, hosted.SyncTimedOut, hosted.Deleted, hosted.DeletedCount, History)
 REQUESTS = (hosted.DeleteMany, HistoryQuery)
 
 
@@ -79,7 +81,23 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "post": {
                     "summary": "Submit a training task",
                     "requestBody": {"required": True, "content": _json("TrainingRequest")},
-                    "responses": _answers("the task, status created", 400, 401),
+                    "responses": {
+                        **_answers("the task, status created", 400, 401),
+                        "200": {
+                            "description": "the task, status created; with enable_sync_mode,"
+                            " the ended task, or a sync-mode timeout (the task goes on)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "anyOf": [
+                                            {"$ref": SCHEMAS.format(model="PredictionResponse")},
+                                            {"$ref": SCHEMAS.format(model="SyncTimedOutResponse")},
+                                        ]
+                                    }
+                                }
+                            },
+                        },
+                    },
                 }
             },
             hosted.RESULT_PATH: {

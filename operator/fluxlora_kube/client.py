@@ -8,7 +8,7 @@ builders produce them.
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes
@@ -77,6 +77,39 @@ class Kube:
         if response.status >= 400:
             raise _api_error(response.status, response.reason or "", response.data)
         return json.loads(response.data) if response.data else {}
+
+    def watch(
+        self, url: str, query: dict[str, str], timeout_seconds: int = 5
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, object) for each change the API server reports at `url` from
+        `query["resourceVersion"]`, until it closes the watch after `timeout_seconds`. A
+        version too old to resume from raises ApiError 410: list again."""
+        query = {**query, "watch": "true", "timeoutSeconds": str(timeout_seconds)}
+        serialized = self._client.param_serialize(
+            method="GET",
+            resource_path=url,
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(*serialized, _request_timeout=timeout_seconds + 10)
+        except kubernetes.client.ApiException as error:
+            raise _api_error(error.status or 0, error.reason or "", error.body) from None
+        stream = response.response
+        try:
+            if response.status >= 400:
+                raise _api_error(response.status, response.reason or "", stream.read())
+            for line in stream:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    status = event["object"]
+                    raise ApiError(status.get("code", 0), status.get("reason", ""), str(status))
+                yield event["type"], event["object"]
+        finally:
+            stream.release_conn()
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

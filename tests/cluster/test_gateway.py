@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -65,7 +66,10 @@ def reference_submit(base_url: str, key: str, body: str) -> dict:
 
 
 @pytest.fixture
-def gateway(control_plane, cluster_admin, namespace, host_s3, tmp_path) -> Iterator[GatewayClient]:
+def gateway(
+    request, control_plane, cluster_admin, namespace, host_s3, tmp_path
+) -> Iterator[GatewayClient]:
+    """The gateway; a test may pass extra flags by indirect parametrization."""
     port = free_port()
     environment = {
         "PATH": "/usr/bin:/bin",
@@ -78,6 +82,7 @@ def gateway(control_plane, cluster_admin, namespace, host_s3, tmp_path) -> Itera
         "--key-namespace", namespace, "--reload-seconds", "0.5",
         "--spec-defaults", json.dumps(GATEWAY_SPEC_DEFAULTS),
         "--rate-limit", str(RATE_LIMIT), "--rate-burst", str(RATE_BURST),
+        *getattr(request, "param", ()),
     ]  # fmt: skip
     log = tmp_path / "gateway.log"
     with log.open("wb") as output:
@@ -239,7 +244,7 @@ def test_the_openapi_document_describes_every_endpoint(gateway):
     assert set(document["paths"]["/api/v3/predictions/{id}"]) == {"get", "delete"}
     request = document["components"]["schemas"]["TrainingRequest"]
     assert set(request["properties"]) == {
-        "data", "trigger_word", "steps", "learning_rate", "lora_rank"
+        "data", "trigger_word", "steps", "learning_rate", "lora_rank", "enable_sync_mode"
     }  # fmt: skip
     assert request["properties"]["steps"]["maximum"] == 4000
     assert request["properties"]["learning_rate"]["default"] == 0.0004  # the hosted default
@@ -333,6 +338,49 @@ async def test_the_reference_curl_flow_trains_and_the_output_downloads(
             assert code == "404"
     finally:
         cluster_admin.request("DELETE", path("Namespace", name=other))
+
+
+SYNC_WAIT_SECONDS = 4
+SHORT_SYNC_WAIT = ("--sync-wait-seconds", str(SYNC_WAIT_SECONDS))
+
+
+@pytest.mark.parametrize("gateway", [SHORT_SYNC_WAIT], indirect=True)
+def test_sync_mode_answers_when_the_run_ends_or_says_it_timed_out(
+    gateway, cluster_admin, namespace
+):
+    key = new_key()
+    gateway.set_keys(team=(key, namespace))
+    body = b'{"data": "https://example.com/a.zip", "steps": 600, "enable_sync_mode": true}'
+    # No operator runs here: the run never starts, so the answer comes after the sync wait,
+    # in the form the hosted SDK reads as a sync-mode timeout, naming the task.
+    began = time.monotonic()
+    status, answer = gateway.call("POST", SUBMIT, key, body)
+    waited = time.monotonic() - began
+    data = answer["data"]
+    assert status == 200 and SYNC_WAIT_SECONDS <= waited < SYNC_WAIT_SECONDS + 5
+    assert data["code"] == 5004 and data["status"] == "created"
+    assert data["error"].startswith("Sync mode timed out") and data["id"] in data["error"]
+    (item,) = cluster_admin.list_objects(resource.KIND, namespace, "")
+    assert item["spec"]["steps"] == 600 and "enableSyncMode" not in item["spec"]
+
+    # A run that ends while its answer is held is answered at once, with how it ended.
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(gateway.call, "POST", SUBMIT, key, body)
+        began = time.monotonic()
+
+        def second_run():
+            items = cluster_admin.list_objects(resource.KIND, namespace, "")
+            return next((i for i in items if i["metadata"]["uid"] != data["id"]), None)
+
+        while (run := second_run()) is None:
+            time.sleep(0.05)
+        ended = {"phase": "failed", "error": "data: the archive is not a zip"}
+        cluster_admin.patch_status(resource.KIND, namespace, run["metadata"]["name"], ended)
+        status, answer = held.result(timeout=30)
+    assert status == 200 and time.monotonic() - began < SYNC_WAIT_SECONDS
+    assert answer["data"]["id"] == run["metadata"]["uid"]
+    assert answer["data"]["status"] == "failed" and "code" not in answer["data"]
+    assert answer["data"]["error"] == "data: the archive is not a zip"
 
 
 def test_a_key_past_its_rate_limit_gets_429_and_others_do_not(gateway, namespace):

@@ -112,6 +112,9 @@ class NodeAgent:
         self.waiting: set[str] = set()  # pods whose image is missing (reported once)
         self.pods: dict[str, RunningPod] = {}
         self.finished: set[str] = set()
+        # The pods bound to this node as its watch last showed them (None until first listed).
+        self._bound: dict[str, dict] | None = None
+        self._bound_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -138,7 +141,7 @@ class NodeAgent:
             if error.status != 409:
                 raise
         self._heartbeat()
-        for target in (self._heartbeats, self._pod_loop):
+        for target in (self._heartbeats, self._watch_pods, self._pod_loop):
             thread = threading.Thread(
                 target=target, daemon=True, name=f"{self.name}-{target.__name__}"
             )
@@ -229,6 +232,40 @@ class NodeAgent:
             return ""
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
+    def _watch_pods(self) -> None:
+        """Keep `_bound` current as a kubelet does: list once, then watch from there (a listing
+        every poll would load the API server with every pod on the node, twice a second)."""
+        selector = {"fieldSelector": f"spec.nodeName={self.name}"}
+        version = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    listing = self.kube.request("GET", path("Pod"), query=selector)
+                    pods = listing.get("items") or []
+                    with self._bound_lock:
+                        self._bound = {pod["metadata"]["uid"]: pod for pod in pods}
+                    version = listing["metadata"]["resourceVersion"]
+                query = {**selector, "resourceVersion": version}
+                for kind, pod in self.kube.watch(path("Pod"), query):
+                    version = pod["metadata"]["resourceVersion"]
+                    with self._bound_lock:
+                        assert self._bound is not None
+                        if kind == "DELETED":
+                            self._bound.pop(pod["metadata"]["uid"], None)
+                        else:
+                            self._bound[pod["metadata"]["uid"]] = pod
+                    if self._stop.is_set():
+                        return
+            except ApiError as error:
+                if error.status != 410:  # 410: too old to resume from, list again
+                    logger.warning("pod watch failed: %s", error)
+                    self._stop.wait(1)
+                version = None
+            except Exception:
+                logger.exception("pod watch failed")
+                version = None
+                self._stop.wait(1)
+
     def _pod_loop(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
             try:
@@ -237,11 +274,12 @@ class NodeAgent:
                 logger.exception("pod sync failed")
 
     def _sync(self) -> None:
-        listing = self.kube.request(
-            "GET", path("Pod"), query={"fieldSelector": f"spec.nodeName={self.name}"}
-        )
+        with self._bound_lock:
+            if self._bound is None:
+                return
+            bound = list(self._bound.values())
         present = set()
-        for pod in listing.get("items") or []:
+        for pod in bound:
             uid = pod["metadata"]["uid"]
             present.add(uid)
             running = self.pods.get(uid)
@@ -274,6 +312,9 @@ class NodeAgent:
             if error.status not in (404, 409):
                 raise
         self.pods.pop(meta["uid"], None)
+        with self._bound_lock:  # its DELETED event may come after the next sync
+            if self._bound is not None:
+                self._bound.pop(meta["uid"], None)
 
     def _wait(self, pod: dict, container: dict, reason: str, message: str) -> None:
         """A container that cannot start: Pending, with the kubelet's reason and message."""

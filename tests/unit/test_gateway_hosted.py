@@ -16,8 +16,8 @@ def body(**fields) -> bytes:
 
 
 def test_only_the_fields_given_reach_the_spec_so_the_api_server_fills_the_rest():
-    assert hosted.parse_request(body(data=DATA)) == {"data": DATA}
-    spec = hosted.parse_request(
+    assert hosted.parse_request(body(data=DATA)) == ({"data": DATA}, hosted.SubmitOptions())
+    spec, _ = hosted.parse_request(
         body(data=DATA, trigger_word=None, steps=1500, learning_rate=0.001, lora_rank=32)
     )
     assert spec == {
@@ -39,6 +39,7 @@ def test_only_the_fields_given_reach_the_spec_so_the_api_server_fills_the_rest()
         (body(data="ftp://x/y.zip"), "data: String should match pattern"),
         (body(data=DATA, resolution=512), "resolution: unknown field"),
         (body(data=DATA, loraRank=8), "loraRank: unknown field"),
+        (body(data=DATA, enable_sync_mode="soon"), "enable_sync_mode: Input should be a valid"),
         (b"{not json", "body: not valid JSON"),
         (b"[1, 2]", "body: must be a JSON object"),
         (b"", "body: must be a JSON object"),
@@ -49,6 +50,12 @@ def test_bad_requests_name_the_field(raw, message):
     with pytest.raises(hosted.RequestError) as error:
         hosted.parse_request(raw)
     assert str(error.value).startswith(message)
+
+
+def test_sync_mode_is_an_answer_option_never_a_training_field():
+    spec, options = hosted.parse_request(body(data=DATA, steps=600, enable_sync_mode=True))
+    assert spec == {"data": DATA, "steps": 600}
+    assert options.enable_sync_mode is True
 
 
 RUN = "s3://b/p/team-a/prediction-x-u-1"  # the run's own folder under the output prefix
@@ -162,6 +169,18 @@ def test_every_prediction_matches_the_published_openapi_schema():
         validator.validate(hosted.envelope(200, "success", {**data, "status": "running"}))
 
 
+def test_a_sync_mode_timeout_answers_as_the_hosted_platform_does():
+    document = openapi_document("https://gw.example")
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/SyncTimedOutResponse", "components": document["components"]}
+    )
+    data = hosted.sync_timed_out(resource({"phase": "processing"}), "https://gw.example", 300)
+    validator.validate(hosted.envelope(200, "success", data))
+    assert data["code"] == 5004 and data["status"] == "processing" and data["id"] == "u-1"
+    assert data["error"].startswith("Sync mode timed out after 300 s")
+    assert data["urls"]["get"] in data["error"]
+
+
 def test_the_openapi_document_describes_every_endpoint_the_gateway_serves():
     from fluxlora_gateway.app import Gateway, build_app
 
@@ -195,7 +214,7 @@ def test_delete_answers_match_their_published_schemas(schema, answer):
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (b"{}", "ids: Field required"),
+        (b"{}", "ids: is required"),
         (b'{"ids": "abc"}', "ids: Input should be a valid list"),
         (b'{"ids": [], "extra": 1}', "extra: Extra inputs are not permitted"),
         (b"[", "body: not valid JSON"),

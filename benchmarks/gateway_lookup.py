@@ -134,11 +134,13 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=5000, help="resources (default 5000)")
     parser.add_argument("--lookups", type=int, default=500, help="lookups timed (default 500)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fluxlora-lookup-") as folder:
-        with running_control_plane(Path(folder) / "control-plane") as plane:
-            kube = plane.admin()
-            install_crd(kube)
-            report = measure(plane, kube, args.count, args.lookups, Path(folder))
+    with (
+        tempfile.TemporaryDirectory(prefix="fluxlora-lookup-") as folder,
+        running_control_plane(Path(folder) / "control-plane") as plane,
+    ):
+        kube = plane.admin()
+        install_crd(kube)
+        report = measure(plane, kube, args.count, args.lookups, Path(folder))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -13,11 +13,13 @@ from aiohttp import web
 from fluxlora_api import resource
 from fluxlora_api.status import is_finished
 from fluxlora_gateway import hosted
-from fluxlora_gateway.history import HISTORY_PATH, HistoryQuery, history
+from fluxlora_gateway.history import HistoryQuery, history
 from fluxlora_gateway.index import PredictionIndex
 from fluxlora_gateway.keys import KeyStore, KeysUnavailable, Tenant
 from fluxlora_gateway.openapi import openapi_document
 from fluxlora_gateway.outputs import stream_output
+from fluxlora_gateway.upload_store import UploadStore
+from fluxlora_gateway.uploads import parse_file_url
 from fluxlora_kube.client import ApiError, Kube
 from fluxlora_kube.paths import path
 from fluxlora_operator.rate_limit import RateLimiter
@@ -39,6 +41,7 @@ class Gateway:
     spec_defaults: dict[str, Any] = field(default_factory=dict)  # see hosted.check_spec_defaults
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))  # 0: unlimited
     sync_wait_seconds: float = DEFAULT_SYNC_WAIT_SECONDS
+    uploads: UploadStore | None = None  # None: uploads are off
     index: PredictionIndex = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +84,17 @@ class Gateway:
             raise Failure(404, f"prediction {prediction_id} not found")
         return item
 
+    async def resolve_data(self, request: web.Request, tenant: Tenant, data: str) -> str:
+        """`data` as the trainer reads it: the URL of one of the tenant's uploads becomes a
+        presigned S3 link to it (the trainer never needs the gateway); any other URL stays."""
+        found = parse_file_url(data, self.base_url(request))
+        if found is None or self.uploads is None:
+            return data
+        key = self.uploads.key(tenant.namespace, *found)
+        if await asyncio.to_thread(self.uploads.size, key) is None:
+            raise hosted.RequestError(f"data: no upload {found[1]} for this key at {data}")
+        return await asyncio.to_thread(self.uploads.link, key)
+
     async def remove(self, tenant: Tenant, item: dict[str, Any]) -> None:
         """Delete the resource in the background (its Job and pods follow); gone already is
         fine."""
@@ -106,31 +120,31 @@ class Failure(Exception):
         self.code, self.message = code, message
 
 
-def _reply(code: int, message: str, data: dict[str, Any] | None = None) -> web.Response:
+def reply(code: int, message: str, data: dict[str, Any] | None = None) -> web.Response:
     return web.json_response(hosted.envelope(code, message, data), status=code)
 
 
 @web.middleware
-async def _errors(request: web.Request, handler) -> web.StreamResponse:
+async def answer_errors(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Failure as failure:
-        return _reply(failure.code, failure.message)
+        return reply(failure.code, failure.message)
     except hosted.RequestError as error:
-        return _reply(400, str(error))
+        return reply(400, str(error))
     except web.HTTPException as error:
         if error.status >= 400:
-            return _reply(error.status, error.reason)
+            return reply(error.status, error.reason)
         raise
     except ApiError as error:
         logger.warning("Kubernetes API error: %s", error)
         if error.status == 422:  # the API server's own validation, should ours let it pass
-            return _reply(400, error.message)
+            return reply(400, error.message)
         if error.status == 403 and "exceeded quota" in error.message:
-            return _reply(403, f"the namespace's quota refuses this: {error.message}")
+            return reply(403, f"the namespace's quota refuses this: {error.message}")
         if error.status == 429:
-            return _reply(429, "the cluster is busy: retry shortly")
-        return _reply(502, "the cluster did not accept the request")
+            return reply(429, "the cluster is busy: retry shortly")
+        return reply(502, "the cluster did not accept the request")
 
 
 async def _body(request: web.Request) -> bytes:
@@ -151,7 +165,11 @@ async def submit(request: web.Request) -> web.Response:
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
         "metadata": {"generateName": NAME_PREFIX, "labels": {SUBMITTED_VIA_LABEL: "gateway"}},
-        "spec": {**gateway.spec_defaults, **spec},
+        "spec": {
+            **gateway.spec_defaults,
+            **spec,
+            "data": await gateway.resolve_data(request, tenant, spec["data"]),
+        },
     }
     created = await asyncio.to_thread(
         gateway.kube.request, "POST", path(resource.KIND, tenant.namespace), body
@@ -161,7 +179,7 @@ async def submit(request: web.Request) -> web.Response:
     logger.info("%s created %s/%s", tenant.name, meta["namespace"], meta["name"])
     if options.enable_sync_mode:
         return await _answer_when_ended(gateway, request, tenant, created)
-    return _reply(200, "success", hosted.prediction(created, gateway.base_url(request)))
+    return reply(200, "success", hosted.prediction(created, gateway.base_url(request)))
 
 
 async def _answer_when_ended(
@@ -180,16 +198,16 @@ async def _answer_when_ended(
     if item is None or item["metadata"]["uid"] != uid:
         raise Failure(404, f"prediction {uid} was deleted while the answer waited for it")
     if is_finished(item.get("status")):
-        return _reply(200, "success", hosted.prediction(item, base_url))
+        return reply(200, "success", hosted.prediction(item, base_url))
     waited = gateway.sync_wait_seconds
-    return _reply(200, "success", hosted.sync_timed_out(item, base_url, waited))
+    return reply(200, "success", hosted.sync_timed_out(item, base_url, waited))
 
 
 async def result(request: web.Request) -> web.Response:
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
     item = await gateway.find(tenant, request.match_info["id"])
-    return _reply(200, "success", hosted.prediction(item, gateway.base_url(request)))
+    return reply(200, "success", hosted.prediction(item, gateway.base_url(request)))
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -199,7 +217,7 @@ async def delete(request: web.Request) -> web.Response:
     tenant = await gateway.tenant(request)
     item = await gateway.find(tenant, request.match_info["id"])
     await gateway.remove(tenant, item)
-    return _reply(200, "success", hosted.Deleted(id=item["metadata"]["uid"]).model_dump())
+    return reply(200, "success", hosted.Deleted(id=item["metadata"]["uid"]).model_dump())
 
 
 async def delete_many(request: web.Request) -> web.Response:
@@ -216,7 +234,7 @@ async def delete_many(request: web.Request) -> web.Response:
             raise
         await gateway.remove(tenant, item)
         deleted += 1
-    return _reply(200, "success", hosted.DeletedCount(deleted_count=deleted).model_dump())
+    return reply(200, "success", hosted.DeletedCount(deleted_count=deleted).model_dump())
 
 
 async def list_history(request: web.Request) -> web.Response:
@@ -226,7 +244,7 @@ async def list_history(request: web.Request) -> web.Response:
     query = hosted.parse_body(HistoryQuery, await _body(request) or b"{}")
     items = await asyncio.to_thread(gateway.kube.list_objects, resource.KIND, tenant.namespace, "")
     page = history(items, query, gateway.base_url(request))
-    return _reply(200, "success", page.model_dump(mode="json"))
+    return reply(200, "success", page.model_dump(mode="json"))
 
 
 async def output(request: web.Request) -> web.StreamResponse:
@@ -246,18 +264,3 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
-
-
-def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=hosted.MAX_BODY_BYTES)
-    app[GATEWAY] = gateway
-    app.router.add_post(hosted.SUBMIT_PATH, submit)
-    app.router.add_get(hosted.RESULT_PATH, result)
-    app.router.add_post(hosted.DELETE_MANY_PATH, delete_many)
-    app.router.add_post(HISTORY_PATH, list_history)
-    app.router.add_get(hosted.PREDICTION_PATH, result)
-    app.router.add_delete(hosted.PREDICTION_PATH, delete)
-    app.router.add_get(hosted.OUTPUT_PATH, output)
-    app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/healthz", healthz)
-    return app

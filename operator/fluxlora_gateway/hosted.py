@@ -72,7 +72,8 @@ def parse_request(raw: bytes) -> tuple[dict[str, Any], SubmitOptions]:
         options = SubmitOptions.model_validate(given)
         spec = LoRATrainingJobSpec.model_validate(body)
     except ValidationError as error:
-        names = {info.alias: name for name, info in LoRATrainingJobSpec.model_fields.items()}
+        fields = LoRATrainingJobSpec.model_fields.items()
+        names = {info.alias or name: name for name, info in fields}
         raise _first_error(error, names) from None
     return spec.model_dump(mode="json", by_alias=True, include=set(body)), options
 
@@ -125,7 +126,7 @@ class Prediction(HostedModel):
     """Training time; inference is in milliseconds."""
 
 
-SYNC_TIMEOUT_CODE = 5004  # what the hosted SDK recognises as "sync mode timed out"
+SYNC_TIMEOUT_CODE: Literal[5004] = 5004  # what the hosted SDK reads as "sync mode timed out"
 
 
 class SyncTimedOut(Prediction):

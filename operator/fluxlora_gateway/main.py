@@ -13,14 +13,12 @@ from aiohttp import web
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fluxlora_gateway.app import (
-    ACCESS_LOG_FORMAT,
-    DEFAULT_SYNC_WAIT_SECONDS,
-    Gateway,
-    build_app,
-)
+from fluxlora_gateway.app import ACCESS_LOG_FORMAT, DEFAULT_SYNC_WAIT_SECONDS, Gateway
 from fluxlora_gateway.hosted import check_spec_defaults
 from fluxlora_gateway.keys import KeyStore, new_key, secret_entry
+from fluxlora_gateway.routes import build_app
+from fluxlora_gateway.upload_store import MAX_LINK_SECONDS, UploadStore
+from fluxlora_gateway.uploads import DEFAULT_MAX_UPLOAD_BYTES
 from fluxlora_kube.client import Kube, load_api_client
 from fluxlora_operator.command_settings import load_command_settings
 from fluxlora_operator.rate_limit import RateLimiter
@@ -66,6 +64,15 @@ class GatewaySettings(BaseSettings):
     """Requests per key allowed in a burst."""
     sync_wait_seconds: float = Field(DEFAULT_SYNC_WAIT_SECONDS, gt=0)
     """How long a submission with enable_sync_mode is held for its run to end."""
+    uploads_prefix: str | None = Field(
+        None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+    )
+    """Where uploads are stored, s3://bucket/prefix (each namespace's under its own folder);
+    unset: no uploads."""
+    upload_max_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, gt=0)
+    """The largest upload accepted, in bytes (413 past it)."""
+    upload_link_seconds: int = Field(MAX_LINK_SECONDS, ge=60, le=MAX_LINK_SECONDS)
+    """How long the S3 link a trainer gets for an uploaded dataset stays valid."""
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
 
@@ -120,8 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         settings.reload_seconds,
     )
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+    uploads = None
+    if settings.uploads_prefix:
+        uploads = UploadStore(
+            settings.uploads_prefix, settings.upload_max_bytes, settings.upload_link_seconds
+        )
     gateway = Gateway(
-        kube, keys, settings.public_url, settings.spec_defaults, limiter, settings.sync_wait_seconds
+        kube,
+        keys,
+        settings.public_url,
+        settings.spec_defaults,
+        limiter,
+        settings.sync_wait_seconds,
+        uploads,
     )
     web.run_app(
         build_app(gateway),

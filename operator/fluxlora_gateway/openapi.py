@@ -3,7 +3,7 @@
 from typing import Any
 
 from fluxlora_api.spec import DEFAULT_LEARNING_RATE, HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
-from fluxlora_gateway import hosted
+from fluxlora_gateway import hosted, uploads
 from fluxlora_gateway.history import HISTORY_PATH, History, HistoryQuery
 
 
@@ -24,8 +24,16 @@ def _request_schema() -> dict[str, Any]:
 
 SCHEMAS = "#/components/schemas/{model}"
 # The answers' `data` models; each is a component, with an envelope <Model>Response around it.
-ANSWERS = (hosted.Prediction, hosted.SyncTimedOut, hosted.Deleted, hosted.DeletedCount, History)
-REQUESTS = (hosted.DeleteMany, HistoryQuery)
+ANSWERS = (
+    hosted.Prediction,
+    hosted.SyncTimedOut,
+    hosted.Deleted,
+    hosted.DeletedCount,
+    History,
+    uploads.UploadTicket,
+    uploads.UploadedFile,
+)
+REQUESTS = (hosted.DeleteMany, HistoryQuery, uploads.UploadRequest)
 
 
 def _model_schemas() -> dict[str, Any]:
@@ -62,6 +70,8 @@ def _answers(ok: str, *errors: int, answer: str = "Prediction") -> dict[str, Any
         400: "bad request: the message names the field",
         401: "missing or unknown key",
         404: "no such prediction for this key",
+        413: "larger than the gateway's upload limit",
+        501: "uploads are not configured on this gateway",
     }
     answers = {"200": {"description": ok, "content": _json(f"{answer}Response")}}
     for code in errors:
@@ -69,8 +79,15 @@ def _answers(ok: str, *errors: int, answer: str = "Prediction") -> dict[str, Any
     return answers
 
 
+BINARY = {"type": "string", "format": "binary"}
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def openapi_document(base_url: str) -> dict[str, Any]:
-    id_parameter = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    id_parameter = _path_parameter("id")
     return {
         "openapi": "3.1.0",
         "info": {"title": "FLUX.1-dev LoRA trainer", "version": "v3"},
@@ -133,18 +150,63 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     "responses": _answers("how many were deleted", 400, 401, answer="DeletedCount"),
                 }
             },
+            uploads.TICKETS_PATH: {
+                "post": {
+                    "summary": "Upload, step one: say what will be sent; answers where to PUT it",
+                    "requestBody": {"required": True, "content": _json("UploadRequest")},
+                    "responses": _answers(
+                        "where to send the bytes", 400, 401, 413, 501, answer="UploadTicket"
+                    ),
+                }
+            },
+            uploads.TICKET_PATH: {
+                "put": {
+                    "summary": "Upload, step two: the raw bytes (no key: the URL allows it)",
+                    "parameters": [_path_parameter("token")],
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/octet-stream": {"schema": BINARY}},
+                    },
+                    "responses": {
+                        **_answers("stored", 400, 413, 501, answer="UploadedFile"),
+                        "404": {"description": "no such ticket, or it expired"},
+                    },
+                }
+            },
+            uploads.BINARY_PATH: {
+                "post": {
+                    "summary": "Upload a zip dataset or an image in one request",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {"file": BINARY},
+                                }
+                            }
+                        },
+                    },
+                    "responses": _answers("stored", 400, 401, 413, 501, answer="UploadedFile"),
+                }
+            },
+            uploads.FILE_PATH: {
+                "get": {
+                    "summary": "Download an upload (only with a key of its namespace)",
+                    "parameters": [_path_parameter("token"), _path_parameter("filename")],
+                    "responses": {
+                        "200": {"description": "the file"},
+                        "401": {"description": "missing or unknown key"},
+                        "404": {"description": "no such upload for this key"},
+                    },
+                }
+            },
             hosted.OUTPUT_PATH: {
                 "get": {
                     "summary": "Download one output file of a completed task",
-                    "parameters": [
-                        id_parameter,
-                        {
-                            "name": "file",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                    ],
+                    "parameters": [id_parameter, _path_parameter("file")],
                     "responses": {
                         "200": {"description": "the file"},
                         "401": {"description": "missing or unknown key"},

@@ -1,20 +1,31 @@
 """Fixtures of the real-control-plane tests."""
 
+import json
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from fluxlora_gateway.keys import new_key
+from fluxlora_kube.paths import path
 from fluxlora_localcluster.control_plane import ControlPlane
+from fluxlora_localcluster.gateway_client import GatewayClient
 from fluxlora_localcluster.images import ensure_images
-from fluxlora_localcluster.minio import S3Server, running_minio
+from fluxlora_localcluster.minio import S3Server, free_port, running_minio
 from fluxlora_localcluster.node import Node, running_node
 from fluxlora_localcluster.node_network import ensure_host_address
+from fluxlora_localcluster.processes import stop
+from fluxlora_localcluster.training_site import GATEWAY_SPEC_DEFAULTS, create_namespace
 
 # The real node is tainted: only the pods of the tests that mean to run there tolerate it, so
 # that the operator tests' pods (test_operator.py) stay Pending as in a cluster without a free
 # GPU, whatever ran earlier on the same control plane.
 REAL_NODE_TAINT = "fluxlora.dev/real-node"
 REAL_NODE_TOLERATION = {"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+# The gateway's per-key rate limit in the tests (requests a second, and a burst).
+RATE_LIMIT, RATE_BURST = 5, 30
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +55,49 @@ def host_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """MinIO at the host address, where a real node's pods reach it."""
     with running_minio(tmp_path_factory.mktemp("host-minio") / "data", ensure_host_address()) as s3:
         yield s3
+
+
+@pytest.fixture
+def gateway(
+    request, control_plane, cluster_admin, namespace, host_s3, tmp_path
+) -> Iterator[GatewayClient]:
+    """The gateway; a test may pass extra flags by indirect parametrization."""
+    port = free_port()
+    uploads = f"s3://uploads-{uuid.uuid4().hex[:8]}/uploads"
+    host_s3.client().create_bucket(Bucket=uploads.removeprefix("s3://").split("/")[0])
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        **host_s3.environment(),  # for streaming outputs
+    }
+    command = [
+        sys.executable, "-m", "fluxlora_gateway.main", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--key-namespace", namespace, "--reload-seconds", "0.5",
+        "--spec-defaults", json.dumps(GATEWAY_SPEC_DEFAULTS),
+        "--rate-limit", str(RATE_LIMIT), "--rate-burst", str(RATE_BURST),
+        "--uploads-prefix", uploads,
+        *getattr(request, "param", ()),
+    ]  # fmt: skip
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
+    gateway = GatewayClient(f"http://127.0.0.1:{port}", cluster_admin, namespace, uploads)
+    try:
+        if not gateway.ready(lambda: process.poll() is None):
+            raise AssertionError(f"the gateway did not start:\n{log.read_text()}")
+        yield gateway
+    finally:
+        stop(process)
+    assert "Bearer" not in log.read_text() and "flk_" not in log.read_text()  # no keys logged
+
+
+@pytest.fixture
+def two_tenants(gateway, cluster_admin, namespace) -> Iterator[tuple[str, str, str]]:
+    """Two keys: one for `namespace`, one for a second namespace; and that namespace."""
+    other = f"{namespace}-b"
+    create_namespace(cluster_admin, other)
+    mine, theirs = new_key(), new_key()
+    gateway.set_keys(a=(mine, namespace), b=(theirs, other))
+    yield mine, theirs, other
+    cluster_admin.request("DELETE", path("Namespace", name=other))

@@ -5,12 +5,10 @@ key; every error answers in the hosted envelope; tenants never see each other's 
 
 import json
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,12 +18,8 @@ from fluxlora_api.resource import CRD_NAME
 from fluxlora_gateway.keys import new_key
 from fluxlora_kube.paths import path
 from fluxlora_localcluster.datasets import make_zip, photos
-from fluxlora_localcluster.gateway_client import GatewayClient
-from fluxlora_localcluster.minio import free_port
 from fluxlora_localcluster.operator import embedded_operator, settings_from
-from fluxlora_localcluster.processes import stop
 from fluxlora_localcluster.training_site import (
-    GATEWAY_SPEC_DEFAULTS,
     MODEL_PATH,
     create_namespace,
     model_cache_claim,
@@ -34,12 +28,11 @@ from fluxlora_localcluster.training_site import (
     store_credentials,
 )
 from fluxlora_localcluster.waiting import eventually
-from tests.cluster.conftest import REAL_NODE_TOLERATION
+from tests.cluster.conftest import RATE_BURST, REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
 
 SUBMIT = "/api/v3/wavespeed-ai/flux-dev-lora-trainer"
-RATE_LIMIT, RATE_BURST = 5, 30
 
 
 def curl(*args: str) -> str:
@@ -63,49 +56,6 @@ def reference_submit(base_url: str, key: str, body: str) -> dict:
         "--data-raw", body,
     ]  # fmt: skip
     return json.loads(curl(*command))
-
-
-@pytest.fixture
-def gateway(
-    request, control_plane, cluster_admin, namespace, host_s3, tmp_path
-) -> Iterator[GatewayClient]:
-    """The gateway; a test may pass extra flags by indirect parametrization."""
-    port = free_port()
-    environment = {
-        "PATH": "/usr/bin:/bin",
-        "KUBECONFIG": str(control_plane.kubeconfig),
-        **host_s3.environment(),  # for streaming outputs
-    }
-    command = [
-        sys.executable, "-m", "fluxlora_gateway.main", "serve",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--key-namespace", namespace, "--reload-seconds", "0.5",
-        "--spec-defaults", json.dumps(GATEWAY_SPEC_DEFAULTS),
-        "--rate-limit", str(RATE_LIMIT), "--rate-burst", str(RATE_BURST),
-        *getattr(request, "param", ()),
-    ]  # fmt: skip
-    log = tmp_path / "gateway.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
-    gateway = GatewayClient(f"http://127.0.0.1:{port}", cluster_admin, namespace)
-    try:
-        if not gateway.ready(lambda: process.poll() is None):
-            raise AssertionError(f"the gateway did not start:\n{log.read_text()}")
-        yield gateway
-    finally:
-        stop(process)
-    assert "Bearer" not in log.read_text() and "flk_" not in log.read_text()  # no keys logged
-
-
-@pytest.fixture
-def two_tenants(gateway, cluster_admin, namespace) -> Iterator[tuple[str, str, str]]:
-    """Two keys: one for `namespace`, one for a second namespace; and that namespace."""
-    other = f"{namespace}-b"
-    create_namespace(cluster_admin, other)
-    mine, theirs = new_key(), new_key()
-    gateway.set_keys(a=(mine, namespace), b=(theirs, other))
-    yield mine, theirs, other
-    cluster_admin.request("DELETE", path("Namespace", name=other))
 
 
 def test_the_reference_request_without_data_is_refused_naming_data(gateway, namespace):

@@ -21,6 +21,7 @@ class GatewayClient:
     url: str
     kube: Kube
     key_namespace: str
+    uploads_prefix: str = ""  # s3://bucket/prefix, where it keeps uploads (if it does)
 
     def set_keys(self, **keys: tuple[str, str]) -> None:
         """The key Secret's entries: name -> (key, namespace)."""

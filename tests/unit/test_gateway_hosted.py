@@ -182,7 +182,8 @@ def test_a_sync_mode_timeout_answers_as_the_hosted_platform_does():
 
 
 def test_the_openapi_document_describes_every_endpoint_the_gateway_serves():
-    from fluxlora_gateway.app import Gateway, build_app
+    from fluxlora_gateway.app import Gateway
+    from fluxlora_gateway.routes import build_app
 
     app = build_app(Gateway(kube=None, keys=None))  # type: ignore[arg-type]  # routes only
     served = {

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from fluxlora_api import resource
+from fluxlora_api.prediction import output_file, own_outputs, prediction
 from fluxlora_api.status import is_finished
 from fluxlora_gateway import hosted
 from fluxlora_gateway.history import HistoryQuery, history
@@ -179,7 +180,7 @@ async def submit(request: web.Request) -> web.Response:
     logger.info("%s created %s/%s", tenant.name, meta["namespace"], meta["name"])
     if options.enable_sync_mode:
         return await _answer_when_ended(gateway, request, tenant, created)
-    return reply(200, "success", hosted.prediction(created, gateway.base_url(request)))
+    return reply(200, "success", prediction(created, gateway.base_url(request)))
 
 
 async def _answer_when_ended(
@@ -198,7 +199,7 @@ async def _answer_when_ended(
     if item is None or item["metadata"]["uid"] != uid:
         raise Failure(404, f"prediction {uid} was deleted while the answer waited for it")
     if is_finished(item.get("status")):
-        return reply(200, "success", hosted.prediction(item, base_url))
+        return reply(200, "success", prediction(item, base_url))
     waited = gateway.sync_wait_seconds
     return reply(200, "success", hosted.sync_timed_out(item, base_url, waited))
 
@@ -207,7 +208,7 @@ async def result(request: web.Request) -> web.Response:
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
     item = await gateway.find(tenant, request.match_info["id"])
-    return reply(200, "success", hosted.prediction(item, gateway.base_url(request)))
+    return reply(200, "success", prediction(item, gateway.base_url(request)))
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -252,7 +253,7 @@ async def output(request: web.Request) -> web.StreamResponse:
     tenant = await gateway.tenant(request)
     item = await gateway.find(tenant, request.match_info["id"])
     wanted = request.match_info["file"]
-    url = next((u for u in hosted.own_outputs(item) if hosted.output_file(u) == wanted), None)
+    url = next((u for u in own_outputs(item) if output_file(u) == wanted), None)
     if url is None:
         raise Failure(404, f"output {wanted} not found")
     return await stream_output(request, url)

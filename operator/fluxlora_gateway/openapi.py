@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from fluxlora_api.prediction import OUTPUT_PATH, RESULT_PATH, Prediction
 from fluxlora_api.spec import DEFAULT_LEARNING_RATE, HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
 from fluxlora_gateway import hosted, uploads
 from fluxlora_gateway.history import HISTORY_PATH, History, HistoryQuery
@@ -25,7 +26,7 @@ def _request_schema() -> dict[str, Any]:
 SCHEMAS = "#/components/schemas/{model}"
 # The answers' `data` models; each is a component, with an envelope <Model>Response around it.
 ANSWERS = (
-    hosted.Prediction,
+    Prediction,
     hosted.SyncTimedOut,
     hosted.Deleted,
     hosted.DeletedCount,
@@ -117,7 +118,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     },
                 }
             },
-            hosted.RESULT_PATH: {
+            RESULT_PATH: {
                 "get": {
                     "summary": "Get the task's result",
                     "parameters": [id_parameter],
@@ -203,7 +204,7 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     },
                 }
             },
-            hosted.OUTPUT_PATH: {
+            OUTPUT_PATH: {
                 "get": {
                     "summary": "Download one output file of a completed task",
                     "parameters": [id_parameter, _path_parameter("file")],

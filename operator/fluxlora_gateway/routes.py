@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from fluxlora_api.prediction import OUTPUT_PATH, RESULT_PATH
 from fluxlora_gateway import app as predictions
 from fluxlora_gateway import hosted, media
 from fluxlora_gateway.app import GATEWAY, Gateway, answer_errors
@@ -12,12 +13,12 @@ def build_app(gateway: Gateway) -> web.Application:
     app = web.Application(middlewares=[answer_errors], client_max_size=hosted.MAX_BODY_BYTES)
     app[GATEWAY] = gateway
     app.router.add_post(hosted.SUBMIT_PATH, predictions.submit)
-    app.router.add_get(hosted.RESULT_PATH, predictions.result)
+    app.router.add_get(RESULT_PATH, predictions.result)
     app.router.add_post(hosted.DELETE_MANY_PATH, predictions.delete_many)
     app.router.add_post(HISTORY_PATH, predictions.list_history)
     app.router.add_get(hosted.PREDICTION_PATH, predictions.result)
     app.router.add_delete(hosted.PREDICTION_PATH, predictions.delete)
-    app.router.add_get(hosted.OUTPUT_PATH, predictions.output)
+    app.router.add_get(OUTPUT_PATH, predictions.output)
     media.add_routes(app)
     app.router.add_get("/openapi.json", predictions.openapi)
     app.router.add_get("/healthz", predictions.healthz)

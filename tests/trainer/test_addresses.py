@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from fluxlora_trainer.addresses import parse_address, refusal
+from fluxlora_net.addresses import parse_address, refusal
 
 NETWORKS = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "10.1.0.0/16", "fd12::/16")]
 

@@ -5,6 +5,7 @@ import json
 import jsonschema
 import pytest
 
+from fluxlora_api.prediction import own_outputs
 from fluxlora_gateway import hosted
 from fluxlora_gateway.openapi import openapi_document
 
@@ -118,9 +119,9 @@ def test_only_outputs_in_the_runs_own_folder_are_ever_shown(spec):
         "s3://b/p/team-a/prediction-x-u-1-evil/lora.safetensors",
     ]
     status = {"phase": "completed", "outputs": [f"{RUN}/lora.safetensors", *foreign]}
-    assert hosted.own_outputs(resource(status, spec)) == [f"{RUN}/lora.safetensors"]
+    assert own_outputs(resource(status, spec)) == [f"{RUN}/lora.safetensors"]
     elsewhere = resource(status, {"output": "s3://other-bucket/p"})  # not where this run wrote
-    assert hosted.own_outputs(elsewhere) == []
+    assert own_outputs(elsewhere) == []
 
 
 def test_outputs_are_hidden_until_completed_and_errors_show():

@@ -16,8 +16,8 @@ import urllib3
 from urllib3.util import parse_url
 
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_net.guarded_http import DownloadGuard, RefusedAddress, guarded_pool
 from fluxlora_trainer.errors import BadInput
-from fluxlora_trainer.guarded_http import DownloadGuard, RefusedAddress, guarded_pool
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """urllib3 connection pools that connect only where the address rules allow
-(fluxlora_trainer.addresses) and only until the download's deadline.
+(fluxlora_net.addresses) and only until the download's deadline.
 
 The host name is resolved and every address it resolves to is checked right before connecting,
 and the socket connects to the checked address itself: a DNS answer that changes between check
@@ -19,7 +19,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.ssl_ import create_urllib3_context
 
-from fluxlora_trainer.addresses import Refusal, parse_address, refusal
+from fluxlora_net.addresses import Refusal, parse_address, refusal
 
 
 class RefusedAddress(Exception):

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from fluxlora_api.prediction import HostedModel, Prediction, prediction
 from fluxlora_api.status import Phase
-from fluxlora_gateway.hosted import HostedModel, Prediction, prediction
 
 HISTORY_PATH = "/api/v3/predictions"
 MAX_PAGE_SIZE = 100

@@ -11,7 +11,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import Field
 
-from fluxlora_gateway.hosted import HostedModel, RequestError
+from fluxlora_api.prediction import HostedModel
+from fluxlora_gateway.hosted import RequestError
 from fluxlora_gateway.upload_store import PART_BYTES, UploadStore
 
 TICKETS_PATH = "/api/v3/media/uploads"

@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -78,13 +79,13 @@ class DownloadGuard:
         host: str,
         port: int,
         timeout: object,
-        options: Sequence[tuple[int, int, int]] | None,
+        options: Sequence[tuple[int, int, int | bytes]] | None,
     ) -> socket.socket:
         """A TCP connection to `host`, refused (RefusedAddress) before any connection is
         attempted if any address the name resolves to is not allowed."""
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         for *_, sockaddr in infos:
-            refused = refusal(parse_address(sockaddr[0]), self.allowed)
+            refused = refusal(parse_address(str(sockaddr[0])), self.allowed)
             if refused is not None:
                 raise RefusedAddress(host, refused)
         error = OSError(f"{host} has no address")
@@ -126,14 +127,14 @@ def _shutdown(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _Guarded:
-    def __init__(self, *args, guard: DownloadGuard, **kwargs) -> None:
+class _Guarded(HTTPConnection):
+    def __init__(self, *args: Any, guard: DownloadGuard, **kwargs: Any) -> None:
         self._guard = guard
         super().__init__(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
         # urllib3's own _new_conn, with our connect and its exceptions.
-        host = getattr(self, "_dns_host", self.host)
+        host = str(getattr(self, "_dns_host", None) or self.host)
         try:
             return self._guard.connect(host, self.port, self.timeout, self.socket_options)
         except socket.gaierror as error:

@@ -4,13 +4,11 @@ pixels, caption size. Defaults fit real datasets (hundreds of photos). The opera
 dataset-limits setting to the trainer as FLUXLORA_DATASET_LIMITS (a JSON object, to_env()); the
 trainer reads it with from_env() (pydantic-settings)."""
 
-import ipaddress
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fluxlora_api.setting_values import comma_list
+from fluxlora_api.setting_values import network_list
 
 ENV_PREFIX = "FLUXLORA_"
 DATASET_LIMITS_ENV = f"{ENV_PREFIX}DATASET_LIMITS"
@@ -53,17 +51,12 @@ class DatasetLimits(BaseModel):
 
     @field_validator("allowed_networks", mode="before")
     @classmethod
-    def _split_networks(cls, value: object) -> object:
-        # One string: a JSON list, or CIDRs separated by commas.
+    def _check_networks(cls, value: object) -> list[str]:
+        # A list, or one string: a JSON list, or CIDRs separated by commas.
         try:
-            return comma_list(value)
+            return network_list(value)
         except ValueError as error:
             raise ValueError(f"allowed_networks: {error}") from None
-
-    @field_validator("allowed_networks")
-    @classmethod
-    def _check_networks(cls, value: list[str]) -> list[str]:
-        return [_network(item) for item in value]
 
     @classmethod
     def from_env(cls) -> "DatasetLimits":
@@ -81,21 +74,3 @@ class _TrainerEnvironment(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True)
 
     dataset_limits: DatasetLimits = Field(default_factory=DatasetLimits)
-
-
-def _network(text: str) -> str:
-    """`text` as a canonical CIDR; a clear error names what is wrong with it."""
-    try:
-        return str(ipaddress.ip_network(text.strip()))
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        raise ValueError(
-            f"allowed_networks: {text!r} is not a network in CIDR notation "
-            "(like 10.0.0.0/8 or fd00::/8)"
-        ) from None
-    raise ValueError(
-        f"allowed_networks: {text!r} has bits set after the prefix; did you mean {loose}?"
-    )

@@ -8,8 +8,12 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from fluxlora_api.outputs import belongs_to_run
+from fluxlora_api.resource import GROUP
 from fluxlora_api.status import DATE_TIME, Phase, Timings, hosted_created_at, phase_of
 
+# Set by the gateway on the resources it creates: where their prediction links point (a
+# webhook sends the same links the gateway answers).
+GATEWAY_URL_ANNOTATION = f"{GROUP}/gateway-url"
 MODEL_ID = "wavespeed-ai/flux-dev-lora-trainer"
 RESULT_PATH = "/api/v3/predictions/{id}/result"
 OUTPUT_PATH = "/api/v3/predictions/{id}/outputs/{file}"

@@ -17,6 +17,8 @@ DEFAULT_TRIGGER_WORD = "p3r5on"
 DEFAULT_BASE_MODEL = "black-forest-labs/FLUX.1-dev"
 
 DATA_URL_PATTERN = r"^(https?|s3)://\S+$"
+WEBHOOK_URL_PATTERN = r"^https?://[^/\s?#]+\S*$"
+MAX_WEBHOOK_CHARS = 2048
 OUTPUT_PATTERN = r"^(s3://[^/\s]+(/\S*)?|/\S*)$"
 BASE_MODEL_PATTERN = r"^(/\S*|[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -186,6 +188,12 @@ class LoRATrainingJobSpec(TrainingParameters):
     (an unusable dataset) is never retried."""
     active_deadline_seconds: int | None = Field(None, ge=60)
     """Wall-clock limit for the whole Job, retries included; the resource fails when it passes."""
+    webhook: str | None = Field(None, pattern=WEBHOOK_URL_PATTERN, max_length=MAX_WEBHOOK_CHARS)
+    """URL (http or https) the operator POSTs the prediction object to when the run completes or
+    fails, signed with the namespace's webhook secret as the hosted platform signs (headers
+    webhook-id, webhook-timestamp, webhook-signature: v3,<HMAC-SHA256 hex>); retried until
+    delivered, for a bounded time. Link-local addresses are never called; private and loopback
+    ones only if the operator allows them. status.webhook records the delivery."""
 
     @field_validator("priority_class_name")
     @classmethod

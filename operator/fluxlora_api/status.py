@@ -153,6 +153,28 @@ class Progress(ApiModel):
     """When the trainer last reported (the operator's clock)."""
 
 
+WebhookState = Literal["pending", "delivered", "failed"]
+
+
+class WebhookDelivery(ApiModel):
+    """How the webhook of the run's end went: the operator's record, so that a restart neither
+    loses a delivery nor sends a delivered one again."""
+
+    state: WebhookState = "pending"
+    """pending (being tried), delivered (the receiver answered 2xx) or failed (a final answer,
+    a refused address, or retries ran out)."""
+    attempts: int = Field(0, ge=0)
+    """POSTs made so far."""
+    first_attempt_at: str | None = Field(None, json_schema_extra=DATE_TIME)
+    """When the first POST was made (retries stop a set time after it)."""
+    last_attempt_at: str | None = Field(None, json_schema_extra=DATE_TIME)
+    """When the last POST was made."""
+    last_error: str | None = Field(None, max_length=2048)
+    """Why the last POST did not deliver."""
+    delivered_at: str | None = Field(None, json_schema_extra=DATE_TIME)
+    """When the receiver accepted it."""
+
+
 class Condition(ApiModel):
     """A metav1.Condition: one aspect of the resource's state."""
 
@@ -216,6 +238,8 @@ class LoRATrainingJobStatus(ApiModel):
     """Latest observations of the resource's state, one per type."""
     observed_generation: int | None = Field(None, ge=0)
     """The generation the operator last acted on."""
+    webhook: WebhookDelivery | None = None
+    """The delivery of spec.webhook, once the run has ended."""
 
 
 def status_fields(**fields: Any) -> dict[str, Any]:

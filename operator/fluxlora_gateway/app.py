@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from fluxlora_api import resource
-from fluxlora_api.prediction import output_file, own_outputs, prediction
+from fluxlora_api.prediction import GATEWAY_URL_ANNOTATION, output_file, own_outputs, prediction
+from fluxlora_api.spec import MAX_WEBHOOK_CHARS
 from fluxlora_api.status import is_finished
 from fluxlora_gateway import hosted
 from fluxlora_gateway.history import HistoryQuery, history
@@ -23,7 +24,9 @@ from fluxlora_gateway.upload_store import UploadStore
 from fluxlora_gateway.uploads import parse_file_url
 from fluxlora_kube.client import ApiError, Kube
 from fluxlora_kube.paths import path
+from fluxlora_net.webhooks import RefusedWebhook, check_webhook_url
 from fluxlora_operator.rate_limit import RateLimiter
+from fluxlora_operator.webhook_secret import webhook_secret
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class Gateway:
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))  # 0: unlimited
     sync_wait_seconds: float = DEFAULT_SYNC_WAIT_SECONDS
     uploads: UploadStore | None = None  # None: uploads are off
+    webhook_allowed_networks: list[str] = field(default_factory=list)
     index: PredictionIndex = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +99,16 @@ class Gateway:
         if await asyncio.to_thread(self.uploads.size, key) is None:
             raise hosted.RequestError(f"data: no upload {found[1]} for this key at {data}")
         return await asyncio.to_thread(self.uploads.link, key)
+
+    async def checked_webhook(self, url: str) -> str:
+        """A `?webhook=` URL the operator will be allowed to call, else a 400 naming it."""
+        if len(url) > MAX_WEBHOOK_CHARS:
+            raise hosted.RequestError(f"webhook: longer than {MAX_WEBHOOK_CHARS} characters")
+        try:
+            await asyncio.to_thread(check_webhook_url, url, self.webhook_allowed_networks)
+        except RefusedWebhook as refused:
+            raise hosted.RequestError(str(refused)) from None
+        return url
 
     async def remove(self, tenant: Tenant, item: dict[str, Any]) -> None:
         """Delete the resource in the background (its Job and pods follow); gone already is
@@ -162,15 +176,20 @@ async def submit(request: web.Request) -> web.Response:
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
     spec, options = hosted.parse_request(await _body(request))
+    spec["data"] = await gateway.resolve_data(request, tenant, spec["data"])
+    webhook = request.query.get("webhook")
+    if webhook is not None:
+        spec["webhook"] = await gateway.checked_webhook(webhook)
+    base_url = gateway.base_url(request)
     body = {
         "apiVersion": resource.API_VERSION,
         "kind": resource.KIND,
-        "metadata": {"generateName": NAME_PREFIX, "labels": {SUBMITTED_VIA_LABEL: "gateway"}},
-        "spec": {
-            **gateway.spec_defaults,
-            **spec,
-            "data": await gateway.resolve_data(request, tenant, spec["data"]),
+        "metadata": {
+            "generateName": NAME_PREFIX,
+            "labels": {SUBMITTED_VIA_LABEL: "gateway"},
+            "annotations": {GATEWAY_URL_ANNOTATION: base_url},
         },
+        "spec": {**gateway.spec_defaults, **spec},
     }
     created = await asyncio.to_thread(
         gateway.kube.request, "POST", path(resource.KIND, tenant.namespace), body
@@ -257,6 +276,14 @@ async def output(request: web.Request) -> web.StreamResponse:
     if url is None:
         raise Failure(404, f"output {wanted} not found")
     return await stream_output(request, url)
+
+
+async def get_webhook_secret(request: web.Request) -> web.Response:
+    """The key's namespace's webhook secret, made on first use."""
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    secret = await asyncio.to_thread(webhook_secret, gateway.kube, tenant.namespace)
+    return reply(200, "success", hosted.WebhookSecret(secret=secret).model_dump())
 
 
 async def openapi(request: web.Request) -> web.Response:

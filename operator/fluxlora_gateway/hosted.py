@@ -98,6 +98,16 @@ class SyncTimedOut(Prediction):
     """The hosted platform's code for a sync-mode timeout."""
 
 
+WEBHOOK_SECRET_PATH = "/api/v3/webhook/secret"
+
+
+class WebhookSecret(HostedModel):
+    """The key's webhook secret: what every webhook of its namespace is signed with."""
+
+    secret: str
+    """whsec_...: remove the prefix and use the rest, as it is, as the HMAC-SHA256 key."""
+
+
 class Deleted(HostedModel):
     """The answer to deleting one prediction."""
 

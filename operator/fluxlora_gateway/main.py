@@ -22,6 +22,7 @@ from fluxlora_gateway.uploads import DEFAULT_MAX_UPLOAD_BYTES
 from fluxlora_kube.client import Kube, load_api_client
 from fluxlora_operator.command_settings import load_command_settings
 from fluxlora_operator.rate_limit import RateLimiter
+from fluxlora_operator.settings import NetworkList
 
 PROGRAM = "fluxlora-gateway"
 ENV_PREFIX = "FLUXLORA_GATEWAY_"
@@ -73,6 +74,10 @@ class GatewaySettings(BaseSettings):
     """The largest upload accepted, in bytes (413 past it)."""
     upload_link_seconds: int = Field(MAX_LINK_SECONDS, ge=60, le=MAX_LINK_SECONDS)
     """How long the S3 link a trainer gets for an uploaded dataset stays valid."""
+    webhook_allowed_networks: NetworkList = Field(default_factory=list)
+    """Non-public networks (CIDRs) a ?webhook= URL may point to (the operator's own setting, so
+    that what the gateway accepts the operator will call); public addresses always may,
+    link-local and cloud metadata addresses never."""
     log_level: str = "INFO"
     """Log level: DEBUG, INFO, WARNING or ERROR."""
 
@@ -140,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         limiter,
         settings.sync_wait_seconds,
         uploads,
+        settings.webhook_allowed_networks,
     )
     web.run_app(
         build_app(gateway),

@@ -3,7 +3,12 @@
 from typing import Any
 
 from fluxlora_api.prediction import OUTPUT_PATH, RESULT_PATH, Prediction
-from fluxlora_api.spec import DEFAULT_LEARNING_RATE, HOSTED_REQUEST_FIELDS, LoRATrainingJobSpec
+from fluxlora_api.spec import (
+    DEFAULT_LEARNING_RATE,
+    HOSTED_REQUEST_FIELDS,
+    MAX_WEBHOOK_CHARS,
+    LoRATrainingJobSpec,
+)
 from fluxlora_gateway import hosted, uploads
 from fluxlora_gateway.history import HISTORY_PATH, History, HistoryQuery
 
@@ -30,6 +35,7 @@ ANSWERS = (
     hosted.SyncTimedOut,
     hosted.Deleted,
     hosted.DeletedCount,
+    hosted.WebhookSecret,
     History,
     uploads.UploadTicket,
     uploads.UploadedFile,
@@ -98,6 +104,20 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             hosted.SUBMIT_PATH: {
                 "post": {
                     "summary": "Submit a training task",
+                    "parameters": [
+                        {
+                            "name": "webhook",
+                            "in": "query",
+                            "required": False,
+                            "description": "URL the prediction object is POSTed to, signed, "
+                            "when the task completes or fails",
+                            "schema": {
+                                "type": "string",
+                                "format": "uri",
+                                "maxLength": MAX_WEBHOOK_CHARS,
+                            },
+                        }
+                    ],
                     "requestBody": {"required": True, "content": _json("TrainingRequest")},
                     "responses": {
                         **_answers("the task, status created", 400, 401),
@@ -149,6 +169,12 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     "summary": "Delete several tasks; ids this key does not know are ignored",
                     "requestBody": {"required": True, "content": _json("DeleteMany")},
                     "responses": _answers("how many were deleted", 400, 401, answer="DeletedCount"),
+                }
+            },
+            hosted.WEBHOOK_SECRET_PATH: {
+                "get": {
+                    "summary": "This key's webhook secret (made on first use)",
+                    "responses": _answers("the secret", 401, answer="WebhookSecret"),
                 }
             },
             uploads.TICKETS_PATH: {

@@ -19,6 +19,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get(hosted.PREDICTION_PATH, predictions.result)
     app.router.add_delete(hosted.PREDICTION_PATH, predictions.delete)
     app.router.add_get(OUTPUT_PATH, predictions.output)
+    app.router.add_get(hosted.WEBHOOK_SECRET_PATH, predictions.get_webhook_secret)
     media.add_routes(app)
     app.router.add_get("/openapi.json", predictions.openapi)
     app.router.add_get("/healthz", predictions.healthz)

@@ -6,7 +6,8 @@
 - a slow loop re-mirrors unfinished resources (time-based failures, missed events), first
   soon after start-up (the resume);
 - every resource event updates the phase gauge;
-- trainer pods report progress to an endpoint served beside the handlers.
+- trainer pods report progress to an endpoint served beside the handlers;
+- a run that ended is offered to the webhook sender, which delivers its spec.webhook.
 
 Only event handlers: kopf's create/resume handlers would write their bookkeeping into every
 resource (one more write, and one more watch event, per run).
@@ -26,6 +27,7 @@ from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.progress_server import serve_progress
 from fluxlora_operator.reconciler import Reconciler, RetryLater
 from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.webhook_sender import WebhookSender
 
 RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
 JOBS = ("batch", "v1", "jobs")
@@ -70,6 +72,7 @@ def register(
     """Register the operator's handlers on `registry`. (kopf passes its own `settings`.) With
     peering, `priority` is this replica's and `active` says whether it is the one that acts."""
     metrics = reconciler.metrics
+    webhooks = WebhookSender(reconciler.kube, operator_settings, reconciler.post_event, active)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -104,6 +107,8 @@ def register(
         reconciler.track(namespace, name, phase, deleted=deleted)
         if listed is not None and phase is None:
             reconciler.start(namespace, name, listed)
+        if listed is not None:
+            webhooks.consider(listed)  # a run that ended: its webhook, if any, is due
         # Runs listed at start-up (or after a lost watch) are resumed by the first resync,
         # which lists everything at once instead of reading each.
 
@@ -119,6 +124,10 @@ def register(
             reconciler.mirror_watched(namespace, owner)
 
     @kopf.on.startup(registry=registry)
+    def start_webhooks(**_: Any) -> None:
+        webhooks.start()
+
+    @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:
         memo["resync"] = asyncio.create_task(_resync_forever(reconciler, operator_settings, active))
 
@@ -128,6 +137,10 @@ def register(
             memo["progress"] = await serve_progress(
                 reconciler.kube, operator_settings.progress_port
             )
+
+    @kopf.on.cleanup(registry=registry)
+    def stop_webhooks(**_: Any) -> None:
+        webhooks.stop()
 
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(memo: kopf.Memo, **_: Any) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fluxlora_api.limits import DatasetLimits
-from fluxlora_api.setting_values import comma_list, pair_map
+from fluxlora_api.setting_values import comma_list, network_list, pair_map
 from fluxlora_api.spec import Toleration
 from fluxlora_operator.command_settings import flag, load_command_settings
 
@@ -23,6 +23,7 @@ PROGRAM = "fluxlora-operator"
 # NoDecode: the string reaches the validator as given (pydantic-settings would want JSON).
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(comma_list)]
 PairMap = Annotated[dict[str, str], NoDecode, BeforeValidator(pair_map)]
+NetworkList = Annotated[list[str], NoDecode, BeforeValidator(network_list)]
 
 
 class OperatorSettings(BaseSettings):
@@ -106,6 +107,12 @@ class OperatorSettings(BaseSettings):
     job_ttl_seconds: int | None = None
     """ttlSecondsAfterFinished of trainer Jobs; unset keeps them (their pods hold the logs). Keep
     it well above any operator downtime: a Job deleted before the operator saw it end runs again."""
+    webhook_allowed_networks: NetworkList = Field(default_factory=list)
+    """Non-public networks (CIDRs) a spec.webhook may be sent to; public addresses always may,
+    link-local and cloud metadata addresses never."""
+    webhook_retry_seconds: float = Field(3600.0, gt=0)
+    """How long a webhook the receiver does not take is retried (5 s, then doubling up to 5
+    min apart) before it is recorded as failed."""
     image_pull_grace_seconds: int = 300
     """How long a trainer pod may fail to pull its image or start before the resource fails."""
     resync_seconds: float = 30.0

@@ -123,10 +123,22 @@ def test_namespaced_mode_has_nothing_cluster_wide_but_token_reviews():
 
 def test_the_operator_can_create_no_rbac_objects_and_trainers_report_to_its_service():
     rendered = objects(render())
-    resources = {
-        res for o in rendered if "rules" in o for r in o["rules"] for res in r["resources"]
-    }
-    assert not resources & {"serviceaccounts", "roles", "rolebindings", "secrets"}
+    rules = [r for o in rendered if "rules" in o for r in o["rules"]]
+    resources = {res for r in rules for res in r["resources"]}
+    assert not resources & {"serviceaccounts", "roles", "rolebindings"}
+    # Secrets: only the webhook secret, read by name; created, but the admission policy
+    # allows no other name or type.
+    secret_rules = [r for r in rules if "secrets" in r["resources"]]
+    assert secret_rules == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["fluxlora-webhook"],
+         "verbs": ["get"]},
+    ]  # fmt: skip
+    (policy,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "fluxlora-webhook" in policy["spec"]["validations"][0]["expression"]
     (service,) = [o for o in rendered if o["metadata"]["name"].endswith("-progress")]
     env = deployment_env(rendered)
     port = service["spec"]["ports"][0]["port"]

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_net.urls import display_url
 from fluxlora_trainer.errors import BadInput
-from fluxlora_trainer.fetch import display_url, fetch
+from fluxlora_trainer.fetch import fetch
 
 LOOPBACK = ["127.0.0.0/8"]
 LIMITS = DatasetLimits(download_attempts=3, download_timeout_seconds=5, allowed_networks=LOOPBACK)

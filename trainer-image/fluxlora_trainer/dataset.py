@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from fluxlora_api.limits import DatasetLimits
+from fluxlora_net.urls import display_url
 from fluxlora_trainer.archive import CAPTION_SUFFIX, IMAGE_SUFFIXES, Ignored, extract_dataset
 from fluxlora_trainer.captions import UnusableCaption, apply_caption_rule, read_caption
 from fluxlora_trainer.errors import BadInput
-from fluxlora_trainer.fetch import display_url, fetch
+from fluxlora_trainer.fetch import fetch
 from fluxlora_trainer.images import UnusableImage, image_size
 
 RECOMMENDED_IMAGES = 4

@@ -6,17 +6,17 @@ not help, so the error says what went wrong."""
 
 import logging
 import os
-import re
 import time
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.util import parse_url
 
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_net.guarded_http import DownloadGuard, RefusedAddress, guarded_pool
+from fluxlora_net.urls import display_url
 from fluxlora_trainer.errors import BadInput
 
 logger = logging.getLogger(__name__)
@@ -30,24 +30,6 @@ ADDRESS_RULE = (
     "the operator allows data only from public addresses and its dataset-limits allowedNetworks"
 )
 ALWAYS_RULE = "data is never downloaded from link-local or cloud metadata addresses"
-
-
-def display_url(url: str) -> str:
-    """The URL without credentials or query string (presigned URLs carry signatures)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
-    except ValueError:  # a malformed host or port: cut by hand what must not show
-        match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)", url)
-        if match is None:
-            return "(not a URL)"
-        scheme, authority, path = match.groups()
-        return f"{scheme}://{authority.rpartition('@')[2]}{path}"
 
 
 def fetch(url: str, destination: Path, limits: DatasetLimits) -> Path:

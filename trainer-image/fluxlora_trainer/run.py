@@ -15,6 +15,7 @@ from fluxlora_api.contract import TrainingConfig, TrainingResult
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.outputs import CONFIG_FILE, LOSS_CSV_FILE, LOSS_PLOT_FILE
 from fluxlora_api.status import Timings
+from fluxlora_net.urls import display_url
 from fluxlora_trainer.buckets import training_resolutions
 from fluxlora_trainer.cache import prepare_training_data
 from fluxlora_trainer.checkpoints import (
@@ -24,7 +25,6 @@ from fluxlora_trainer.checkpoints import (
 )
 from fluxlora_trainer.dataset import Dataset, open_dataset
 from fluxlora_trainer.errors import BadInput
-from fluxlora_trainer.fetch import display_url
 from fluxlora_trainer.lora_formats import save_both_formats
 from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype

@@ -81,6 +81,8 @@ app.kubernetes.io/component: gateway
     "MODEL_CACHE_PVC" $v.model.cachePvc
     "HF_TOKEN_SECRET" $v.model.hfTokenSecret
     "QUEUE_NAME" $v.kueue.defaultQueue
+    "WEBHOOK_ALLOWED_NETWORKS" $v.webhooks.allowedNetworks
+    "WEBHOOK_RETRY_SECONDS" $v.webhooks.retrySeconds
 -}}
 {{- $env := list -}}
 {{- range $name := keys $settings | sortAlpha -}}

@@ -1,0 +1,175 @@
+"""Delivers each ended run's webhook, at least once: every resource event offers the resource
+(consider), due deliveries are POSTed from a few threads of their own (a slow receiver never
+holds a handler), and each attempt is recorded in status.webhook before the next is planned. A
+restart lists every resource again, so a pending delivery goes on and a finished one is never
+repeated. Only the replica that acts (peering) sends."""
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from urllib3.util import parse_url
+
+from fluxlora_api import resource
+from fluxlora_api.status import status_fields
+from fluxlora_kube.client import Kube
+from fluxlora_net.guarded_http import DownloadGuard, RefusedAddress, guarded_pool
+from fluxlora_net.webhooks import ADDRESS_RULE, ALWAYS_RULE, signed_headers
+from fluxlora_operator.clock import utcnow
+from fluxlora_operator.events import Event
+from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.webhook_delivery import (
+    ATTEMPT_SECONDS,
+    after_attempt,
+    delivery_of,
+    due_at,
+    message_id,
+    wants_delivery,
+    webhook_body,
+)
+from fluxlora_operator.webhook_secret import webhook_secret
+
+logger = logging.getLogger(__name__)
+
+SENDER_THREADS = 4
+IDLE_SECONDS = 5.0  # how often the sender looks again without news (a standby replica waits)
+
+
+def post(url: str, body: bytes, headers: dict[str, str], allowed_networks: list[str]) -> int:
+    """POST `body`; the receiver's HTTP status. Connects only where the address rules allow
+    (RefusedAddress otherwise), follows no redirect, and gives up after ATTEMPT_SECONDS."""
+    parts = parse_url(url)
+    with DownloadGuard(allowed_networks, ATTEMPT_SECONDS) as guard:
+        pool = guarded_pool(guard, parts.scheme or "http", parts.host or "", parts.port,
+                            ATTEMPT_SECONDS)  # fmt: skip
+        with pool:
+            response = pool.urlopen(
+                "POST", parts.request_uri, body=body, headers=headers, redirect=False,
+                retries=False, preload_content=True,
+            )  # fmt: skip
+            return response.status
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        post_event: Callable[[dict[str, Any], Event], None],
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.kube, self.settings, self.post_event, self.active = kube, settings, post_event, active
+        self._due: list[tuple[float, str, str]] = []  # (monotonic time, namespace, name)
+        self._queued: dict[tuple[str, str], float] = {}
+        self._sending: set[tuple[str, str]] = set()
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="webhook")
+        self._thread = threading.Thread(target=self._run, daemon=True, name="webhook-sender")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def consider(self, obj: dict[str, Any]) -> None:
+        """Plan the delivery of `obj`'s webhook if it is due now or later (from any thread)."""
+        if not wants_delivery(obj):
+            return
+        now = utcnow()
+        wait = (due_at(delivery_of(obj), now) - now).total_seconds()
+        meta = obj["metadata"]
+        self._plan(meta["namespace"], meta["name"], time.monotonic() + max(wait, 0.0))
+
+    def _plan(self, namespace: str, name: str, when: float) -> None:
+        key = (namespace, name)
+        with self._changed:
+            if self._queued.get(key, float("inf")) <= when:
+                return
+            self._queued[key] = when
+            heapq.heappush(self._due, (when, namespace, name))
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._changed:
+                now = time.monotonic()
+                wait = self._due[0][0] - now if self._due else IDLE_SECONDS
+                if wait > 0:
+                    self._changed.wait(min(wait, IDLE_SECONDS))
+                    continue
+                when, namespace, name = heapq.heappop(self._due)
+                key = (namespace, name)
+                if self._queued.get(key) != when:
+                    continue  # planned again, sooner or later
+                del self._queued[key]
+                if key in self._sending:  # one attempt at a time: look again after it
+                    self._queued[key] = now + 1
+                    heapq.heappush(self._due, (now + 1, namespace, name))
+                    continue
+                self._sending.add(key)
+            self._pool.submit(self._send_logged, namespace, name)
+
+    def _send_logged(self, namespace: str, name: str) -> None:
+        try:
+            self._send(namespace, name)
+        except Exception:
+            logger.exception("webhook of %s/%s: delivery failed; tried again", namespace, name)
+            self._done(namespace, name, retry_in=IDLE_SECONDS)
+        else:
+            self._done(namespace, name)
+
+    def _done(self, namespace: str, name: str, retry_in: float | None = None) -> None:
+        with self._changed:
+            self._sending.discard((namespace, name))
+        if retry_in is not None:
+            self._plan(namespace, name, time.monotonic() + retry_in)
+
+    def _send(self, namespace: str, name: str) -> None:
+        """One attempt, decided from the resource as it is now, and recorded."""
+        if not self.active():
+            self._plan(namespace, name, time.monotonic() + IDLE_SECONDS)
+            return
+        obj = self.kube.get(resource.KIND, namespace, name)
+        if obj is None or not wants_delivery(obj):
+            return
+        delivery, now = delivery_of(obj), utcnow()
+        if due_at(delivery, now) > now:
+            self.consider(obj)
+            return
+        url = obj["spec"]["webhook"]
+        body, stamp = webhook_body(obj), int(time.time())
+        headers = signed_headers(webhook_secret(self.kube, namespace), message_id(obj), stamp, body)
+        status, error, final = None, None, False
+        try:
+            status = post(url, body, headers, self.settings.webhook_allowed_networks)
+        except RefusedAddress as refused:
+            rule = ALWAYS_RULE if refused.refusal.always else ADDRESS_RULE
+            error, final = f"webhook: {refused}; {rule}", True
+        except Exception as failure:  # connection refused, timeout, TLS: worth a retry
+            error = f"webhook: {type(failure).__name__}: {failure}"
+        record = after_attempt(delivery, utcnow(), status, error, final,
+                               self.settings.webhook_retry_seconds)  # fmt: skip
+        self.kube.patch_status(
+            resource.KIND, namespace, name, status_fields(webhook=record.model_dump())
+        )
+        why = f" ({record.last_error})" if record.last_error else ""
+        logger.info("webhook of %s/%s: attempt %d, %s%s", namespace, name, record.attempts,
+                    record.state, why)  # fmt: skip
+        if record.state == "delivered":
+            host = parse_url(url).host
+            message = f"webhook delivered to {host} (attempt {record.attempts})"
+            self.post_event(obj, Event("Normal", "WebhookDelivered", message))
+        elif record.state == "failed":
+            self.post_event(obj, Event("Warning", "WebhookFailed", record.last_error or ""))
+        else:
+            self.consider({**obj, "status": {**obj["status"], "webhook": record.model_dump()}})

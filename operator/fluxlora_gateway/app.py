@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 SUBMITTED_VIA_LABEL = f"{resource.GROUP}/submitted-via"
 NAME_PREFIX = "prediction-"
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'  # no headers: the key never reaches a log
 DEFAULT_SYNC_WAIT_SECONDS = 300.0
 SYNC_CHECK_SECONDS = 0.5  # how often a held sync-mode answer looks at the index (memory only)
 

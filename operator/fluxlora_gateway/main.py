@@ -13,7 +13,8 @@ from aiohttp import web
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fluxlora_gateway.app import ACCESS_LOG_FORMAT, DEFAULT_SYNC_WAIT_SECONDS, Gateway
+from fluxlora_gateway.access_log import AccessLogger
+from fluxlora_gateway.app import DEFAULT_SYNC_WAIT_SECONDS, Gateway
 from fluxlora_gateway.hosted import check_spec_defaults
 from fluxlora_gateway.keys import KeyStore, new_key, secret_entry
 from fluxlora_gateway.routes import build_app
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         build_app(gateway),
         host=settings.host,
         port=settings.port,
-        access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=AccessLogger,
         print=None,
     )
     return 0

@@ -1,6 +1,7 @@
 """Fixtures of the real-control-plane tests."""
 
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -89,7 +90,11 @@ def gateway(
         yield gateway
     finally:
         stop(process)
-    assert "Bearer" not in log.read_text() and "flk_" not in log.read_text()  # no keys logged
+    logged = log.read_text()
+    assert "Bearer" not in logged and "flk_" not in logged  # no keys logged
+    # Nor the capabilities in URLs: upload tickets, webhook URLs (their receivers' tokens).
+    assert not re.search(r"/api/v3/media/uploads/[A-Za-z0-9_-]{16,}", logged)
+    assert "webhook=" not in logged
 
 
 @pytest.fixture

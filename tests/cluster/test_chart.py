@@ -8,9 +8,11 @@ import urllib.request
 import uuid
 
 import pytest
+import wavespeed
 
 from fluxlora_api import resource
-from fluxlora_gateway.hosted import RESULT_PATH, SUBMIT_PATH
+from fluxlora_api.prediction import RESULT_PATH
+from fluxlora_gateway.hosted import SUBMIT_PATH
 from fluxlora_gateway.keys import new_key
 from fluxlora_kube.paths import path
 from fluxlora_localcluster.datasets import make_zip, photos
@@ -112,7 +114,6 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
     model_cache_claim(cluster_admin, real_node, namespace, tiny_model)
     bucket = f"chart-{uuid.uuid4().hex[:8]}"
     host_s3.client().create_bucket(Bucket=bucket)
-    host_s3.client().upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), bucket, "data/p.zip")
     release_namespace = f"{namespace}-ops"
     # Both the operator's and the trainer's pods must pass the restricted Pod Security profile.
     create_namespace(cluster_admin, release_namespace, RESTRICTED)
@@ -152,8 +153,11 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
     assert gateway.ready()
 
     try:
-        # A hosted-API client submits through the chart's gateway.
-        request = json.dumps({"data": f"s3://{bucket}/data/p.zip", "steps": 500}).encode()
+        # A hosted-API client uploads its dataset with the platform's SDK and submits it
+        # through the chart's gateway; the trainer pod fetches the upload from S3 itself.
+        sdk = wavespeed.Client(api_key=key, base_url=gateway.url, max_retries=0)
+        uploaded = sdk.upload(str(make_zip(tmp_path / "portrait.zip", photos(3))))
+        request = json.dumps({"data": uploaded, "steps": 500}).encode()
         status, submitted = gateway.call("POST", SUBMIT_PATH, key, request)
         assert status == 200, submitted
         result_path = RESULT_PATH.format(id=submitted["data"]["id"])
@@ -194,6 +198,17 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         log = pod_log(plane, gateway_pod)
         assert "Kubernetes API error" not in log and "POST /api/v3/" in log
         assert key not in log
+
+        # The gateway makes the namespace's webhook secret; the admission policy lets the
+        # operator and the gateway create that Secret and no other.
+        status, answer = gateway.call("GET", "/api/v3/webhook/secret", key)
+        assert status == 200 and answer["data"]["secret"].startswith("whsec_"), answer
+        for who in (account, gateway_account):
+            refused = plane.kubectl("create", "secret", "generic", "not-a-webhook-secret",
+                                    "-n", namespace, "--as", who)  # fmt: skip
+            assert refused.returncode != 0
+            assert "may write only the Opaque Secret fluxlora-webhook" in refused.stderr
+            assert can_i(plane, who, "get", "secrets/fluxlora-webhook", "-n", namespace) == "yes"
 
         # What the operator's ServiceAccount may not do.
         assert can_i(plane, account, "create", "jobs", "-n", namespace) == "yes"

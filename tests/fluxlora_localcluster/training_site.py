@@ -165,12 +165,13 @@ def chart_values(
 ) -> list[str]:
     """The site's settings for the chart's pods on a real node: each pod has its own network
     (the chart's default ports), the progress URL is the chart's default (cluster DNS), MinIO
-    is at the host address (which trainers may reach), and the node's taints are tolerated by
-    the operator, the gateway and the trainers."""
+    is at the host address (which trainers may reach), the gateway keeps uploads in `bucket`,
+    and the node's taints are tolerated by the operator, the gateway and the trainers."""
     return [
         "--set", "gateway.enabled=true",
         "--set-json", "gateway.reloadSeconds=0.5",
         "--set", f"gateway.s3CredentialsSecret={CREDENTIALS}",
+        "--set", f"gateway.uploadsPrefix=s3://{bucket}/uploads",
         "--set-json", f"gateway.specDefaults={json.dumps(GATEWAY_SPEC_DEFAULTS)}",
         "--set", f"watchNamespaces={{{','.join(namespaces)}}}",
         "--set", f"output.default=s3://{bucket}/loras",

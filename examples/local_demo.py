@@ -8,8 +8,9 @@ dataset in MinIO); installs the operator with `helm install` (its CRD, RBAC and 
 operator and gateway pods run from the operator image); applies a LoRATrainingJob with kubectl
 and watches it until it completes (the trainer pod runs from the trainer image); shows the pods
 and the trainer pod as kubectl describes them; prints the output URLs; then does the same
-through the hosted API's REST gateway with curl (submit, poll, download); and shuts everything
-down (--keep leaves it running until Ctrl-C).
+through the hosted API's REST gateway with curl (upload the dataset, submit it with a webhook,
+poll, download, and show the signed webhook arriving); and shuts everything down (--keep leaves
+it running until Ctrl-C).
 
 It watches what it started: when the operator's or the gateway's pod stops, or the resource gets
 no phase, it prints the pod's state, termination message and last log lines and exits with 1.
@@ -27,12 +28,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
 from fluxlora_api import resource
-from fluxlora_gateway.hosted import SUBMIT_PATH
+from fluxlora_gateway.hosted import SUBMIT_PATH, WEBHOOK_SECRET_PATH
 from fluxlora_gateway.keys import new_key
+from fluxlora_gateway.uploads import BINARY_PATH
 from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
 from fluxlora_localcluster.binaries import CACHE
@@ -43,7 +46,7 @@ from fluxlora_localcluster.helm import CHART, helm
 from fluxlora_localcluster.images import ensure_images
 from fluxlora_localcluster.minio import S3Server, running_minio
 from fluxlora_localcluster.node import Node, running_node
-from fluxlora_localcluster.node_network import ensure_host_address
+from fluxlora_localcluster.node_network import HOST_ADDRESS, ensure_host_address
 from fluxlora_localcluster.pod_health import describe, problem
 from fluxlora_localcluster.processes import stop
 from fluxlora_localcluster.training_site import (
@@ -54,6 +57,8 @@ from fluxlora_localcluster.training_site import (
     model_cache_claim,
     store_credentials,
 )
+from fluxlora_localcluster.webhook_receiver import webhook_receiver
+from fluxlora_net.webhooks import verify
 from fluxlora_operator import naming
 from fluxlora_trainer.tiny_model import write_tiny_model
 
@@ -64,6 +69,7 @@ COMPONENT = "app.kubernetes.io/component"
 OPERATOR_NAMESPACE = "fluxlora-system"
 BUCKET = "demo"
 TIMEOUT_SECONDS = 900
+WEBHOOK_WAIT_SECONDS = 30  # after the run completed
 READY_TIMEOUT_SECONDS = 120  # for the operator's and gateway's pods after `helm install`
 NO_PHASE_SECONDS = 30  # the operator gives a new resource its first phase within seconds
 FAILED = 1
@@ -205,20 +211,54 @@ def curl(*args: str, key: str, show: bool = True) -> str:
                           text=True, check=True, timeout=60).stdout  # fmt: skip
 
 
-def hosted_api_flow(gateway: GatewayClient, key: str, plane: ControlPlane) -> int:
-    """The hosted API's two curl commands against the local gateway, then the download."""
+def hosted_api_flow(gateway: GatewayClient, key: str, plane: ControlPlane, work: Path) -> int:
+    """The hosted API against the local gateway: upload the dataset, submit it with a webhook,
+    poll the result, download the LoRA, and show the signed webhook that arrived."""
     print(f"\nThe same through the hosted API's gateway ({gateway.url}); KEY is a key for "
           f"namespace {NAMESPACE} made with `fluxlora-gateway key {NAMESPACE}`:")  # fmt: skip
-    body = {"data": f"s3://{BUCKET}/datasets/portrait.zip", "trigger_word": "p3r5on",
-            "steps": 500, "learning_rate": 0.0004, "lora_rank": 16}  # fmt: skip
-    submitted = json.loads(curl(
-        "--location", "--request", "POST", gateway.url + SUBMIT_PATH,
-        "--header", "Content-Type: application/json",
+    uploaded = json.loads(curl(
+        "--request", "POST", gateway.url + BINARY_PATH,
         "--header", f"Authorization: Bearer {key}",
-        "--data-raw", json.dumps(body), key=key,
+        "--form", f"file=@{work / 'portrait.zip'}", key=key,
     ))  # fmt: skip
-    print(json.dumps(submitted, indent=2))
-    result_url = submitted["data"]["urls"]["get"]
+    print(json.dumps(uploaded, indent=2))
+    secret = gateway.call("GET", WEBHOOK_SECRET_PATH, key)[1]["data"]["secret"]
+    with webhook_receiver(host=HOST_ADDRESS) as hook:
+        print(f"(a webhook receiver listens at {hook.url})")
+        body = {"data": uploaded["data"]["download_url"], "trigger_word": "p3r5on",
+                "steps": 500, "learning_rate": 0.0004, "lora_rank": 16}  # fmt: skip
+        submitted = json.loads(curl(
+            "--location", "--request", "POST",
+            f"{gateway.url}{SUBMIT_PATH}?webhook={quote(hook.url, safe='')}",
+            "--header", "Content-Type: application/json",
+            "--header", f"Authorization: Bearer {key}",
+            "--data-raw", json.dumps(body), key=key,
+        ))  # fmt: skip
+        print(json.dumps(submitted, indent=2))
+        data = poll_result(gateway, key, plane, submitted["data"]["urls"]["get"])
+        if data.get("status") != "completed":
+            return 1
+        downloaded = Path(tempfile.mkdtemp()) / "lora.safetensors"
+        curl("--fail", "--output", str(downloaded), data["outputs"][0],
+             "--header", f"Authorization: Bearer {key}", key=key)  # fmt: skip
+        print(f"downloaded lora.safetensors ({downloaded.stat().st_size} bytes)")
+        shutil.rmtree(downloaded.parent)
+        if not hook.wait(1, WEBHOOK_WAIT_SECONDS):
+            print("no webhook arrived")
+            return 1
+    _, headers, sent = hook.requests[0]
+    signed = verify(secret, headers, sent, time.time())
+    arrived = json.loads(sent)
+    print(f"\nwebhook arrived: POST {hook.url}\n  webhook-id: {headers['webhook-id']}\n"
+          f"  webhook-signature: {headers['webhook-signature'][:24]}... "
+          f"({'verified' if signed else 'NOT verified'} with the namespace's whsec_ secret)\n"
+          f"  status {arrived['status']}, {len(arrived['outputs'])} outputs, "
+          f"input {json.dumps(arrived['input'])}")  # fmt: skip
+    return 0 if signed else 1
+
+
+def poll_result(gateway: GatewayClient, key: str, plane: ControlPlane, result_url: str) -> dict:
+    """The prediction once it ends (or as it is at the demo's timeout)."""
     deadline, data, shown = time.monotonic() + TIMEOUT_SECONDS, {}, ""
     query = ["--location", "--request", "GET", result_url,
              "--header", f"Authorization: Bearer {key}"]  # fmt: skip
@@ -233,14 +273,7 @@ def hosted_api_flow(gateway: GatewayClient, key: str, plane: ControlPlane) -> in
             break
         time.sleep(2)
     print(json.dumps(data, indent=2))
-    if data.get("status") != "completed":
-        return 1
-    downloaded = Path(tempfile.mkdtemp()) / "lora.safetensors"
-    curl("--fail", "--output", str(downloaded), data["outputs"][0],
-         "--header", f"Authorization: Bearer {key}", key=key)  # fmt: skip
-    print(f"downloaded lora.safetensors ({downloaded.stat().st_size} bytes)")
-    shutil.rmtree(downloaded.parent)
-    return 0
+    return data
 
 
 def train_and_show(plane: ControlPlane, kube: Kube, work: Path) -> int:
@@ -314,7 +347,7 @@ def run(args: argparse.Namespace, plane: ControlPlane, s3: S3Server, node: Node)
     gateway = GatewayClient(gateway_url(pods), kube, OPERATOR_NAMESPACE)
     key = new_key()
     gateway.set_keys(demo=(key, NAMESPACE))
-    if not gateway.ready() or hosted_api_flow(gateway, key, plane):
+    if not gateway.ready() or hosted_api_flow(gateway, key, plane, Path(args.work)):
         return FAILED
     if args.keep:
         args.kept = True

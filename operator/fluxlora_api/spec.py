@@ -5,7 +5,9 @@ ranges); a spec holding only `data` trains exactly what the hosted API trains fo
 holding only `data`. Every other field is optional and its default keeps that behaviour.
 """
 
+import ipaddress
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, field_validator
 
@@ -19,6 +21,12 @@ DEFAULT_BASE_MODEL = "black-forest-labs/FLUX.1-dev"
 DATA_URL_PATTERN = r"^(https?|s3)://\S+$"
 WEBHOOK_URL_PATTERN = r"^https?://[^/\s?#]+\S*$"
 MAX_WEBHOOK_CHARS = 2048
+WEBHOOK_LINK_LOCAL = "webhook: link-local and cloud metadata addresses are never called"
+# A webhook URL whose host is a literal link-local address (169.254/16, fe80::/10).
+WEBHOOK_LINK_LOCAL_PATTERN = (  # the CEL string's escapes doubled
+    r"(?i)^https?://([^/?#@]*@)?"
+    r"(169\\.254\\.[0-9]{1,3}\\.[0-9]{1,3}|\\[fe[89ab][0-9a-f]:[^\\]]*\\])([:/?#]|$)"
+)
 OUTPUT_PATTERN = r"^(s3://[^/\s]+(/\S*)?|/\S*)$"
 BASE_MODEL_PATTERN = r"^(/\S*|[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -188,12 +196,39 @@ class LoRATrainingJobSpec(TrainingParameters):
     (an unusable dataset) is never retried."""
     active_deadline_seconds: int | None = Field(None, ge=60)
     """Wall-clock limit for the whole Job, retries included; the resource fails when it passes."""
-    webhook: str | None = Field(None, pattern=WEBHOOK_URL_PATTERN, max_length=MAX_WEBHOOK_CHARS)
+    webhook: str | None = Field(
+        None,
+        pattern=WEBHOOK_URL_PATTERN,
+        max_length=MAX_WEBHOOK_CHARS,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    # A literal link-local address is refused here; a name is checked by the
+                    # operator when it connects (it may resolve anywhere).
+                    "rule": f"!self.matches('{WEBHOOK_LINK_LOCAL_PATTERN}')",
+                    "message": WEBHOOK_LINK_LOCAL,
+                }
+            ]
+        },
+    )
     """URL (http or https) the operator POSTs the prediction object to when the run completes or
     fails, signed with the namespace's webhook secret as the hosted platform signs (headers
     webhook-id, webhook-timestamp, webhook-signature: v3,<HMAC-SHA256 hex>); retried until
     delivered, for a bounded time. Link-local addresses are never called; private and loopback
     ones only if the operator allows them. status.webhook records the delivery."""
+
+    @field_validator("webhook")
+    @classmethod
+    def _not_link_local(cls, value: str | None) -> str | None:
+        # The same rule as the CRD's CEL rule, for specs that bypass the API server.
+        host = urlsplit(value).hostname if value else None
+        try:
+            literal = ipaddress.ip_address(host or "")
+        except ValueError:
+            return value
+        if literal.is_link_local:
+            raise ValueError(WEBHOOK_LINK_LOCAL)
+        return value
 
     @field_validator("priority_class_name")
     @classmethod

@@ -79,6 +79,10 @@ def test_an_empty_trigger_word_means_none_with_every_kubectl_path(
             {"data": "https://x/a.zip", "tolerations": [{"operator": "Exists"}]},
             "spec.tolerations[0].key",
         ),
+        # Webhooks: http(s) only, and never a link-local (cloud metadata) address.
+        ({"data": "https://x/a.zip", "webhook": "ftp://hooks.example/in"}, "spec.webhook"),
+        ({"data": "https://x/a.zip", "webhook": "http://169.254.169.254/x"}, "spec.webhook"),
+        ({"data": "https://x/a.zip", "webhook": "http://[fe80::1]:80/x"}, "spec.webhook"),
     ],
 )
 def test_bad_fields_are_rejected_naming_the_field(cluster_admin, namespace, spec, field):

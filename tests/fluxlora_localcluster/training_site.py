@@ -165,8 +165,9 @@ def chart_values(
 ) -> list[str]:
     """The site's settings for the chart's pods on a real node: each pod has its own network
     (the chart's default ports), the progress URL is the chart's default (cluster DNS), MinIO
-    is at the host address (which trainers may reach), the gateway keeps uploads in `bucket`,
-    and the node's taints are tolerated by the operator, the gateway and the trainers."""
+    is at the host address (which trainers may reach, and webhooks may call), the gateway keeps
+    uploads in `bucket`, and the node's taints are tolerated by the operator, the gateway and
+    the trainers."""
     return [
         "--set", "gateway.enabled=true",
         "--set-json", "gateway.reloadSeconds=0.5",
@@ -182,6 +183,7 @@ def chart_values(
         "--set", "trainer.memoryRequest=1Gi",
         "--set", "trainer.memoryLimit=8Gi",
         "--set-json", f"trainer.datasetLimits={json.dumps(HOST_DATA)}",
+        "--set-json", f"webhooks.allowedNetworks={json.dumps(HOST_DATA['allowedNetworks'])}",
         "--set-json", f"tolerations={json.dumps(list(tolerations))}",
         "--set-json", f"trainer.tolerations={json.dumps(list(tolerations))}",
     ]  # fmt: skip

@@ -1,9 +1,11 @@
 """The spec is the hosted API's request: same defaults, same ranges, errors that name the field."""
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
-from fluxlora_api.spec import LoRATrainingJobSpec
+from fluxlora_api.spec import WEBHOOK_LINK_LOCAL, WEBHOOK_LINK_LOCAL_PATTERN, LoRATrainingJobSpec
 from fluxlora_operator.start.custom_resource import InvalidSpec, parse_spec
 
 DATA = "https://example.com/photos.zip"
@@ -121,3 +123,25 @@ def test_an_unset_learning_rate_is_the_optimizers_own(optimizer, expected):
     assert spec.effective_learning_rate == expected
     given = parse_spec({"data": DATA, "optimizer": optimizer, "learningRate": 0.5})
     assert given.effective_learning_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://169.254.169.254/latest/meta-data", True),
+        ("https://user@169.254.1.2:8443/x", True),
+        ("http://[fe80::1]/hook", True),
+        ("http://[FE80::abcd]:80/hook", True),
+        ("https://hooks.example/169.254.169.254", False),
+        ("http://10.0.0.5/hook", False),  # the operator's allow-list decides, not admission
+        ("http://[fd00::1]/hook", False),
+    ],
+)
+def test_a_literal_link_local_webhook_is_refused_alike_by_the_model_and_the_crd_rule(url, refused):
+    # The CEL rule's regular expression, its string escapes undone.
+    assert bool(re.search(WEBHOOK_LINK_LOCAL_PATTERN.replace("\\\\", "\\"), url)) is refused
+    if refused:
+        with pytest.raises(ValidationError, match=WEBHOOK_LINK_LOCAL):
+            LoRATrainingJobSpec(data="https://x/a.zip", webhook=url)
+    else:
+        assert LoRATrainingJobSpec(data="https://x/a.zip", webhook=url).webhook == url

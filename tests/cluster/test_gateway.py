@@ -12,9 +12,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import wavespeed
 
 from fluxlora_api import resource
 from fluxlora_api.resource import CRD_NAME
+from fluxlora_gateway.hosted import MODEL_ID
 from fluxlora_gateway.keys import new_key
 from fluxlora_kube.paths import path
 from fluxlora_localcluster.datasets import make_zip, photos
@@ -312,6 +314,16 @@ def test_sync_mode_answers_when_the_run_ends_or_says_it_timed_out(
     assert data["error"].startswith("Sync mode timed out") and data["id"] in data["error"]
     (item,) = cluster_admin.list_objects(resource.KIND, namespace, "")
     assert item["spec"]["steps"] == 600 and "enableSyncMode" not in item["spec"]
+    # The hosted SDK reads that answer as a sync-mode timeout of that task.
+    sdk = wavespeed.Client(api_key=key, base_url=gateway.url, max_retries=0)
+    timed_out = sdk.run_no_throw(
+        MODEL_ID, {"data": "https://example.com/a.zip", "steps": 600}, enable_sync_mode=True
+    )
+    assert timed_out["status"] == "processing" and timed_out["outputs"] is None
+    assert timed_out["error"].startswith(f"Sync mode timed out (task_id: {timed_out['task_id']})")
+    for extra in cluster_admin.list_objects(resource.KIND, namespace, ""):
+        if extra["metadata"]["uid"] != data["id"]:
+            cluster_admin.delete(resource.KIND, namespace, extra["metadata"]["name"])
 
     # A run that ends while its answer is held is answered at once, with how it ended.
     with ThreadPoolExecutor(1) as pool:

@@ -1,5 +1,7 @@
-"""The gateway's HTTP server (aiohttp): the hosted API's endpoints (submit, result, delete) plus
-output downloads, behind Bearer keys that each open one namespace."""
+"""The gateway's HTTP server (aiohttp): the hosted API's prediction endpoints (submit, with sync
+mode and webhooks; result; delete; history), output downloads and the webhook secret, behind
+Bearer keys that each open one namespace. Uploads are in media.py; routes.py lists every
+route."""
 
 import asyncio
 import logging
@@ -26,7 +28,7 @@ from fluxlora_kube.client import ApiError, Kube
 from fluxlora_kube.paths import path
 from fluxlora_net.webhooks import RefusedWebhook, check_webhook_url
 from fluxlora_operator.rate_limit import RateLimiter
-from fluxlora_operator.webhook_secret import webhook_secret
+from fluxlora_operator.webhook_secret import BadWebhookSecret, webhook_secret
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +283,10 @@ async def get_webhook_secret(request: web.Request) -> web.Response:
     """The key's namespace's webhook secret, made on first use."""
     gateway: Gateway = request.app[GATEWAY]
     tenant = await gateway.tenant(request)
-    secret = await asyncio.to_thread(webhook_secret, gateway.kube, tenant.namespace)
+    try:
+        secret = await asyncio.to_thread(webhook_secret, gateway.kube, tenant.namespace)
+    except BadWebhookSecret as error:
+        raise Failure(409, str(error)) from None
     return reply(200, "success", hosted.WebhookSecret(secret=secret).model_dump())
 
 

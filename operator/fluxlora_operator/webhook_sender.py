@@ -31,7 +31,7 @@ from fluxlora_operator.webhook_delivery import (
     wants_delivery,
     webhook_body,
 )
-from fluxlora_operator.webhook_secret import webhook_secret
+from fluxlora_operator.webhook_secret import BadWebhookSecret, webhook_secret
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +148,13 @@ class WebhookSender:
             return
         url = obj["spec"]["webhook"]
         body, stamp = webhook_body(obj), int(time.time())
-        headers = signed_headers(webhook_secret(self.kube, namespace), message_id(obj), stamp, body)
         status, error, final = None, None, False
         try:
+            secret = webhook_secret(self.kube, namespace)
+            headers = signed_headers(secret, message_id(obj), stamp, body)
             status = post(url, body, headers, self.settings.webhook_allowed_networks)
+        except BadWebhookSecret as bad:  # nothing sent; fixed by deleting the Secret
+            error = str(bad)
         except RefusedAddress as refused:
             rule = ALWAYS_RULE if refused.refusal.always else ADDRESS_RULE
             error, final = f"webhook: {refused}; {rule}", True

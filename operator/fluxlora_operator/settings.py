@@ -113,6 +113,10 @@ class OperatorSettings(BaseSettings):
     webhook_retry_seconds: float = Field(3600.0, gt=0)
     """How long a webhook the receiver does not take is retried (5 s, then doubling up to 5
     min apart) before it is recorded as failed."""
+    trainer_grace_seconds: int = Field(120, ge=1)
+    """terminationGracePeriodSeconds of trainer pods: after a SIGTERM (eviction, preemption,
+    deletion) the trainer finishes its step and uploads a checkpoint of it, so the retry loses
+    no step; size it for one step plus the upload of a checkpoint (LoRA and optimizer state)."""
     image_pull_grace_seconds: int = 300
     """How long a trainer pod may fail to pull its image or start before the resource fails."""
     resync_seconds: float = 30.0

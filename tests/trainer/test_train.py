@@ -189,6 +189,33 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_model, tmp_path, http_dat
     assert not list((out / "checkpoints").glob("*.pt"))
 
 
+def test_a_sigterm_mid_training_checkpoints_that_step_and_the_rerun_goes_on_from_the_next(
+    tiny_model, tmp_path, http_dataset
+):
+    out = tmp_path / "out"
+    # No periodic checkpoints: the only one is the one the SIGTERM makes.
+    cfg = write(config(tiny_model, http_dataset, str(out), checkpointEverySteps=0),
+                tmp_path / "c.json")  # fmt: skip
+    command = [str(Path(sys.executable).parent / "fluxlora-trainer"), "train",
+               "--config", str(cfg), "--result-file", str(tmp_path / "r")]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in first.stdout:  # the first progress line: training has begun
+        if "] step " in line:
+            break
+    first.send_signal(signal.SIGTERM)  # as the kubelet does when the pod is evicted
+    log = first.communicate(timeout=120)[0]
+    assert first.returncode == ExitCode.RETRYABLE, log
+    stopped_at = int(log.split("SIGTERM after step ")[1].split(",")[0])
+    saved = [int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.pt")]
+    assert saved == [stopped_at] and 0 < stopped_at < 500
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming from the checkpoint at step {stopped_at}" in second.stderr
+    steps = [int(row.split(",")[0]) for row in (out / "loss.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 501))  # no step lost, none repeated
+
+
 def test_the_same_seed_trains_the_same_lora(tiny_model, tmp_path, http_dataset):
     from safetensors.torch import load_file
 

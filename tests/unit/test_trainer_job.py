@@ -73,6 +73,12 @@ def test_retries_ignore_disruptions_and_never_retry_bad_input():
     assert fail["onExitCodes"]["containerName"] == container(job)["name"]
 
 
+def test_a_stopped_trainer_has_the_operators_grace_to_checkpoint_its_step():
+    assert pod_spec(make())["terminationGracePeriodSeconds"] == 120
+    longer = SETTINGS.model_copy(update={"trainer_grace_seconds": 600})
+    assert pod_spec(make(longer))["terminationGracePeriodSeconds"] == 600
+
+
 def test_the_deadline_is_set_only_when_asked():
     assert "activeDeadlineSeconds" not in make()["spec"]
     assert make(activeDeadlineSeconds=7200)["spec"]["activeDeadlineSeconds"] == 7200

@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -25,19 +24,9 @@ from fluxlora_api.contract import (
 )
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
+from fluxlora_trainer import stopping
 from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset
 from fluxlora_trainer.errors import BadInput, Stopped
-
-
-def _stop_on_sigterm() -> None:
-    """Stop at SIGTERM. As its container's first process the trainer needs a handler for it:
-    the kernel drops a signal that PID 1 does not handle, and the trainer would train on until
-    the grace period's SIGKILL, holding the GPU and writing to an output a retry also writes."""
-
-    def stop(signum: int, frame: object) -> None:
-        raise Stopped()
-
-    signal.signal(signal.SIGTERM, stop)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -238,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    _stop_on_sigterm()
+    stopping.install()
     return int(args.run(args))
 
 

@@ -81,6 +81,15 @@ def from_main(value: Any, ranks: Ranks) -> Any:
     return holder[0]
 
 
+def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
+    """Whether `flag` holds on any rank (one tiny all-reduce when there are several)."""
+    if ranks.world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def same_everywhere(tensors: list[torch.Tensor], ranks: Ranks) -> None:
     """Rank 0's values in `tensors` on every rank."""
     if ranks.world > 1:

@@ -24,7 +24,7 @@ from fluxlora_trainer.checkpoints import (
     load_latest_checkpoint,
 )
 from fluxlora_trainer.dataset import Dataset, open_dataset
-from fluxlora_trainer.errors import BadInput
+from fluxlora_trainer.errors import BadInput, Stopped
 from fluxlora_trainer.lora_formats import save_both_formats
 from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype
@@ -94,11 +94,15 @@ def _run(
         rows = [tuple(vars(report).values()) for report in history]
         writer.save({**trainer.state_dict(optimizer=optimizer), "seed": seed, "history": rows})
 
-    if ranks.main:
-        trainer.run(on_step=step_done, on_checkpoint=checkpoint)
-    else:
-        trainer.run()
-        return TrainingResult()  # rank 0 writes the outputs
+    try:
+        if ranks.main:
+            trainer.run(on_step=step_done, on_checkpoint=checkpoint)
+        else:
+            trainer.run()
+            return TrainingResult()  # rank 0 writes the outputs
+    except Stopped:
+        writer.wait()  # the checkpoint of the step it stopped at reaches the destination first
+        raise
     writer.wait()
     trainer.use_averages()  # emaDecay: the average is the LoRA (and what the samples show)
 

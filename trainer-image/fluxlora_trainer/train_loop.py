@@ -21,8 +21,9 @@ from peft.utils import get_peft_model_state_dict
 
 from fluxlora_api.contract import TrainingConfig
 from fluxlora_trainer import flow_matching as fm
+from fluxlora_trainer import stopping
 from fluxlora_trainer.cache import TrainingData
-from fluxlora_trainer.errors import BadInput
+from fluxlora_trainer.errors import BadInput, Stopped
 from fluxlora_trainer.lora import lora_config
 from fluxlora_trainer.ranks import ONE, Ranks, average, same_everywhere
 
@@ -241,15 +242,24 @@ class LoRATrainer:
         total, every = self.config.steps, self.config.checkpoint_every_steps
         started, first_step = time.monotonic(), self.step
         unread: list[tuple[int, torch.Tensor, float]] = []  # step, loss, seconds at its end
-        while self.step < total:
-            loss = self.train_step()
-            unread.append((self.step, loss, time.monotonic() - started))
-            checkpoint_due = every and self.step % every == 0 and self.step < total
-            if checkpoint_due or len(unread) >= LOSS_READ_STEPS or self.step == total:
-                self._report(unread, first_step, on_step)
-                unread.clear()
-            if checkpoint_due:
-                on_checkpoint(self.step)
+        with stopping.deferred():
+            while self.step < total:
+                loss = self.train_step()
+                unread.append((self.step, loss, time.monotonic() - started))
+                checkpoint_due = every and self.step % every == 0 and self.step < total
+                # One rank alone asks the others nothing; several agree when they sync anyway.
+                stop = (self.ranks.world == 1 or len(unread) >= LOSS_READ_STEPS) and (
+                    stopping.should_stop(self.ranks, self.device)
+                )
+                if stop or checkpoint_due or len(unread) >= LOSS_READ_STEPS or self.step == total:
+                    self._report(unread, first_step, on_step)
+                    unread.clear()
+                if stop:
+                    if self.step < total:  # the last step's state is the LoRA itself
+                        on_checkpoint(self.step)
+                    raise Stopped(f"SIGTERM after step {self.step}, checkpointed")
+                if checkpoint_due:
+                    on_checkpoint(self.step)
 
     def _report(
         self,

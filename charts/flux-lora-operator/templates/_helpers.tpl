@@ -66,6 +66,7 @@ app.kubernetes.io/component: gateway
     "CPU_REQUEST" $v.trainer.cpuRequest
     "MEMORY_REQUEST" $v.trainer.memoryRequest
     "MEMORY_LIMIT" $v.trainer.memoryLimit
+    "TRAINER_GRACE_SECONDS" $v.trainer.terminationGracePeriodSeconds
     "NODE_SELECTOR" $v.trainer.nodeSelector
     "TOLERATIONS" $v.trainer.tolerations
     "ALLOWED_TOLERATION_KEYS" $v.trainer.allowedTolerationKeys

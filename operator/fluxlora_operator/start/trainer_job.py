@@ -202,6 +202,8 @@ def build_job(
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # A SIGTERM (eviction, preemption) lets the trainer finish its step and checkpoint it.
+        "terminationGracePeriodSeconds": settings.trainer_grace_seconds,
         # The namespace's default account, with no API token: the trainer runs untrusted data
         # and holds no Kubernetes rights (it reports progress with the token above).
         "automountServiceAccountToken": False,

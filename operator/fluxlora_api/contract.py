@@ -15,10 +15,10 @@ from pydantic import Field, ValidationError
 
 from fluxlora_api.base import ApiModel
 from fluxlora_api.spec import TrainingParameters
-from fluxlora_api.status import Timings
+from fluxlora_api.status import Progress, Timings
 
 CONFIG_ENV = "FLUXLORA_TRAINING_CONFIG"
-# Progress: the trainer POSTs a Progress (JSON) to PROGRESS_URL_ENV with its pod-bound
+# Progress: the trainer POSTs a ProgressReport (JSON) to PROGRESS_URL_ENV with its pod-bound
 # service-account token for PROGRESS_AUDIENCE as Bearer. That token is useless against the API
 # server (wrong audience), so the trainer holds no Kubernetes rights at all.
 PROGRESS_URL_ENV = "FLUXLORA_PROGRESS_URL"
@@ -29,6 +29,22 @@ PROGRESS_TOKEN_FILE = "token"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Kubernetes truncates termination messages to 4096 bytes.
 TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class SnapshotReport(ApiModel):
+    """A snapshot (spec.saveEverySteps) whose files the trainer has stored."""
+
+    step: int = Field(ge=1)
+    """The step it was saved at (the operator knows its file names from it)."""
+    loss: float | None = Field(None, allow_inf_nan=False)
+    """The smoothed training loss at that step."""
+
+
+class ProgressReport(Progress):
+    """What a trainer pod POSTs to the progress endpoint: its progress, and now and then a
+    snapshot it has stored."""
+
+    snapshot: SnapshotReport | None = None
 
 
 class ExitCode(IntEnum):

@@ -22,10 +22,32 @@ def sample_file(index: int) -> str:
     return f"sample_{index}.png"
 
 
-def standard_outputs(sample_prompts: int) -> list[str]:
-    """The names a completed run's outputs have, for `sample_prompts` sample prompts."""
+def snapshot_files(step: int) -> list[str]:
+    """The LoRA saved at `step` (saveEverySteps), in both formats, as the final one."""
+    return [
+        LORA_FILE.replace(".", f"-step-{step:06d}.", 1),
+        KOHYA_LORA_FILE.replace(".", f"-step-{step:06d}.", 1),
+    ]
+
+
+def snapshot_steps(steps: int, every: int | None) -> list[int]:
+    """The steps a run of `steps` steps saves a snapshot at (not the last: that is the LoRA)."""
+    return list(range(every, steps, every)) if every else []
+
+
+def snapshot_outputs(steps: list[int]) -> list[str]:
+    """The files of the snapshots at `steps`."""
+    return [name for step in steps for name in snapshot_files(step)]
+
+
+def standard_outputs(sample_prompts: int, snapshots: list[int] | None = None) -> list[str]:
+    """The names a completed run's outputs have, for `sample_prompts` sample prompts and
+    snapshots at those steps: the final LoRA first (as in the hosted API), the snapshots
+    last. The trainer reports only the first ones; the operator adds the snapshots, whose
+    names it knows, so the result stays small whatever their number."""
     names = [LORA_FILE, KOHYA_LORA_FILE, CONFIG_FILE, LOSS_CSV_FILE, LOSS_PLOT_FILE]
-    return names + [sample_file(index) for index in range(sample_prompts)]
+    names += [sample_file(index) for index in range(sample_prompts)]
+    return names + snapshot_outputs(snapshots or [])
 
 
 # A plain file name: no folder, no "." or "..", no control characters.

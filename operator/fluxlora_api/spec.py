@@ -48,6 +48,7 @@ PRODIGY_LEARNING_RATE = 1.0  # prodigy finds its own step size; this scales it
 BaseWeights = Literal["bf16", "int8", "nf4"]
 SamplePrompt = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
+MIN_SAVE_EVERY_STEPS = 50  # at most 80 snapshots of a 4,000-step run
 
 
 SYSTEM_PRIORITY_PREFIX = "system-"
@@ -136,6 +137,11 @@ class TrainingParameters(ApiModel):
     """Keep an exponential moving average of the LoRA weights with this decay (ai-toolkit and
     Replicate's trainer use 0.99) and save the average as the LoRA: smoother, less overfit to
     the last steps. Unset: off."""
+    save_every_steps: int | None = Field(None, ge=MIN_SAVE_EVERY_STEPS, le=4000)
+    """Also save the LoRA every this many steps, in both formats (lora-step-000250.safetensors,
+    lora_comfyui-step-000250.safetensors), kept beside the final one so that a step from before
+    it overfit can be picked; status.snapshots lists them as they are saved. Unset: only the
+    final LoRA (as the hosted API)."""
     sample_prompts: list[SamplePrompt] | None = Field(None, max_length=8)
     """Prompts rendered with the trained LoRA after training and uploaded as sample images."""
 

@@ -153,6 +153,17 @@ class Progress(ApiModel):
     """When the trainer last reported (the operator's clock)."""
 
 
+class Snapshot(ApiModel):
+    """A LoRA saved while training (spec.saveEverySteps)."""
+
+    step: int = Field(ge=1)
+    """The step it was saved at."""
+    loss: float | None = Field(None, allow_inf_nan=False)
+    """The smoothed training loss at that step."""
+    files: list[str] = Field(default_factory=list, max_length=8)
+    """Its files: the LoRA in the diffusers format, then in kohya's (ComfyUI)."""
+
+
 WebhookState = Literal["pending", "delivered", "failed"]
 
 
@@ -238,6 +249,13 @@ class LoRATrainingJobStatus(ApiModel):
     """Latest observations of the resource's state, one per type."""
     observed_generation: int | None = Field(None, ge=0)
     """The generation the operator last acted on."""
+    snapshots: list[Snapshot] | None = Field(
+        None,
+        max_length=100,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["step"]},
+    )
+    """The LoRAs saved so far while training (spec.saveEverySteps), oldest first, each as soon
+    as its files are stored."""
     webhook: WebhookDelivery | None = None
     """The delivery of spec.webhook, once the run has ended."""
 

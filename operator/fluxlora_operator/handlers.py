@@ -135,7 +135,7 @@ def register(
     async def start_progress_endpoint(memo: kopf.Memo, **_: Any) -> None:
         if operator_settings.progress_port:
             memo["progress"] = await serve_progress(
-                reconciler.kube, operator_settings.progress_port
+                reconciler.kube, operator_settings, operator_settings.progress_port
             )
 
     @kopf.on.cleanup(registry=registry)

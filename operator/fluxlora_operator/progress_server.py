@@ -4,8 +4,9 @@ from them (the design of Kubeflow Trainer's progress server).
 A trainer pod runs untrusted data, so it holds no Kubernetes rights at all. It proves who it is
 with its projected service-account token for PROGRESS_AUDIENCE: the API server's TokenReview
 says which pod the token is bound to (pod name and uid); that pod must be the live trainer pod
-of a LoRATrainingJob's own Job. Only then is its report, checked against the Progress model,
-written to that resource's status.progress, at REPORTS_PER_SECOND per pod at most.
+of a LoRATrainingJob's own Job. Only then is its report, checked against the ProgressReport
+model, written to that resource's status.progress (and a stored snapshot, named and placed by
+the operator, to status.snapshots), at REPORTS_PER_SECOND per pod at most.
 """
 
 import asyncio
@@ -21,14 +22,17 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from fluxlora_api import resource
-from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH
-from fluxlora_api.status import Progress
+from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH, ProgressReport, SnapshotReport
+from fluxlora_api.outputs import snapshot_files, snapshot_steps
+from fluxlora_api.status import Progress, Snapshot
 from fluxlora_kube.client import ApiError, Kube
 from fluxlora_kube.paths import path
 from fluxlora_operator import naming
 from fluxlora_operator.clock import format_time, utcnow
 from fluxlora_operator.rate_limit import RateLimiter
-from fluxlora_operator.start.custom_resource import TrainingJobRef
+from fluxlora_operator.settings import OperatorSettings
+from fluxlora_operator.start.custom_resource import TrainingJobRef, parse_spec
+from fluxlora_operator.start.run_settings import resolve_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +115,8 @@ class _Cache(OrderedDict):
 
 
 class ProgressServer:
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
+    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+        self.kube, self.settings = kube, settings
         self._reviews = _Cache()  # token hash -> (Reporter | None, expiry)
         self._trainers = _Cache()  # pod uid -> (namespace, resource name)
         # A trainer reports every few seconds, and its last step at once: a burst is fine,
@@ -169,20 +173,49 @@ class ProgressServer:
         if wait > 0:
             raise Refused(429, f"too many reports: retry in {wait:.1f} s")
         try:
-            progress = Progress.model_validate_json(body)
+            report = ProgressReport.model_validate_json(body)
         except ValidationError as error:
             problem = error.errors()[0]
             field = ".".join(str(part) for part in problem["loc"]) or "body"
             raise Refused(400, f"{field}: {problem['msg']}") from None
         namespace, name = self._training_job(reporter)
+        progress = Progress.model_validate(report.model_dump(exclude={"snapshot"}))
         progress.updated_at = format_time(utcnow())
+        patch: dict[str, Any] = {"progress": progress.to_wire()}
+        if report.snapshot is not None:
+            patch["snapshots"] = self._snapshots(namespace, name, report.snapshot)
         try:
-            self.kube.patch_status(resource.KIND, namespace, name, {"progress": progress.to_wire()})
+            self.kube.patch_status(resource.KIND, namespace, name, patch)
         except ApiError as error:
             if error.status == 404:
                 raise Refused(404, "the LoRATrainingJob is gone") from None
             raise
         return namespace, name
+
+    def _snapshots(
+        self, namespace: str, name: str, reported: SnapshotReport
+    ) -> list[dict[str, Any]]:
+        """status.snapshots with `reported` in it: its files named and placed by the operator
+        (in the run's own folder), and only at a step the spec saves at."""
+        body = self.kube.get(resource.KIND, namespace, name)
+        if body is None:
+            raise Refused(404, "the LoRATrainingJob is gone")
+        spec = parse_spec(body.get("spec") or {})
+        if reported.step not in snapshot_steps(spec.steps, spec.save_every_steps):
+            raise Refused(400, f"snapshot.step: the run saves no snapshot at {reported.step}")
+        folder = resolve_output_folder(spec, self.settings, TrainingJobRef.of(body))
+        snapshot = Snapshot(
+            step=reported.step,
+            loss=reported.loss,
+            files=[f"{folder}/{file}" for file in snapshot_files(reported.step)],
+        )
+        known = {
+            item["step"]: item
+            for item in (body.get("status") or {}).get("snapshots") or []
+            if isinstance(item, dict) and isinstance(item.get("step"), int)
+        }
+        known[snapshot.step] = snapshot.to_wire()
+        return [known[step] for step in sorted(known)]
 
 
 PROGRESS_SERVER = web.AppKey("progress_server", ProgressServer)
@@ -215,10 +248,10 @@ def build_progress_app(server: ProgressServer) -> web.Application:
     return app
 
 
-async def serve_progress(kube: Kube, port: int) -> web.AppRunner:
+async def serve_progress(kube: Kube, settings: OperatorSettings, port: int) -> web.AppRunner:
     """Start the endpoint on all addresses (trainer pods reach it through the operator's
     Service); the caller cleans the returned runner up."""
-    runner = web.AppRunner(build_progress_app(ProgressServer(kube)), access_log=None)
+    runner = web.AppRunner(build_progress_app(ProgressServer(kube, settings)), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port).start()
     logger.info("progress endpoint listening on port %d", port)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from fluxlora_api import resource
-from fluxlora_api.outputs import standard_outputs
+from fluxlora_api.outputs import snapshot_outputs, snapshot_steps, standard_outputs
 from fluxlora_api.status import (
     ConditionType,
     Reason,
@@ -285,6 +285,7 @@ class Reconciler:
         failure = (
             failures.get(job["metadata"]["uid"]) if not pods and _job_overdue(job, now) else None
         )
+        snapshots = snapshot_steps(spec.steps, spec.save_every_steps)
         observation = observe(
             job,
             pods,
@@ -293,7 +294,8 @@ class Reconciler:
             # Where this run's outputs must be: from the spec and settings, never the status.
             resolve_output_folder(spec, self.settings, ref),
             failure,
-            standard_outputs(len(spec.sample_prompts or [])),
+            standard_outputs(len(spec.sample_prompts or []), snapshots),
+            snapshot_outputs(snapshots),
         )
         update = plan_status_update(
             status, observation, format_time(now), body["metadata"].get("generation")

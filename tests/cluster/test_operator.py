@@ -189,6 +189,43 @@ async def test_the_trainer_can_report_progress_and_nothing_else(
         assert final["progress"]["step"] == 7 and final["phase"] == before["phase"]
 
 
+async def test_a_trainer_lists_its_stored_snapshots_whose_files_the_operator_names(
+    control_plane, cluster_admin, namespace
+):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = SETTINGS.model_copy(update={"progress_port": port, "progress_url": url})
+    async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
+        created = submit(cluster_admin, namespace, steps=1000, saveEverySteps=250)
+        (trainer_pod,) = await eventually(
+            lambda: cluster_admin.list_objects(
+                "Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait"
+            ),
+            "the trainer pod exists",
+        )
+        token = create_token(
+            control_plane, namespace, "--audience", PROGRESS_AUDIENCE,
+            "--bound-object-kind", "Pod", "--bound-object-name", trainer_pod["metadata"]["name"],
+        )  # fmt: skip
+        for step in (500, 250):
+            report = {"step": step, "totalSteps": 1000, "snapshot": {"step": step, "loss": 0.4}}
+            assert post_progress(url, token, report) == 204
+            await asyncio.sleep(1.1)  # the pod's report budget refills
+        # Not a step this run saves at; a field of its own choosing: refused.
+        assert post_progress(url, token, {"step": 300, "snapshot": {"step": 300}}) == 400
+        forged = {"step": 750, "files": ["s3://loras/other/lora.safetensors"]}
+        assert post_progress(url, token, {"step": 750, "snapshot": forged}) == 400
+        status = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
+    folder = f"s3://loras/{namespace}/portrait-{created['metadata']['uid']}"
+    assert status["snapshots"] == [
+        {"step": step, "loss": 0.4, "files": [
+            f"{folder}/lora-step-{step:06d}.safetensors",
+            f"{folder}/lora_comfyui-step-{step:06d}.safetensors",
+        ]}
+        for step in (250, 500)
+    ]  # fmt: skip
+
+
 async def test_deleting_the_resource_removes_its_job_and_pods(operator, cluster_admin, namespace):
     submit(cluster_admin, namespace)
     await eventually(

@@ -145,7 +145,10 @@ def _failure(
 
 
 def _completion(
-    pods: list[dict[str, Any]], output_folder: str, standard_outputs: list[str]
+    pods: list[dict[str, Any]],
+    output_folder: str,
+    standard_outputs: list[str],
+    snapshot_outputs: list[str],
 ) -> tuple[TrainingResult, tuple[str, ...], str]:
     """The trainer's result from the pod that succeeded (its outputs as URLs in the run's own
     folder), what it reported elsewhere, and a message for the condition. With no such pod
@@ -159,6 +162,9 @@ def _completion(
     if result is None and not succeeded:
         result = TrainingResult(outputs=list(standard_outputs))
     result = result or TrainingResult()
+    # The snapshots' files, which the trainer stored before it finished: named by the
+    # operator, so the trainer's result stays small however many there are.
+    result.outputs += [name for name in snapshot_outputs if name not in result.outputs]
     if (
         result.timings.inference == 0
         and terminated.get("startedAt")
@@ -183,11 +189,13 @@ def observe(
     output_folder: str,
     pod_creation_failure: str | None = None,
     standard_outputs: list[str] | None = None,
+    snapshot_outputs: list[str] | None = None,
 ) -> Observation:
     """What the Job and its pods say about the training run; `output_folder` is the run's own
     folder, the only place its outputs may be; `pod_creation_failure` is why the Job controller
     could not create a pod (its FailedCreate Event), if it said so; `standard_outputs` are the
-    files a completed run writes, listed when its pod is gone before its result was read."""
+    files a completed run writes, listed when its pod is gone before its result was read;
+    `snapshot_outputs` the snapshots' files, added to any completed run's outputs."""
     pods = _newest_first(pods)
     common: _PodFacts = {
         "start_time": _first_start(pods),
@@ -198,7 +206,9 @@ def observe(
 
     complete = _true_condition(job, "Complete")
     if complete:
-        result, rejected, message = _completion(pods, output_folder, standard_outputs or [])
+        result, rejected, message = _completion(
+            pods, output_folder, standard_outputs or [], snapshot_outputs or []
+        )
         return Observation(
             Phase.COMPLETED,
             (

@@ -131,9 +131,10 @@ async def test_a_bad_dataset_fails_with_the_trainers_message_and_no_retry(site, 
     assert final["attempts"] == 1
 
 
-async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, tmp_path):
+async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_nothing(site, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
-    site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=100)
+    # No periodic checkpoint: only the SIGTERM of the eviction makes one. Snapshots on the way.
+    site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=0, saveEverySteps=100)
     selector = f"{naming.LABEL_TRAINING_JOB}=portrait"
     await eventually(
         lambda: (site.status("portrait").get("progress") or {}).get("step", 0) >= 150,
@@ -157,7 +158,8 @@ async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, 
     job = site.kube.get("Job", site.namespace, naming.job_name("portrait"))
     assert not job["status"].get("failed")  # the eviction did not count against backoffLimit
     logs = site.logs("portrait")  # the second pod's: the evicted one is gone
-    assert "resuming from the checkpoint at step" in logs
+    resumed_at = int(logs.split("resuming from the checkpoint at step ")[1].split()[0])
+    assert resumed_at >= 150  # the step the evicted pod stopped at, checkpointed on SIGTERM
     # The pod asked for one CPU (the site's cpuRequest): torch trains on one thread.
     assert "(CPU threads: 1)" in logs
     loss = tmp_path / "loss.csv"
@@ -166,7 +168,19 @@ async def test_an_evicted_trainer_is_retried_without_counting_and_resumes(site, 
     )
     site.s3.download_file(site.bucket, key, str(loss))
     steps = [int(row.split(",")[0]) for row in loss.read_text().splitlines()[1:]]
-    assert steps == list(range(1, 701))
+    assert steps == list(range(1, 701))  # no step lost, none repeated
+    # Snapshots, before and after the eviction, listed in the status and stored.
+    assert [snapshot["step"] for snapshot in final["snapshots"]] == [100, 200, 300, 400, 500, 600]
+    prefix = f"s3://{site.bucket}/loras/{site.namespace}/portrait-{final['id']}"
+    assert final["snapshots"][0]["files"] == [
+        f"{prefix}/lora-step-000100.safetensors", f"{prefix}/lora_comfyui-step-000100.safetensors"
+    ]  # fmt: skip
+    assert final["outputs"][0] == f"{prefix}/lora.safetensors"
+    for snapshot in final["snapshots"]:
+        assert set(snapshot["files"]) <= set(final["outputs"])
+        for url in snapshot["files"]:
+            key = url.removeprefix(f"s3://{site.bucket}/")
+            assert site.s3.head_object(Bucket=site.bucket, Key=key)["ContentLength"] > 0
 
 
 async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_path):

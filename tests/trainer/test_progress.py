@@ -111,3 +111,39 @@ def test_a_slow_operator_never_holds_a_step(tmp_path):
 def test_without_an_endpoint_progress_is_only_logged(monkeypatch):
     monkeypatch.delenv("FLUXLORA_PROGRESS_URL", raising=False)
     assert ProgressTarget.from_environment() is None
+
+
+def test_a_stored_snapshot_goes_with_the_next_report_until_one_is_recorded(tmp_path):
+    """The first report carrying it is refused (the endpoint's rate limit): the next carries
+    it again, and close() sends what is left."""
+    received: list[dict] = []
+    answers = iter([204, 429])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(next(answers, 204))
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("pod-bound-token")
+    url = f"http://127.0.0.1:{server.server_address[1]}{PROGRESS_PATH}"
+    reporter = ProgressReporter(ProgressTarget(url, token))
+    reporter(report(1, 10))
+    reporter.close()
+    reporter.snapshot(5, 0.123456789)
+    reporter(report(6, 10))  # refused: 429
+    reporter.close()
+    reporter.snapshot(8, None)
+    reporter(report(9, 10))  # records step 5's snapshot
+    reporter.close()  # then step 8's
+    server.shutdown()
+    snapshots = [body.get("snapshot") for body in received]
+    assert snapshots == [None, {"step": 5, "loss": 0.123457}, {"step": 5, "loss": 0.123457},
+                         {"step": 8, "loss": None}]  # fmt: skip
+    assert received[-1]["step"] == 9

@@ -2,6 +2,7 @@
 diffusers and change what the pipeline draws; bad input ends with its own exit code; a killed
 run resumes from its checkpoint."""
 
+import itertools
 import json
 import logging
 import os
@@ -214,6 +215,36 @@ def test_a_sigterm_mid_training_checkpoints_that_step_and_the_rerun_goes_on_from
     assert f"resuming from the checkpoint at step {stopped_at}" in second.stderr
     steps = [int(row.split(",")[0]) for row in (out / "loss.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 501))  # no step lost, none repeated
+
+
+def test_snapshots_are_saved_at_the_asked_steps_in_both_formats_and_each_loads(
+    tiny_model, tmp_path, http_dataset
+):
+    from diffusers import FluxPipeline
+    from safetensors.torch import load_file
+
+    out = tmp_path / "out"
+    code, result = train(config(tiny_model, http_dataset, str(out), saveEverySteps=200), tmp_path)
+    assert code == 0
+    assert sorted(path.name for path in out.glob("*-step-*")) == [
+        "lora-step-000200.safetensors", "lora-step-000400.safetensors",
+        "lora_comfyui-step-000200.safetensors", "lora_comfyui-step-000400.safetensors",
+    ]  # fmt: skip
+    # The trainer's result names its own files only: the operator adds the snapshots' names.
+    assert result["outputs"][0] == "lora.safetensors"
+    assert not [name for name in result["outputs"] if "-step-" in name]
+    loras = [load_file(str(out / f"lora-step-{step:06d}.safetensors")) for step in (200, 400)]
+    loras.append(load_file(str(out / "lora.safetensors")))
+    assert loras[0].keys() == loras[1].keys() == loras[2].keys()
+    for earlier, later in itertools.pairwise(loras):  # the LoRA moved between saves
+        assert any(not torch.equal(earlier[key], later[key]) for key in earlier)
+    kohya = load_file(str(out / "lora_comfyui-step-000200.safetensors"))
+    assert kohya.keys() == load_file(str(out / "lora_comfyui.safetensors")).keys()
+
+    pipeline = FluxPipeline.from_pretrained(tiny_model)
+    before = render(pipeline, "a photo of p3r5on")
+    pipeline.load_lora_weights(str(out / "lora-step-000200.safetensors"))
+    assert abs(render(pipeline, "a photo of p3r5on") - before).mean() > 1e-4
 
 
 def test_the_same_seed_trains_the_same_lora(tiny_model, tmp_path, http_dataset):

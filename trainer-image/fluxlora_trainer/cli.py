@@ -124,6 +124,7 @@ def _train_ranks(args: argparse.Namespace, processes: int) -> int:
 def _train(args: argparse.Namespace) -> int:
     # Rank 0 speaks for the pod: the others neither report progress nor write the result.
     main = os.environ.get("RANK", "0") == "0"
+    reporter = None
     try:
         # Inside the try: a SIGTERM may come while torch is still being imported.
         from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
@@ -135,17 +136,20 @@ def _train(args: argparse.Namespace) -> int:
             return _train_ranks(args, processes)
         config = _read_config(args.config)
         reporter = ProgressReporter(ProgressTarget.from_environment() if main else None)
+        ranks = this_process()
         if args.workdir:
-            result = run_training(config, Path(args.workdir), reporter, this_process())
+            result = run_training(config, Path(args.workdir), reporter, ranks, reporter.snapshot)
         else:
             with tempfile.TemporaryDirectory(prefix="fluxlora-run-") as workdir:
-                result = run_training(config, Path(workdir), reporter, this_process())
+                result = run_training(config, Path(workdir), reporter, ranks, reporter.snapshot)
         reporter.close()
     except BadInput as error:
         logging.getLogger(__name__).error("bad input: %s", error)
         _report(TrainingResult(error=str(error)), args.result_file, main)
         return ExitCode.BAD_INPUT
     except Stopped as error:  # a retry resumes from the last checkpoint
+        if reporter is not None:
+            reporter.flush()  # the step it stopped at (where the retry goes on) and snapshots
         _exit_stopped(error, args.result_file, main)
     except Exception as error:  # anything else may pass on a retry (OOM, node, network)
         stopped = _stop_behind(error)

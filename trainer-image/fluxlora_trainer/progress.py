@@ -1,11 +1,13 @@
 """Progress: a progress line in the log, and a report to the operator's progress endpoint at
 most every few seconds, which the operator writes to status.progress (the trainer itself holds
-no Kubernetes rights). Reports are sent off the training thread, so a slow endpoint never slows
+no Kubernetes rights); a report also carries the next stored snapshot (status.snapshots) until
+one is recorded. Reports are sent off the training thread, so a slow endpoint never slows
 a step; a failed report is logged and training goes on."""
 
 import json
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 REPORT_INTERVAL_SECONDS = 5.0
 LOG_INTERVAL_SECONDS = 10.0
 BAR_WIDTH = 30
+SNAPSHOT_TRIES = 3
 
 
 def progress_line(report: StepReport) -> str:
@@ -71,6 +74,9 @@ class ProgressReporter:
         self.pool = urllib3.PoolManager(timeout=5.0, retries=False) if target else None
         self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress")
         self.in_flight: Future | None = None
+        self.last_progress: dict | None = None
+        self.snapshots: list[dict] = []  # stored, not yet recorded; oldest first
+        self.lock = threading.Lock()
 
     def __call__(self, report: StepReport) -> None:
         now = time.monotonic()
@@ -78,24 +84,60 @@ class ProgressReporter:
         if final or now - self.last_log >= LOG_INTERVAL_SECONDS:
             self.last_log = now
             logger.info("%s", progress_line(report))
+        self.last_progress = progress_status(report)
         if self.target and (final or now - self.last_report >= REPORT_INTERVAL_SECONDS):
             busy = self.in_flight is not None and not self.in_flight.done()
             if busy and not final:
                 return  # the endpoint is slow: this step's report is left out, not queued
             self.last_report = now
-            try:
-                token = self.target.token_file.read_text().strip()  # rotated by the kubelet
-            except OSError as error:
-                logger.warning("progress not recorded: %s", error)
-                return
-            self.in_flight = self.sender.submit(self.send, progress_status(report), token)
+            self._submit(self.last_progress)
 
-    def close(self) -> None:
-        """Wait for the last report (the final step's) to be sent."""
+    def snapshot(self, step: int, loss: float | None) -> None:
+        """A snapshot's files are stored: recorded with the next report (from any thread)."""
+        logger.info("snapshot of step %d stored", step)
+        if self.target:
+            with self.lock:
+                self.snapshots.append(
+                    {"step": step, "loss": None if loss is None else round(loss, 6)}
+                )
+            self.last_report = 0.0  # the next step reports at once
+
+    def flush(self) -> None:
+        """Report the last step now, then the stored snapshots not yet recorded (a few tries
+        each, a second apart: the endpoint limits reports per second)."""
         if self.in_flight is not None:
             self.in_flight.result()
+        if not self.target or self.last_progress is None:
+            return
+        for attempt in range(1 + SNAPSHOT_TRIES * len(self.snapshots)):
+            if attempt:
+                if not self.snapshots:
+                    break
+                time.sleep(1.0)
+            self._submit(self.last_progress)
+            if self.in_flight is not None:
+                self.in_flight.result()
 
-    def send(self, progress: dict, token: str) -> None:
+    def close(self) -> None:
+        """Wait for the last report (the final step's) to be sent, and record the snapshots
+        still unrecorded."""
+        if self.in_flight is not None:
+            self.in_flight.result()
+        if self.snapshots:
+            self.flush()
+
+    def _submit(self, progress: dict) -> None:
+        try:
+            token = self.target.token_file.read_text().strip()  # rotated by the kubelet
+        except OSError as error:
+            logger.warning("progress not recorded: %s", error)
+            return
+        with self.lock:
+            snapshot = self.snapshots[0] if self.snapshots else None
+        body = {**progress, "snapshot": snapshot} if snapshot else progress
+        self.in_flight = self.sender.submit(self.send, body, token, snapshot)
+
+    def send(self, progress: dict, token: str, snapshot: dict | None = None) -> None:
         try:
             response = self.pool.request(
                 "POST",
@@ -105,5 +147,8 @@ class ProgressReporter:
             )
             if response.status >= 300:
                 logger.warning("progress not recorded: HTTP %s", response.status)
+            elif snapshot is not None:
+                with self.lock:
+                    self.snapshots.remove(snapshot)
         except Exception as error:  # progress is a courtesy: training never fails for it
             logger.warning("progress not recorded: %s", error)

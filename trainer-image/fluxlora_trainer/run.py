@@ -30,6 +30,7 @@ from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype
 from fluxlora_trainer.quantize import quantize_transformer
 from fluxlora_trainer.ranks import ONE, Ranks, from_main, join, leave
+from fluxlora_trainer.snapshots import SnapshotWriter, Stored
 from fluxlora_trainer.storage import open_destination
 from fluxlora_trainer.train_loop import LoRATrainer, StepReport
 
@@ -44,18 +45,25 @@ def run_training(
     workdir: Path,
     on_step=lambda report: None,
     ranks: Ranks = ONE,
+    on_snapshot: Stored = lambda step, loss: None,
 ) -> TrainingResult:
-    """The whole run on this rank; with several ranks, rank 0 alone writes anything."""
+    """The whole run on this rank; with several ranks, rank 0 alone writes anything.
+    `on_snapshot` hears of each snapshot once its files are stored."""
     device = training_device(ranks.local)
     join(ranks, device)
     try:
-        return _run(config, workdir, on_step, ranks, device)
+        return _run(config, workdir, on_step, ranks, device, on_snapshot)
     finally:
         leave()
 
 
 def _run(
-    config: TrainingConfig, workdir: Path, on_step, ranks: Ranks, device: torch.device
+    config: TrainingConfig,
+    workdir: Path,
+    on_step,
+    ranks: Ranks,
+    device: torch.device,
+    on_snapshot: Stored,
 ) -> TrainingResult:
     started = time.monotonic()
     destination = open_destination(config.output)
@@ -89,14 +97,22 @@ def _run(
         on_step(report)
 
     writer = CheckpointWriter(destination)
+    snapshots = SnapshotWriter(destination, workdir / "snapshots", config, seed,
+                               pipeline.transformer, on_snapshot)  # fmt: skip
 
     def checkpoint(step: int, optimizer: bool = True) -> None:
+        # A checkpoint only after the snapshots before it are stored: a run resumed from it
+        # never saves those again, and a completed run lists them among its outputs.
+        snapshots.wait()
         rows = [tuple(vars(report).values()) for report in history]
         writer.save({**trainer.state_dict(optimizer=optimizer), "seed": seed, "history": rows})
 
+    def save(step: int) -> None:
+        snapshots.save(step, trainer.saved_lora_state_dict(), history)
+
     try:
         if ranks.main:
-            trainer.run(on_step=step_done, on_checkpoint=checkpoint)
+            trainer.run(on_step=step_done, on_checkpoint=checkpoint, on_save=save)
         else:
             trainer.run()
             return TrainingResult()  # rank 0 writes the outputs
@@ -104,6 +120,7 @@ def _run(
         writer.wait()  # the checkpoint of the step it stopped at reaches the destination first
         raise
     writer.wait()
+    snapshots.wait()  # every snapshot is stored before the run can complete
     trainer.use_averages()  # emaDecay: the average is the LoRA (and what the samples show)
 
     # The LoRA reaches the destination before anything else can fail: samples come last.

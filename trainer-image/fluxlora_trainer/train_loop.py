@@ -236,10 +236,13 @@ class LoRATrainer:
         self,
         on_step: Callable[[StepReport], None] = lambda report: None,
         on_checkpoint: Callable[[int], None] = lambda step: None,
+        on_save: Callable[[int], None] = lambda step: None,
     ) -> None:
         """Train from the current step to config.steps. Losses are read from the device every
-        LOSS_READ_STEPS steps (and before each checkpoint), then reported step by step."""
+        LOSS_READ_STEPS steps (and before each checkpoint or snapshot), then reported step by
+        step; `on_save` is called at the steps config.saveEverySteps asks for."""
         total, every = self.config.steps, self.config.checkpoint_every_steps
+        save_every = self.config.save_every_steps
         started, first_step = time.monotonic(), self.step
         unread: list[tuple[int, torch.Tensor, float]] = []  # step, loss, seconds at its end
         with stopping.deferred():
@@ -247,17 +250,21 @@ class LoRATrainer:
                 loss = self.train_step()
                 unread.append((self.step, loss, time.monotonic() - started))
                 checkpoint_due = every and self.step % every == 0 and self.step < total
+                save_due = save_every and self.step % save_every == 0 and self.step < total
                 # One rank alone asks the others nothing; several agree when they sync anyway.
                 stop = (self.ranks.world == 1 or len(unread) >= LOSS_READ_STEPS) and (
                     stopping.should_stop(self.ranks, self.device)
                 )
-                if stop or checkpoint_due or len(unread) >= LOSS_READ_STEPS or self.step == total:
+                read_now = stop or checkpoint_due or save_due or self.step == total
+                if read_now or len(unread) >= LOSS_READ_STEPS:
                     self._report(unread, first_step, on_step)
                     unread.clear()
                 if stop:
                     if self.step < total:  # the last step's state is the LoRA itself
                         on_checkpoint(self.step)
                     raise Stopped(f"SIGTERM after step {self.step}, checkpointed")
+                if save_due:
+                    on_save(self.step)
                 if checkpoint_due:
                     on_checkpoint(self.step)
 
@@ -300,6 +307,12 @@ class LoRATrainer:
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         """The LoRA weights in float32, by their names in the saved files."""
         return {name: self.parameters[i].detach().cpu() for name, i in self.names.items()}
+
+    def saved_lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """The LoRA a snapshot saves: the moving average with emaDecay (what the final LoRA
+        will be), else the weights themselves. Not copied: take a copy before training on."""
+        weights = self.averages if self.averages is not None else self.parameters
+        return {name: weights[i].detach() for name, i in self.names.items()}
 
     def state_dict(self, optimizer: bool = True) -> dict[str, Any]:
         """`optimizer=False`: a finished run's state, which never steps again."""

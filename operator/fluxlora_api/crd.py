@@ -11,12 +11,13 @@ import yaml
 from pydantic import BaseModel
 
 from fluxlora_api import resource
-from fluxlora_api.spec import LoRATrainingJobSpec
+from fluxlora_api.spec import MUTABLE_SPEC_FIELDS, LoRATrainingJobSpec
 from fluxlora_api.status import LoRATrainingJobStatus
 
 CRD_FILE = f"{resource.CRD_NAME}.yaml"
 IMMUTABLE_SPEC_MESSAGE = (
-    "spec is immutable: create a new LoRATrainingJob (a new name) to train with other settings"
+    "spec is immutable but for suspend: create a new LoRATrainingJob (a new name) to train "
+    "with other settings"
 )
 NAME_LENGTH_MESSAGE = (
     f"metadata.name must be at most {resource.MAX_NAME_LENGTH} characters "
@@ -28,6 +29,7 @@ PRINTER_COLUMNS = [
     {"name": "Steps", "type": "integer", "jsonPath": ".spec.steps"},
     {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.step"},
     {"name": "Rank", "type": "integer", "jsonPath": ".spec.loraRank"},
+    {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Error", "type": "string", "jsonPath": ".status.error", "priority": 1},
 ]
@@ -97,11 +99,21 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return converted
 
 
+def immutability_rules(spec: dict[str, Any]) -> list[dict[str, str]]:
+    """Every spec field but MUTABLE_SPEC_FIELDS stays as created: each field's own transition
+    rule (CEL runs it when the field is there before and after), and one rule that no field
+    comes or goes. Same message for all."""
+    fields = [name for name in spec["properties"] if name not in MUTABLE_SPEC_FIELDS]
+    for name in fields:
+        rules = spec["properties"][name].setdefault("x-kubernetes-validations", [])
+        rules.append({"rule": "self == oldSelf", "message": IMMUTABLE_SPEC_MESSAGE})
+    presence = " && ".join(f"has(self.{name}) == has(oldSelf.{name})" for name in fields)
+    return [{"rule": presence, "message": IMMUTABLE_SPEC_MESSAGE}]
+
+
 def build_crd() -> dict[str, Any]:
     spec = model_schema(LoRATrainingJobSpec)
-    spec["x-kubernetes-validations"] = [
-        {"rule": "self == oldSelf", "message": IMMUTABLE_SPEC_MESSAGE}
-    ]
+    spec["x-kubernetes-validations"] = immutability_rules(spec)
     status = model_schema(LoRATrainingJobStatus)
     root = {
         "type": "object",

@@ -162,8 +162,12 @@ class TrainingParameters(ApiModel):
         return self.lora_alpha if self.lora_alpha is not None else float(self.lora_rank)
 
 
+MUTABLE_SPEC_FIELDS = ("suspend",)
+
+
 class LoRATrainingJobSpec(TrainingParameters):
-    """Desired training run. Immutable once created: create a new resource to change anything."""
+    """Desired training run. Immutable once created but for suspend: create a new resource to
+    change anything else."""
 
     output: str | None = Field(None, pattern=OUTPUT_PATTERN, max_length=1024)
     """Destination prefix for the outputs (s3://bucket/prefix or an absolute path on a mounted
@@ -202,6 +206,10 @@ class LoRATrainingJobSpec(TrainingParameters):
     (an unusable dataset) is never retried."""
     active_deadline_seconds: int | None = Field(None, ge=60)
     """Wall-clock limit for the whole Job, retries included; the resource fails when it passes."""
+    suspend: bool = False
+    """Pause the run: the trainer checkpoints the step it is on and its pod goes, freeing the
+    GPU (the Job is removed); false again resumes it from that step. The one field that may
+    change after creation (kubectl patch ltj NAME --type=merge -p '{"spec":{"suspend":true}}')."""
     webhook: str | None = Field(
         None,
         pattern=WEBHOOK_URL_PATTERN,

@@ -53,6 +53,7 @@ class ConditionType(StrEnum):
     RUNNING = "Running"
     COMPLETED = "Completed"
     FAILED = "Failed"
+    SUSPENDED = "Suspended"
 
 
 CONDITION_TYPE_MEANINGS = {
@@ -64,6 +65,8 @@ CONDITION_TYPE_MEANINGS = {
     "exited)",
     ConditionType.COMPLETED: "training finished and the outputs are uploaded",
     ConditionType.FAILED: "the run failed; the message says why",
+    ConditionType.SUSPENDED: "True since the run was suspended (spec.suspend): its Job and pod "
+    "are gone, the GPU is free; False once resumed",
 }
 
 
@@ -93,6 +96,8 @@ class Reason(StrEnum):
     IMAGE_PULL_FAILED = "ImagePullFailed"
     CONTAINER_START_FAILED = "ContainerStartFailed"
     OUTPUT_REJECTED = "OutputRejected"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
 
 
 REASON_MEANINGS = {
@@ -118,6 +123,8 @@ REASON_MEANINGS = {
     Reason.IMAGE_PULL_FAILED: "the trainer image cannot be pulled",
     Reason.CONTAINER_START_FAILED: "the trainer container cannot be created (a missing Secret)",
     Reason.OUTPUT_REJECTED: "(Event) an output outside the run's own folder was dropped",
+    Reason.SUSPENDED: "spec.suspend is true: the trainer checkpoints its step and its Job goes",
+    Reason.RESUMED: "spec.suspend is false again: a new Job resumes from the checkpoint",
 }
 
 

@@ -107,6 +107,8 @@ def register(
         reconciler.track(namespace, name, phase, deleted=deleted)
         if listed is not None and phase is None:
             reconciler.start(namespace, name, listed)
+        elif listed is not None and reconciler.suspension_unrecorded(listed):
+            reconciler.mirror_watched(namespace, name)  # suspended or resumed: act on it
         if listed is not None:
             webhooks.consider(listed)  # a run that ended: its webhook, if any, is due
         # Runs listed at start-up (or after a lost watch) are resumed by the first resync,

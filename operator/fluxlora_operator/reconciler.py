@@ -151,6 +151,10 @@ class Reconciler:
             first = initial_status(
                 ref.uid, spec.base_model, meta["creationTimestamp"], meta.get("generation")
             )
+        if spec.suspend:  # made suspended: a status, and a Job only once resumed
+            written = self._write(body, first, [], guarded) if first else body
+            self._record_suspension(written or body, True, False)
+            return None
         try:
             _, created = self.kube.create_or_adopt(job, ref.owns, f"{resource.KIND} {name}")
         except ForeignObjectError as error:
@@ -254,13 +258,21 @@ class Reconciler:
                 job = snapshot.jobs.get(job_name)
             else:
                 job = self.kube.get("Job", namespace, job_name)
+            suspended = bool((body.get("spec") or {}).get("suspend"))
+            self._record_suspension(body, suspended, snapshot is not None)
             if job is None:
+                if suspended:
+                    return False  # resumed by a new Job when spec.suspend is false again
                 if snapshot is not None:
                     raise StaleSnapshot  # listed before its Job was made, perhaps: look again
                 logger.info("trainer Job of %s/%s is gone; creating it again", namespace, name)
                 return True
             if not ref.owns(job):
                 return False  # a predecessor's Job still being deleted; start() reports it
+            if suspended and not job["metadata"].get("deletionTimestamp"):
+                # Its pod gets SIGTERM: the trainer checkpoints the step it is on, then goes.
+                logger.info("%s/%s suspended: removing its trainer Job", namespace, name)
+                self.kube.delete("Job", namespace, job_name)
             pods = snapshot.pods_of(job) if snapshot is not None else self.kube.job_pods(job)
             if snapshot is not None and not pods and job_finished(job):
                 # The pod holds the result; its watch (or listing) may lag the Job's.
@@ -363,6 +375,30 @@ class Reconciler:
             patch["conditions"] = conditions
         if any(status.get(key) != value for key, value in patch.items()):
             self._write(body, patch, events, from_snapshot)
+
+    @staticmethod
+    def suspension_unrecorded(body: dict[str, Any]) -> bool:
+        """Whether spec.suspend changed since the status last said (a run to stop or go on)."""
+        status = body.get("status") or {}
+        if phase_of(status) is None or is_finished(status):
+            return False
+        recorded = find_condition(status.get("conditions") or [], ConditionType.SUSPENDED)
+        was_suspended = recorded is not None and recorded.get("status") == "True"
+        return bool((body.get("spec") or {}).get("suspend")) != was_suspended
+
+    def _record_suspension(self, body: dict[str, Any], suspended: bool, guarded: bool) -> None:
+        """The Suspended condition, as spec.suspend says (a run never suspended has none)."""
+        recorded = find_condition(
+            (body.get("status") or {}).get("conditions") or [], ConditionType.SUSPENDED
+        )
+        if suspended and (recorded is None or recorded.get("status") != "True"):
+            message = "suspended: the trainer checkpoints its step; its Job and pod are removed"
+            change = ConditionChange(ConditionType.SUSPENDED, "True", Reason.SUSPENDED, message)
+            self._condition(body, change, from_snapshot=guarded)
+        elif not suspended and recorded is not None and recorded.get("status") == "True":
+            message = "resumed: a new trainer Job goes on from the checkpoint"
+            change = ConditionChange(ConditionType.SUSPENDED, "False", Reason.RESUMED, message)
+            self._condition(body, change, from_snapshot=guarded)
 
     def _fail(
         self, body: dict[str, Any], reason: Reason, message: str, from_snapshot: bool = False

@@ -92,17 +92,32 @@ def test_bad_fields_are_rejected_naming_the_field(cluster_admin, namespace, spec
     assert field in error.value.message
 
 
-def test_the_spec_cannot_change_after_creation(cluster_admin, namespace):
-    submit(cluster_admin, namespace)
-    with pytest.raises(ApiError) as error:
-        cluster_admin.request(
-            "PATCH",
-            path(resource.KIND, namespace, "portrait"),
-            {"spec": {"steps": 2000}},
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"steps": 2000},  # a value changed
+        {"output": "s3://elsewhere/loras"},  # a field added
+        {"triggerWord": None, "loraRank": 8},  # one removed (merge patch null), one changed
+        {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    ],
+)
+def test_the_spec_cannot_change_after_creation_but_for_suspend(cluster_admin, namespace, change):
+    submit(cluster_admin, namespace, triggerWord="sks")
+
+    def patch(spec: dict) -> dict:
+        return cluster_admin.request(
+            "PATCH", path(resource.KIND, namespace, "portrait"), {"spec": spec},
             content_type="application/merge-patch+json",
-        )
+        )  # fmt: skip
+
+    with pytest.raises(ApiError) as error:
+        patch(change)
     assert error.value.status == 422
-    assert "spec is immutable: create a new LoRATrainingJob" in error.value.message
+    assert "spec is immutable but for suspend: create a new LoRATrainingJob" in error.value.message
+    assert patch({"suspend": True})["spec"]["suspend"] is True
+    assert patch({"suspend": False})["spec"]["suspend"] is False
+    with pytest.raises(ApiError):
+        patch({"suspend": True, **change})
 
 
 def test_names_longer_than_the_job_name_allows_are_rejected(cluster_admin, namespace):
@@ -133,7 +148,7 @@ def test_kubectl_applies_the_example_and_shows_the_columns_and_field_docs(
 
     cluster_admin.patch_status(resource.KIND, namespace, "portrait", {"phase": "processing"})
     table = control_plane.kubectl("get", "ltj", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "STEPS", "PROGRESS", "RANK", "AGE"]
+    assert table[0].split() == ["NAME", "PHASE", "STEPS", "PROGRESS", "RANK", "SUSPENDED", "AGE"]
     assert table[1].split()[:3] == ["portrait", "processing", "1000"]
     # The short name, and the categories shared with the other fluxlora resources.
     listed = control_plane.kubectl("get", "fluxlora", "-n", namespace, "-o", "name").stdout

@@ -229,6 +229,51 @@ async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_pa
     assert scheduled["status"] == "True"
 
 
+async def test_a_suspended_run_frees_the_gpu_and_resumes_where_it_stopped(site, tmp_path):
+    site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
+    site.submit("first", "data/p.zip", steps=700)  # no periodic checkpoint
+    await eventually(
+        lambda: (site.status("first").get("progress") or {}).get("step", 0) >= 100,
+        "first trains",
+        timeout=180,
+    )
+    site.kube.request(
+        "PATCH", path(resource.KIND, site.namespace, "first"), {"spec": {"suspend": True}},
+        content_type="application/merge-patch+json",
+    )  # fmt: skip
+    selector = f"{naming.LABEL_TRAINING_JOB}=first"
+    await eventually(
+        lambda: not site.kube.list_objects("Pod", site.namespace, selector), "its pod is gone"
+    )
+    status = site.status("first")
+    suspended = next(c for c in status["conditions"] if c["type"] == "Suspended")
+    assert (suspended["status"], suspended["reason"]) == ("True", "Suspended")
+    assert status["phase"] == "processing"  # it has started: its hosted status stays
+    assert site.kube.get("Job", site.namespace, naming.job_name("first")) is None
+
+    # The GPU is free: another run takes it and completes while the first one waits.
+    site.submit("second", "data/p.zip")
+    second = await site.final("second")
+    assert second["phase"] == "completed", second.get("error")
+    assert site.status("first")["phase"] == "processing"
+
+    site.kube.request(
+        "PATCH", path(resource.KIND, site.namespace, "first"), {"spec": {"suspend": False}},
+        content_type="application/merge-patch+json",
+    )  # fmt: skip
+    first = await site.final("first")
+    assert first["phase"] == "completed", first.get("error")
+    resumed = next(c for c in first["conditions"] if c["type"] == "Suspended")
+    assert (resumed["status"], resumed["reason"]) == ("False", "Resumed")
+    logs = site.logs("first")  # the resumed pod's
+    assert int(logs.split("resuming from the checkpoint at step ")[1].split()[0]) >= 100
+    loss = tmp_path / "loss.csv"
+    key = next(u for u in first["outputs"] if u.endswith("/loss.csv"))
+    site.s3.download_file(site.bucket, key.removeprefix(f"s3://{site.bucket}/"), str(loss))
+    steps = [int(row.split(",")[0]) for row in loss.read_text().splitlines()[1:]]
+    assert steps == list(range(1, 701))  # the whole curve: nothing lost to the suspension
+
+
 @pytest.mark.operator_env(
     FLUXLORA_TRAINER_IMAGE="registry.example/flux-lora-trainer:no-such-tag",
     FLUXLORA_IMAGE_PULL_GRACE_SECONDS="2",

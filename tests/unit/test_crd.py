@@ -62,10 +62,15 @@ def test_the_hosted_defaults_are_applied_by_the_api_server():
     assert spec["learningRate"]["exclusiveMinimum"] is True  # a learning rate of 0 trains nothing
 
 
-def test_the_spec_is_immutable_with_a_message_that_says_what_to_do():
-    rules = schema()["properties"]["spec"]["x-kubernetes-validations"]
-    assert rules[0]["rule"] == "self == oldSelf"
-    assert "create a new LoRATrainingJob" in rules[0]["message"]
+def test_every_spec_field_but_suspend_is_immutable_with_a_message_that_says_what_to_do():
+    spec = schema()["properties"]["spec"]
+    (presence,) = spec["x-kubernetes-validations"]
+    assert "create a new LoRATrainingJob" in presence["message"]
+    for name, field in spec["properties"].items():
+        rules = [r["rule"] for r in field.get("x-kubernetes-validations", [])]
+        mutable = name == "suspend"
+        assert ("self == oldSelf" in rules) is not mutable, name
+        assert (f"has(self.{name}) == has(oldSelf.{name})" in presence["rule"]) is not mutable
 
 
 def test_conditions_are_a_map_keyed_by_type():

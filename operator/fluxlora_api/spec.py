@@ -206,6 +206,10 @@ class LoRATrainingJobSpec(TrainingParameters):
     (an unusable dataset) is never retried."""
     active_deadline_seconds: int | None = Field(None, ge=60)
     """Wall-clock limit for the whole Job, retries included; the resource fails when it passes."""
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, le=365 * 24 * 3600)
+    """Delete this resource that many seconds after its run completed or failed (its outputs
+    stay in storage), as a Job's ttlSecondsAfterFinished; unset: the operator's default (off
+    unless set). A webhook still being delivered is waited for."""
     suspend: bool = False
     """Pause the run: the trainer checkpoints the step it is on and its pod goes, freeing the
     GPU (the Job is removed); false again resumes it from that step. The one field that may

@@ -7,7 +7,8 @@
   soon after start-up (the resume);
 - every resource event updates the phase gauge;
 - trainer pods report progress to an endpoint served beside the handlers;
-- a run that ended is offered to the webhook sender, which delivers its spec.webhook.
+- a run that ended is offered to the webhook sender, which delivers its spec.webhook, and to
+  the cleaner, which deletes it after its ttlSecondsAfterFinished.
 
 Only event handlers: kopf's create/resume handlers would write their bookkeeping into every
 resource (one more write, and one more watch event, per run).
@@ -23,6 +24,7 @@ import kopf
 
 from fluxlora_api import resource
 from fluxlora_operator import naming
+from fluxlora_operator.cleanup import FinishedRunCleaner
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.progress_server import serve_progress
 from fluxlora_operator.reconciler import Reconciler, RetryLater
@@ -73,6 +75,7 @@ def register(
     peering, `priority` is this replica's and `active` says whether it is the one that acts."""
     metrics = reconciler.metrics
     webhooks = WebhookSender(reconciler.kube, operator_settings, reconciler.post_event, active)
+    cleaner = FinishedRunCleaner(reconciler.kube, operator_settings, active)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -111,6 +114,7 @@ def register(
             reconciler.mirror_watched(namespace, name)  # suspended or resumed: act on it
         if listed is not None:
             webhooks.consider(listed)  # a run that ended: its webhook, if any, is due
+            cleaner.consider(listed)  # and its deletion, with a ttlSecondsAfterFinished
         # Runs listed at start-up (or after a lost watch) are resumed by the first resync,
         # which lists everything at once instead of reading each.
 
@@ -128,6 +132,7 @@ def register(
     @kopf.on.startup(registry=registry)
     def start_webhooks(**_: Any) -> None:
         webhooks.start()
+        cleaner.start()
 
     @kopf.on.startup(registry=registry)
     async def start_resync(memo: kopf.Memo, **_: Any) -> None:
@@ -143,6 +148,7 @@ def register(
     @kopf.on.cleanup(registry=registry)
     def stop_webhooks(**_: Any) -> None:
         webhooks.stop()
+        cleaner.stop()
 
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(memo: kopf.Memo, **_: Any) -> None:

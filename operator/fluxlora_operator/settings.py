@@ -113,6 +113,9 @@ class OperatorSettings(BaseSettings):
     webhook_retry_seconds: float = Field(3600.0, gt=0)
     """How long a webhook the receiver does not take is retried (5 s, then doubling up to 5
     min apart) before it is recorded as failed."""
+    ttl_seconds_after_finished: int | None = Field(None, ge=0)
+    """Delete finished LoRATrainingJobs that many seconds after they completed or failed (their
+    outputs stay in storage); spec.ttlSecondsAfterFinished wins. Unset: kept until deleted."""
     trainer_grace_seconds: int = Field(120, ge=1)
     """terminationGracePeriodSeconds of trainer pods: after a SIGTERM (eviction, preemption,
     deletion) the trainer finishes its step and uploads a checkpoint of it, so the retry loses

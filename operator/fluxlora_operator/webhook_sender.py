@@ -4,7 +4,6 @@ holds a handler), and each attempt is recorded in status.webhook before the next
 restart lists every resource again, so a pending delivery goes on and a finished one is never
 repeated. Only the replica that acts (peering) sends."""
 
-import heapq
 import logging
 import threading
 import time
@@ -20,6 +19,7 @@ from fluxlora_kube.client import Kube
 from fluxlora_net.guarded_http import DownloadGuard, RefusedAddress, guarded_pool
 from fluxlora_net.webhooks import ADDRESS_RULE, ALWAYS_RULE, signed_headers
 from fluxlora_operator.clock import utcnow
+from fluxlora_operator.due import DueQueue
 from fluxlora_operator.events import Event
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.webhook_delivery import (
@@ -63,10 +63,9 @@ class WebhookSender:
         active: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube, self.settings, self.post_event, self.active = kube, settings, post_event, active
-        self._due: list[tuple[float, str, str]] = []  # (monotonic time, namespace, name)
-        self._queued: dict[tuple[str, str], float] = {}
+        self._due: DueQueue[tuple[str, str]] = DueQueue()  # (namespace, name) of deliveries planned
         self._sending: set[tuple[str, str]] = set()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="webhook")
         self._thread = threading.Thread(target=self._run, daemon=True, name="webhook-sender")
@@ -76,8 +75,7 @@ class WebhookSender:
 
     def stop(self) -> None:
         self._stop.set()
-        with self._changed:
-            self._changed.notify_all()
+        self._due.wake()
         self._thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -88,36 +86,21 @@ class WebhookSender:
         now = utcnow()
         wait = (due_at(delivery_of(obj), now) - now).total_seconds()
         meta = obj["metadata"]
-        self._plan(meta["namespace"], meta["name"], time.monotonic() + max(wait, 0.0))
-
-    def _plan(self, namespace: str, name: str, when: float) -> None:
-        key = (namespace, name)
-        with self._changed:
-            if self._queued.get(key, float("inf")) <= when:
-                return
-            self._queued[key] = when
-            heapq.heappush(self._due, (when, namespace, name))
-            self._changed.notify_all()
+        self._due.plan_in((meta["namespace"], meta["name"]), wait)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            with self._changed:
-                now = time.monotonic()
-                wait = self._due[0][0] - now if self._due else IDLE_SECONDS
-                if wait > 0:
-                    self._changed.wait(min(wait, IDLE_SECONDS))
-                    continue
-                when, namespace, name = heapq.heappop(self._due)
-                key = (namespace, name)
-                if self._queued.get(key) != when:
-                    continue  # planned again, sooner or later
-                del self._queued[key]
-                if key in self._sending:  # one attempt at a time: look again after it
-                    self._queued[key] = now + 1
-                    heapq.heappush(self._due, (now + 1, namespace, name))
-                    continue
-                self._sending.add(key)
-            self._pool.submit(self._send_logged, namespace, name)
+            key = self._due.take(IDLE_SECONDS)
+            if key is None:
+                continue
+            with self._lock:
+                busy = key in self._sending
+                if not busy:
+                    self._sending.add(key)
+            if busy:  # one attempt at a time: look again after it
+                self._due.plan_in(key, 1.0)
+                continue
+            self._pool.submit(self._send_logged, *key)
 
     def _send_logged(self, namespace: str, name: str) -> None:
         try:
@@ -129,15 +112,15 @@ class WebhookSender:
             self._done(namespace, name)
 
     def _done(self, namespace: str, name: str, retry_in: float | None = None) -> None:
-        with self._changed:
+        with self._lock:
             self._sending.discard((namespace, name))
         if retry_in is not None:
-            self._plan(namespace, name, time.monotonic() + retry_in)
+            self._due.plan_in((namespace, name), retry_in)
 
     def _send(self, namespace: str, name: str) -> None:
         """One attempt, decided from the resource as it is now, and recorded."""
         if not self.active():
-            self._plan(namespace, name, time.monotonic() + IDLE_SECONDS)
+            self._due.plan_in((namespace, name), IDLE_SECONDS)
             return
         obj = self.kube.get(resource.KIND, namespace, name)
         if obj is None or not wants_delivery(obj):

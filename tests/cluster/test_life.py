@@ -97,9 +97,11 @@ async def site(quiet_site):
         yield quiet_site
 
 
-async def test_a_resource_trains_to_completed_with_outputs_in_minio(site, tmp_path):
+async def test_a_resource_trains_to_completed_and_goes_after_its_ttl_its_outputs_kept(
+    site, tmp_path
+):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
-    site.submit("portrait", "data/p.zip")
+    site.submit("portrait", "data/p.zip", ttlSecondsAfterFinished=5)
     await eventually(
         lambda: site.status("portrait").get("phase") == "processing", "processing", timeout=120
     )
@@ -112,7 +114,12 @@ async def test_a_resource_trains_to_completed_with_outputs_in_minio(site, tmp_pa
     assert final["outputs"][0] == f"{prefix}/lora.safetensors"
     assert final["timings"]["inference"] > 0
     assert final["progress"]["step"] == 500
-    for url in final["outputs"]:
+    await eventually(
+        lambda: site.kube.get(resource.KIND, site.namespace, "portrait") is None,
+        "the resource is deleted 5 s after it ended",
+        timeout=60,
+    )
+    for url in final["outputs"]:  # the outputs stay
         key = url.removeprefix(f"s3://{site.bucket}/")
         assert site.s3.head_object(Bucket=site.bucket, Key=key)["ContentLength"] > 0
 

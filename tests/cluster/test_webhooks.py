@@ -109,6 +109,23 @@ async def test_a_final_answer_ends_the_delivery_and_refused_receivers_see_nothin
         assert final["webhook"]["lastError"] == "the receiver answered HTTP 404"
 
 
+async def test_a_finished_run_goes_after_its_ttl_but_not_before_its_webhook_is_delivered(
+    control_plane, cluster_admin, namespace
+):
+    connection = control_plane.kopf_connection()
+    with webhook_receiver(500, 200) as hook:
+        async with embedded_operator(cluster_admin, connection, SETTINGS):
+            submit(cluster_admin, namespace, priorityClassName="urgent", webhook=hook.url,
+                   ttlSecondsAfterFinished=0)  # fmt: skip
+            await eventually(
+                lambda: cluster_admin.get(resource.KIND, namespace, "portrait") is None,
+                "the finished run is deleted",
+                timeout=60,
+            )
+        # Only once delivered: the 500 was retried first, and the record kept till then.
+        assert len(hook.requests) == 2
+
+
 @pytest.mark.parametrize("gateway", [LOOPBACK], indirect=True)
 async def test_the_gateways_webhook_parameter_and_secret(
     gateway, control_plane, cluster_admin, namespace, two_tenants

@@ -82,6 +82,7 @@ app.kubernetes.io/component: gateway
     "MODEL_CACHE_PVC" $v.model.cachePvc
     "HF_TOKEN_SECRET" $v.model.hfTokenSecret
     "QUEUE_NAME" $v.kueue.defaultQueue
+    "TTL_SECONDS_AFTER_FINISHED" $v.ttlSecondsAfterFinished
     "WEBHOOK_ALLOWED_NETWORKS" $v.webhooks.allowedNetworks
     "WEBHOOK_RETRY_SECONDS" $v.webhooks.retrySeconds
 -}}

@@ -133,6 +133,7 @@ def test_a_demo_whose_operator_cannot_start_says_why_and_fails():
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
     assert demo.returncode != 0
+    assert "$ helm install" in output, output[-4000:]  # it got as far as installing
     tail = output[output.index("$ helm install") :]
     assert "a pod of the release has stopped" in tail, tail
     # Exited on its own (as the current state, or the last one once the kubelet restarts it).

@@ -259,7 +259,7 @@ class Reconciler:
             else:
                 job = self.kube.get("Job", namespace, job_name)
             suspended = bool((body.get("spec") or {}).get("suspend"))
-            self._record_suspension(body, suspended, snapshot is not None)
+            body = self._record_suspension(body, suspended, snapshot is not None)
             if job is None:
                 if suspended:
                     return False  # resumed by a new Job when spec.suspend is false again
@@ -364,7 +364,9 @@ class Reconciler:
         change: ConditionChange,
         extra: dict[str, Any] | None = None,
         from_snapshot: bool = False,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Write `change` (and `extra`) unless the status says so already; the resource as it
+        is now."""
         status = body.get("status") or {}
         now = format_time(utcnow())
         conditions, events = apply_conditions(
@@ -374,7 +376,8 @@ class Reconciler:
         if conditions is not None:
             patch["conditions"] = conditions
         if any(status.get(key) != value for key, value in patch.items()):
-            self._write(body, patch, events, from_snapshot)
+            return self._write(body, patch, events, from_snapshot)
+        return body
 
     @staticmethod
     def suspension_unrecorded(body: dict[str, Any]) -> bool:
@@ -386,19 +389,23 @@ class Reconciler:
         was_suspended = recorded is not None and recorded.get("status") == "True"
         return bool((body.get("spec") or {}).get("suspend")) != was_suspended
 
-    def _record_suspension(self, body: dict[str, Any], suspended: bool, guarded: bool) -> None:
-        """The Suspended condition, as spec.suspend says (a run never suspended has none)."""
+    def _record_suspension(
+        self, body: dict[str, Any], suspended: bool, guarded: bool
+    ) -> dict[str, Any]:
+        """The Suspended condition, as spec.suspend says (a run never suspended has none); the
+        resource as it is now, for the rest of the cycle to write over."""
         recorded = find_condition(
             (body.get("status") or {}).get("conditions") or [], ConditionType.SUSPENDED
         )
         if suspended and (recorded is None or recorded.get("status") != "True"):
             message = "suspended: the trainer checkpoints its step; its Job and pod are removed"
             change = ConditionChange(ConditionType.SUSPENDED, "True", Reason.SUSPENDED, message)
-            self._condition(body, change, from_snapshot=guarded)
-        elif not suspended and recorded is not None and recorded.get("status") == "True":
+            return self._condition(body, change, from_snapshot=guarded)
+        if not suspended and recorded is not None and recorded.get("status") == "True":
             message = "resumed: a new trainer Job goes on from the checkpoint"
             change = ConditionChange(ConditionType.SUSPENDED, "False", Reason.RESUMED, message)
-            self._condition(body, change, from_snapshot=guarded)
+            return self._condition(body, change, from_snapshot=guarded)
+        return body
 
     def _fail(
         self, body: dict[str, Any], reason: Reason, message: str, from_snapshot: bool = False

@@ -19,19 +19,20 @@ def run(phase: str | None, ended_ago: float | None, ttl: int | None = None) -> d
 
 
 @pytest.mark.parametrize(
-    ("obj", "default", "due_in"),
+    ("phase", "ended_ago", "ttl", "default", "due_in"),
     [
-        (run("completed", 100, ttl=60), None, -40),  # its own TTL: overdue
-        (run("failed", 10, ttl=60), 5, 50),  # its own wins over the operator's
-        (run("completed", 10), 30, 20),  # the operator's default
-        (run("completed", 10, ttl=0), 3600, -10),  # 0: at once
-        (run("completed", 10), None, None),  # no TTL anywhere: kept
-        (run("processing", None, ttl=0), None, None),  # not finished
-        (run(None, None, ttl=0), 0, None),
+        ("completed", 100, 60, None, -40),  # its own TTL: overdue
+        ("failed", 10, 60, 5, 50),  # its own wins over the operator's
+        ("completed", 10, None, 30, 20),  # the operator's default
+        ("completed", 10, 0, 3600, -10),  # 0: at once
+        ("completed", 10, None, None, None),  # no TTL anywhere: kept
+        ("processing", None, 0, None, None),  # not finished
+        (None, None, 0, 0, None),
     ],
 )
-def test_a_finished_run_is_due_its_ttl_after_it_ended(obj, default, due_in):
-    due = seconds_until_due(obj, default)
+def test_a_finished_run_is_due_its_ttl_after_it_ended(phase, ended_ago, ttl, default, due_in):
+    # Made here, not at collection: the times are relative to now.
+    due = seconds_until_due(run(phase, ended_ago, ttl), default)
     if due_in is None:
         assert due is None
     else:

@@ -107,6 +107,7 @@ def register(
         listed = None if deleted else reconciler.cache.resource(namespace, name)
         phase = ((listed or {}).get("status") or {}).get("phase")
         metrics.observe_phase(uid, phase)
+        metrics.observe_run(namespace, name, listed)
         reconciler.track(namespace, name, phase, deleted=deleted)
         if listed is not None and phase is None:
             reconciler.start(namespace, name, listed)

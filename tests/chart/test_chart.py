@@ -1,5 +1,6 @@
 """The Helm chart on its own, with the real helm: lint, the values schema, versions, docs."""
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 import yaml
 
 from fluxlora_localcluster.helm import CHART, helm, render
+from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.settings import OPERATOR_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +158,26 @@ def test_the_service_monitor_is_optional():
         if o["kind"] == "ServiceMonitor"
     ]
     assert monitors[0]["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_the_grafana_dashboard_is_optional_and_shows_only_series_the_operator_exports():
+    assert "ConfigMap" not in {o["kind"] for o in objects(render())}
+    (config_map,) = [
+        o for o in objects(render("metrics.grafanaDashboard.enabled=true"))
+        if o["kind"] == "ConfigMap"
+    ]  # fmt: skip
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["flux-lora-operator.json"])
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for expr in expressions for name in re.findall(r"fluxlora_\w+", expr)}
+    # What /metrics exposes: each gauge by its name, each counter as <name>_total.
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in Metrics().registry.collect()
+    }
+    assert used and used <= exported, used - exported
+    titles = {panel["title"] for panel in dashboard["panels"]}
+    assert {"Runs by phase", "Handler errors per minute", "Training loss", "Progress"} <= titles
 
 
 def test_the_gateway_is_off_by_default_and_may_read_only_its_key_secret():

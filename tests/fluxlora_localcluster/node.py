@@ -375,7 +375,9 @@ def running_node(
             (workdir / file).write_text(yaml.safe_dump(body))
         processes: list[subprocess.Popen] = []
         node = Node(name, link, workdir, store, socket, binaries["ctr"])
-        node.volumes.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # The slot's network was free, so anything in its volumes is a killed run's leftover.
+        shutil.rmtree(node.volumes, ignore_errors=True)
+        node.volumes.mkdir(mode=0o755, parents=True)
         try:
             _make_cgroup(f"{cgroup}/system")
             shims = binaries["containerd"].parent  # containerd finds its runc shim on PATH

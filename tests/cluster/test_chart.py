@@ -213,6 +213,8 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         # What the operator's ServiceAccount may not do.
         assert can_i(plane, account, "create", "jobs", "-n", namespace) == "yes"
         assert can_i(plane, account, "get", "secrets", "-n", namespace) == "no"
+        # Finished runs go after their ttlSecondsAfterFinished.
+        assert can_i(plane, account, "delete", "loratrainingjobs", "-n", namespace) == "yes"
         assert can_i(plane, account, "delete", "pods", "-n", namespace) == "no"
         assert can_i(plane, account, "create", "deployments", "-n", namespace) == "no"
         assert can_i(plane, account, "list", "loratrainingjobs", "--all-namespaces") == "no"

@@ -4,7 +4,6 @@ storage. A run whose webhook is still being delivered waits for that. Every reso
 offers the resource (consider), so a restart finds the ones due while it was down."""
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -14,13 +13,12 @@ from fluxlora_api.status import is_finished
 from fluxlora_kube.client import ApiError, Kube
 from fluxlora_kube.paths import path
 from fluxlora_operator.clock import parse_time, utcnow
-from fluxlora_operator.due import DueQueue
+from fluxlora_operator.due import DueWorker
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.webhook_delivery import wants_delivery
 
 logger = logging.getLogger(__name__)
 
-IDLE_SECONDS = 5.0
 WEBHOOK_WAIT_SECONDS = 30.0  # how often a run kept for its webhook is looked at again
 
 
@@ -39,43 +37,22 @@ def seconds_until_due(obj: dict[str, Any], default: int | None) -> float | None:
     return (deadline - utcnow()).total_seconds()
 
 
-class FinishedRunCleaner:
+class FinishedRunCleaner(DueWorker):
     def __init__(
         self, kube: Kube, settings: OperatorSettings, active: Callable[[], bool] = lambda: True
     ) -> None:
+        super().__init__("cleanup")
         self.kube, self.default, self.active = kube, settings.ttl_seconds_after_finished, active
-        self._due: DueQueue[tuple[str, str]] = DueQueue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="cleanup")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._due.wake()
-        self._thread.join(timeout=5)
 
     def consider(self, obj: dict[str, Any]) -> None:
         wait = seconds_until_due(obj, self.default)
         if wait is not None:
             meta = obj["metadata"]
-            self._due.plan_in((meta["namespace"], meta["name"]), wait)
+            self.due.plan_in((meta["namespace"], meta["name"]), wait)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            key = self._due.take(IDLE_SECONDS)
-            if key is None:
-                continue
-            try:
-                self._clean(*key)
-            except Exception:
-                logger.exception("cleanup of %s/%s failed; tried again", *key)
-                self._due.plan_in(key, IDLE_SECONDS)
-
-    def _clean(self, namespace: str, name: str) -> None:
+    def handle(self, namespace: str, name: str) -> None:
         if not self.active():
-            self._due.plan_in((namespace, name), IDLE_SECONDS)
+            self.due.plan_in((namespace, name), self.IDLE_SECONDS)
             return
         obj = self.kube.get(resource.KIND, namespace, name)
         if obj is None:
@@ -84,10 +61,10 @@ class FinishedRunCleaner:
         if wait is None:
             return
         if wait > 0:
-            self._due.plan_in((namespace, name), wait)
+            self.due.plan_in((namespace, name), wait)
             return
         if wants_delivery(obj):  # its webhook is still being delivered: it keeps the record
-            self._due.plan_in((namespace, name), WEBHOOK_WAIT_SECONDS)
+            self.due.plan_in((namespace, name), WEBHOOK_WAIT_SECONDS)
             return
         uid = obj["metadata"]["uid"]
         try:

@@ -2,12 +2,15 @@
 a worker takes the due keys in order (the webhook sender's retries, finished runs' TTLs)."""
 
 import heapq
+import logging
 import threading
 import time
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
+
+logger = logging.getLogger(__name__)
 
 
 class DueQueue(Generic[Key]):
@@ -57,3 +60,38 @@ class DueQueue(Generic[Key]):
         with self._changed:
             self._woken = True
             self._changed.notify_all()
+
+
+class DueWorker:
+    """A thread that takes the due (namespace, name) keys of a DueQueue and hands each to
+    handle(); a key whose handling raises is planned again RETRY_SECONDS later."""
+
+    IDLE_SECONDS = 5.0  # how long a take() waits before it looks at the stop flag again
+    RETRY_SECONDS = 5.0
+
+    def __init__(self, name: str) -> None:
+        self.due: DueQueue[tuple[str, str]] = DueQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.due.wake()
+        self._thread.join(timeout=5)
+
+    def handle(self, namespace: str, name: str) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            key = self.due.take(self.IDLE_SECONDS)
+            if key is None:
+                continue
+            try:
+                self.handle(*key)
+            except Exception:
+                logger.exception("%s of %s/%s failed; tried again", self._thread.name, *key)
+                self.due.plan_in(key, self.RETRY_SECONDS)

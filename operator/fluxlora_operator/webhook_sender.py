@@ -19,7 +19,7 @@ from fluxlora_kube.client import Kube
 from fluxlora_net.guarded_http import DownloadGuard, RefusedAddress, guarded_pool
 from fluxlora_net.webhooks import ADDRESS_RULE, ALWAYS_RULE, signed_headers
 from fluxlora_operator.clock import utcnow
-from fluxlora_operator.due import DueQueue
+from fluxlora_operator.due import DueWorker
 from fluxlora_operator.events import Event
 from fluxlora_operator.settings import OperatorSettings
 from fluxlora_operator.webhook_delivery import (
@@ -36,7 +36,6 @@ from fluxlora_operator.webhook_secret import BadWebhookSecret, webhook_secret
 logger = logging.getLogger(__name__)
 
 SENDER_THREADS = 4
-IDLE_SECONDS = 5.0  # how often the sender looks again without news (a standby replica waits)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], allowed_networks: list[str]) -> int:
@@ -54,7 +53,7 @@ def post(url: str, body: bytes, headers: dict[str, str], allowed_networks: list[
             return response.status
 
 
-class WebhookSender:
+class WebhookSender(DueWorker):
     def __init__(
         self,
         kube: Kube,
@@ -62,21 +61,14 @@ class WebhookSender:
         post_event: Callable[[dict[str, Any], Event], None],
         active: Callable[[], bool] = lambda: True,
     ) -> None:
+        super().__init__("webhook-sender")
         self.kube, self.settings, self.post_event, self.active = kube, settings, post_event, active
-        self._due: DueQueue[tuple[str, str]] = DueQueue()  # (namespace, name) of deliveries planned
-        self._sending: set[tuple[str, str]] = set()
+        self._sending: set[tuple[str, str]] = set()  # one attempt at a time per resource
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="webhook")
-        self._thread = threading.Thread(target=self._run, daemon=True, name="webhook-sender")
-
-    def start(self) -> None:
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._due.wake()
-        self._thread.join(timeout=5)
+        super().stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def consider(self, obj: dict[str, Any]) -> None:
@@ -86,28 +78,26 @@ class WebhookSender:
         now = utcnow()
         wait = (due_at(delivery_of(obj), now) - now).total_seconds()
         meta = obj["metadata"]
-        self._due.plan_in((meta["namespace"], meta["name"]), wait)
+        self.due.plan_in((meta["namespace"], meta["name"]), wait)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            key = self._due.take(IDLE_SECONDS)
-            if key is None:
-                continue
-            with self._lock:
-                busy = key in self._sending
-                if not busy:
-                    self._sending.add(key)
-            if busy:  # one attempt at a time: look again after it
-                self._due.plan_in(key, 1.0)
-                continue
-            self._pool.submit(self._send_logged, *key)
+    def handle(self, namespace: str, name: str) -> None:
+        """Hand a due delivery to the sending threads (a slow receiver holds none else)."""
+        key = (namespace, name)
+        with self._lock:
+            busy = key in self._sending
+            if not busy:
+                self._sending.add(key)
+        if busy:  # one attempt at a time: look again after it
+            self.due.plan_in(key, 1.0)
+            return
+        self._pool.submit(self._send_logged, namespace, name)
 
     def _send_logged(self, namespace: str, name: str) -> None:
         try:
             self._send(namespace, name)
         except Exception:
             logger.exception("webhook of %s/%s: delivery failed; tried again", namespace, name)
-            self._done(namespace, name, retry_in=IDLE_SECONDS)
+            self._done(namespace, name, retry_in=self.RETRY_SECONDS)
         else:
             self._done(namespace, name)
 
@@ -115,12 +105,12 @@ class WebhookSender:
         with self._lock:
             self._sending.discard((namespace, name))
         if retry_in is not None:
-            self._due.plan_in((namespace, name), retry_in)
+            self.due.plan_in((namespace, name), retry_in)
 
     def _send(self, namespace: str, name: str) -> None:
         """One attempt, decided from the resource as it is now, and recorded."""
         if not self.active():
-            self._due.plan_in((namespace, name), IDLE_SECONDS)
+            self.due.plan_in((namespace, name), self.IDLE_SECONDS)
             return
         obj = self.kube.get(resource.KIND, namespace, name)
         if obj is None or not wants_delivery(obj):

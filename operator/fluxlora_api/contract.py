@@ -32,12 +32,16 @@ TERMINATION_MESSAGE_LIMIT = 4096
 
 
 class SnapshotReport(ApiModel):
-    """A snapshot (spec.saveEverySteps) whose files the trainer has stored."""
+    """A snapshot (spec.saveEverySteps, spec.sampleEverySteps) whose files the trainer has
+    stored."""
 
     step: int = Field(ge=1)
     """The step it was saved at (the operator knows its file names from it)."""
     loss: float | None = Field(None, allow_inf_nan=False)
     """The smoothed training loss at that step."""
+    samples: int = Field(0, ge=0, le=8)
+    """How many sample images it stored (the first that many prompts'; 0 when rendering
+    failed or the step only saves)."""
 
 
 class ProgressReport(Progress):

@@ -31,6 +31,13 @@ PRINTER_COLUMNS = [
     {"name": "Rank", "type": "integer", "jsonPath": ".spec.loraRank"},
     {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # The step of the newest snapshot (kubectl get -o wide), as `kubectl describe` lists all.
+    {
+        "name": "Snapshot",
+        "type": "integer",
+        "jsonPath": ".status.snapshots[-1:].step",
+        "priority": 1,
+    },
     {"name": "Error", "type": "string", "jsonPath": ".status.error", "priority": 1},
 ]
 
@@ -113,7 +120,10 @@ def immutability_rules(spec: dict[str, Any]) -> list[dict[str, str]]:
 
 def build_crd() -> dict[str, Any]:
     spec = model_schema(LoRATrainingJobSpec)
-    spec["x-kubernetes-validations"] = immutability_rules(spec)
+    spec["x-kubernetes-validations"] = [
+        *spec.get("x-kubernetes-validations", []),  # the models' own cross-field rules
+        *immutability_rules(spec),
+    ]
     status = model_schema(LoRATrainingJobStatus)
     root = {
         "type": "object",

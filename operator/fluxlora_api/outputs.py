@@ -22,17 +22,27 @@ def sample_file(index: int) -> str:
     return f"sample_{index}.png"
 
 
+def at_step(name: str, step: int) -> str:
+    """A final output's name for its copy made at `step`: lora.safetensors at step 250 is
+    lora-step-000250.safetensors. Flat names, as every output's: a run's files all lie
+    directly in its folder, the one place the operator and gateway ever serve them from."""
+    return name.replace(".", f"-step-{step:06d}.", 1)
+
+
 def snapshot_files(step: int) -> list[str]:
     """The LoRA saved at `step` (saveEverySteps), in both formats, as the final one."""
-    return [
-        LORA_FILE.replace(".", f"-step-{step:06d}.", 1),
-        KOHYA_LORA_FILE.replace(".", f"-step-{step:06d}.", 1),
-    ]
+    return [at_step(LORA_FILE, step), at_step(KOHYA_LORA_FILE, step)]
 
 
-def snapshot_steps(steps: int, every: int | None) -> list[int]:
-    """The steps a run of `steps` steps saves a snapshot at (not the last: that is the LoRA)."""
-    return list(range(every, steps, every)) if every else []
+def snapshot_samples(step: int, count: int) -> list[str]:
+    """The first `count` sample images rendered at `step` (sampleEverySteps)."""
+    return [at_step(sample_file(index), step) for index in range(count)]
+
+
+def snapshot_steps(steps: int, *every: int | None) -> list[int]:
+    """The steps a run of `steps` steps stores a snapshot at, for each interval given (not the
+    last step: that is the final LoRA and samples)."""
+    return sorted({step for each in every if each for step in range(each, steps, each)})
 
 
 def snapshot_outputs(steps: list[int]) -> list[str]:

@@ -6,10 +6,10 @@ holding only `data`. Every other field is optional and its default keeps that be
 """
 
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from fluxlora_api.base import ApiModel
 
@@ -49,6 +49,7 @@ BaseWeights = Literal["bf16", "int8", "nf4"]
 SamplePrompt = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 MIN_SAVE_EVERY_STEPS = 50  # at most 80 snapshots of a 4,000-step run
+SAMPLES_NEED_PROMPTS = "sampleEverySteps: needs samplePrompts, the prompts to render"
 
 
 SYSTEM_PRIORITY_PREFIX = "system-"
@@ -73,6 +74,18 @@ class Toleration(ApiModel):
 
 class TrainingParameters(ApiModel):
     """The training recipe: what the trainer needs, shared by the spec and the trainer config."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.sampleEverySteps) || "
+                    "(has(self.samplePrompts) && size(self.samplePrompts) > 0)",
+                    "message": SAMPLES_NEED_PROMPTS,
+                }
+            ]
+        }
+    }
 
     data: str = Field(pattern=DATA_URL_PATTERN, max_length=4096)
     """URL of a .zip of images (jpg, png, webp, bmp), each with an optional caption in a .txt
@@ -142,8 +155,21 @@ class TrainingParameters(ApiModel):
     lora_comfyui-step-000250.safetensors), kept beside the final one so that a step from before
     it overfit can be picked; status.snapshots lists them as they are saved. Unset: only the
     final LoRA (as the hosted API)."""
+    sample_every_steps: int | None = Field(None, ge=MIN_SAVE_EVERY_STEPS, le=4000)
+    """Also render samplePrompts with the LoRA as it is every this many steps (the same seed per
+    prompt at every step, so the images compare), to sample_0-step-000250.png and so on;
+    status.snapshots lists them as they are stored. The time it takes is not training time:
+    progress.samplingSeconds counts it. Needs samplePrompts."""
     sample_prompts: list[SamplePrompt] | None = Field(None, max_length=8)
-    """Prompts rendered with the trained LoRA after training and uploaded as sample images."""
+    """Prompts rendered with the trained LoRA after training and uploaded as sample images
+    (sample_0.png, ...), and every sampleEverySteps while training."""
+
+    @model_validator(mode="after")
+    def _samples_have_prompts(self) -> Self:
+        # The same rule as the CRD's CEL rule, for specs that bypass the API server.
+        if self.sample_every_steps is not None and not self.sample_prompts:
+            raise ValueError(SAMPLES_NEED_PROMPTS)
+        return self
 
     @property
     def effective_trigger_word(self) -> str | None:

@@ -155,20 +155,28 @@ class Progress(ApiModel):
     loss: float | None = Field(None, allow_inf_nan=False)
     """Smoothed training loss at the last report."""
     eta_seconds: int | None = Field(None, ge=0)
-    """Estimated seconds until training ends."""
+    """Estimated seconds until training ends (sampling not included)."""
+    sampling_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Seconds spent so far rendering samples while training (spec.sampleEverySteps), apart
+    from the training time."""
     updated_at: str | None = Field(None, json_schema_extra=DATE_TIME)
     """When the trainer last reported (the operator's clock)."""
 
 
 class Snapshot(ApiModel):
-    """A LoRA saved while training (spec.saveEverySteps)."""
+    """What a run stored at one step while training: the LoRA (spec.saveEverySteps), sample
+    images (spec.sampleEverySteps), or both."""
 
     step: int = Field(ge=1)
     """The step it was saved at."""
     loss: float | None = Field(None, allow_inf_nan=False)
     """The smoothed training loss at that step."""
     files: list[str] = Field(default_factory=list, max_length=8)
-    """Its files: the LoRA in the diffusers format, then in kohya's (ComfyUI)."""
+    """Its LoRA files: the diffusers format, then kohya's (ComfyUI); none at a step that only
+    samples."""
+    samples: list[str] = Field(default_factory=list, max_length=8)
+    """Its sample images, one per sample prompt in order; none at a step that only saves, or
+    when rendering failed (sampling never costs the run)."""
 
 
 WebhookState = Literal["pending", "delivered", "failed"]
@@ -261,8 +269,8 @@ class LoRATrainingJobStatus(ApiModel):
         max_length=100,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["step"]},
     )
-    """The LoRAs saved so far while training (spec.saveEverySteps), oldest first, each as soon
-    as its files are stored."""
+    """The LoRAs and sample images stored so far while training (spec.saveEverySteps,
+    spec.sampleEverySteps), oldest first, each as soon as its files are stored."""
     webhook: WebhookDelivery | None = None
     """The delivery of spec.webhook, once the run has ended."""
 

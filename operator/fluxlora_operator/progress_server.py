@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from fluxlora_api import resource
 from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH, ProgressReport, SnapshotReport
-from fluxlora_api.outputs import snapshot_files, snapshot_steps
+from fluxlora_api.outputs import snapshot_files, snapshot_samples, snapshot_steps
 from fluxlora_api.status import Progress, Snapshot
 from fluxlora_kube.client import ApiError, Kube
 from fluxlora_kube.paths import path
@@ -201,13 +201,21 @@ class ProgressServer:
         if body is None:
             raise Refused(404, "the LoRATrainingJob is gone")
         spec = parse_spec(body.get("spec") or {})
-        if reported.step not in snapshot_steps(spec.steps, spec.save_every_steps):
-            raise Refused(400, f"snapshot.step: the run saves no snapshot at {reported.step}")
+        step = reported.step
+        saves = step in snapshot_steps(spec.steps, spec.save_every_steps)
+        samples = step in snapshot_steps(spec.steps, spec.sample_every_steps)
+        if not (saves or samples):
+            raise Refused(400, f"snapshot.step: the run saves no snapshot at {step}")
+        prompts = len(spec.sample_prompts or []) if samples else 0
+        if reported.samples > prompts:
+            raise Refused(400, f"snapshot.samples: the run renders {prompts} at step {step}")
         folder = resolve_output_folder(spec, self.settings, TrainingJobRef.of(body))
+        names = snapshot_files(step) if saves else []
         snapshot = Snapshot(
-            step=reported.step,
+            step=step,
             loss=reported.loss,
-            files=[f"{folder}/{file}" for file in snapshot_files(reported.step)],
+            files=[f"{folder}/{file}" for file in names],
+            samples=[f"{folder}/{file}" for file in snapshot_samples(step, reported.samples)],
         )
         known = {
             item["step"]: item

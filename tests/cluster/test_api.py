@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from fluxlora_api import resource
+from fluxlora_api.spec import SAMPLES_NEED_PROMPTS
 from fluxlora_api.status import ConditionType
 from fluxlora_kube.client import ApiError
 from fluxlora_kube.paths import COLLECTIONS, path
@@ -83,6 +84,13 @@ def test_an_empty_trigger_word_means_none_with_every_kubectl_path(
         ({"data": "https://x/a.zip", "webhook": "ftp://hooks.example/in"}, "spec.webhook"),
         ({"data": "https://x/a.zip", "webhook": "http://169.254.169.254/x"}, "spec.webhook"),
         ({"data": "https://x/a.zip", "webhook": "http://[fe80::1]:80/x"}, "spec.webhook"),
+        # Samples while training: a sensible interval, and prompts to render.
+        ({"data": "https://x/a.zip", "sampleEverySteps": 10}, "spec.sampleEverySteps"),
+        ({"data": "https://x/a.zip", "sampleEverySteps": 100}, SAMPLES_NEED_PROMPTS),
+        (
+            {"data": "https://x/a.zip", "sampleEverySteps": 100, "samplePrompts": []},
+            SAMPLES_NEED_PROMPTS,
+        ),
     ],
 )
 def test_bad_fields_are_rejected_naming_the_field(cluster_admin, namespace, spec, field):
@@ -154,8 +162,12 @@ def test_kubectl_applies_the_example_and_shows_the_columns_and_field_docs(
     listed = control_plane.kubectl("get", "fluxlora", "-n", namespace, "-o", "name").stdout
     assert listed.strip() == "loratrainingjob.fluxlora.dev/portrait"
 
+    snapshots = [{"step": 250, "files": []}, {"step": 500, "files": []}]
+    cluster_admin.patch_status(resource.KIND, namespace, "portrait", {"snapshots": snapshots})
     wide = control_plane.kubectl("get", "ltj", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split()[-1] == "ERROR"  # the error column only with -o wide
+    # Only with -o wide: the newest snapshot's step, and the error.
+    assert wide[0].split()[-2:] == ["SNAPSHOT", "ERROR"]
+    assert wide[1][wide[0].index("SNAPSHOT") :].split()[0] == "500"
 
     explained = control_plane.kubectl("explain", "loratrainingjob.spec.loraRank")
     assert explained.returncode == 0, explained.stderr

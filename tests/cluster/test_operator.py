@@ -196,7 +196,8 @@ async def test_a_trainer_lists_its_stored_snapshots_whose_files_the_operator_nam
     url = f"http://127.0.0.1:{port}"
     settings = SETTINGS.model_copy(update={"progress_port": port, "progress_url": url})
     async with embedded_operator(cluster_admin, control_plane.kopf_connection(), settings):
-        created = submit(cluster_admin, namespace, steps=1000, saveEverySteps=250)
+        created = submit(cluster_admin, namespace, steps=1000, saveEverySteps=250,
+                         sampleEverySteps=400, samplePrompts=["a", "b"])  # fmt: skip
         (trainer_pod,) = await eventually(
             lambda: cluster_admin.list_objects(
                 "Pod", namespace, f"{naming.LABEL_TRAINING_JOB}=portrait"
@@ -207,22 +208,30 @@ async def test_a_trainer_lists_its_stored_snapshots_whose_files_the_operator_nam
             control_plane, namespace, "--audience", PROGRESS_AUDIENCE,
             "--bound-object-kind", "Pod", "--bound-object-name", trainer_pod["metadata"]["name"],
         )  # fmt: skip
-        for step in (500, 250):
-            report = {"step": step, "totalSteps": 1000, "snapshot": {"step": step, "loss": 0.4}}
+        for step, samples in ((500, 0), (250, 0), (400, 2)):
+            snapshot = {"step": step, "loss": 0.4, "samples": samples}
+            report = {"step": step, "totalSteps": 1000, "snapshot": snapshot}
             assert post_progress(url, token, report) == 204
             await asyncio.sleep(1.1)  # the pod's report budget refills
-        # Not a step this run saves at; a field of its own choosing: refused.
+        # Not a step this run saves at; more samples than prompts, or at a step that does not
+        # sample; a field of its own choosing: refused.
         assert post_progress(url, token, {"step": 300, "snapshot": {"step": 300}}) == 400
+        too_many = {"step": 800, "samples": 3}
+        assert post_progress(url, token, {"step": 800, "snapshot": too_many}) == 400
+        not_sampled = {"step": 750, "samples": 1}
+        assert post_progress(url, token, {"step": 750, "snapshot": not_sampled}) == 400
         forged = {"step": 750, "files": ["s3://loras/other/lora.safetensors"]}
         assert post_progress(url, token, {"step": 750, "snapshot": forged}) == 400
         status = cluster_admin.get(resource.KIND, namespace, "portrait")["status"]
     folder = f"s3://loras/{namespace}/portrait-{created['metadata']['uid']}"
+    lora = [f"{folder}/lora-step-{{:06d}}.safetensors",
+            f"{folder}/lora_comfyui-step-{{:06d}}.safetensors"]  # fmt: skip
     assert status["snapshots"] == [
-        {"step": step, "loss": 0.4, "files": [
-            f"{folder}/lora-step-{step:06d}.safetensors",
-            f"{folder}/lora_comfyui-step-{step:06d}.safetensors",
-        ]}
-        for step in (250, 500)
+        {"step": 250, "loss": 0.4, "files": [name.format(250) for name in lora], "samples": []},
+        {"step": 400, "loss": 0.4, "files": [], "samples": [
+            f"{folder}/sample_0-step-000400.png", f"{folder}/sample_1-step-000400.png"
+        ]},
+        {"step": 500, "loss": 0.4, "files": [name.format(500) for name in lora], "samples": []},
     ]  # fmt: skip
 
 

@@ -52,7 +52,7 @@ def test_a_caption_cache_past_its_share_of_the_memory_limit_is_refused():
     check_embedding_budget(1000, 4 * 1024**2, 16 * GIB)  # 3.9 GiB of 16
     with pytest.raises(BadInput) as error:
         check_embedding_budget(5000, 4 * 1024**2, 32 * GIB)
-    assert str(error.value).startswith("data: 5000 distinct captions need 19.5 GiB")
+    assert str(error.value).startswith("data: 5000 distinct captions and prompts need 19.5 GiB")
     assert "32.0 GiB" in str(error.value)
 
 

@@ -139,11 +139,11 @@ def test_a_stored_snapshot_goes_with_the_next_report_until_one_is_recorded(tmp_p
     reporter.snapshot(5, 0.123456789)
     reporter(report(6, 10))  # refused: 429
     reporter.close()
-    reporter.snapshot(8, None)
+    reporter.snapshot(8, None, samples=2)
     reporter(report(9, 10))  # records step 5's snapshot
     reporter.close()  # then step 8's
     server.shutdown()
     snapshots = [body.get("snapshot") for body in received]
-    assert snapshots == [None, {"step": 5, "loss": 0.123457}, {"step": 5, "loss": 0.123457},
-                         {"step": 8, "loss": None}]  # fmt: skip
+    first = {"step": 5, "loss": 0.123457, "samples": 0}
+    assert snapshots == [None, first, first, {"step": 8, "loss": None, "samples": 2}]
     assert received[-1]["step"] == 9

@@ -5,7 +5,7 @@ from fluxlora_api.contract import (
     TrainingResult,
     parse_termination_message,
 )
-from fluxlora_api.outputs import resolve_output, run_folder
+from fluxlora_api.outputs import resolve_output, run_folder, snapshot_samples, snapshot_steps
 from fluxlora_api.spec import LoRATrainingJobSpec
 from fluxlora_api.status import Timings
 
@@ -50,3 +50,10 @@ def test_a_log_tail_is_not_mistaken_for_a_result():
 def test_a_newer_trainer_may_report_more_fields():
     parsed = parse_termination_message('{"outputs": ["s3://b/k"], "gpuName": "H100"}')
     assert parsed is not None and parsed.outputs == ["s3://b/k"]
+
+
+def test_snapshots_fall_on_every_step_either_interval_asks_for_but_the_last():
+    assert snapshot_steps(1000, 250, 400) == [250, 400, 500, 750, 800]
+    assert snapshot_steps(1000, None, None) == []
+    assert snapshot_steps(500, 250) == [250]  # step 500 is the final LoRA itself
+    assert snapshot_samples(400, 2) == ["sample_0-step-000400.png", "sample_1-step-000400.png"]

@@ -5,7 +5,12 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from fluxlora_api.spec import WEBHOOK_LINK_LOCAL, WEBHOOK_LINK_LOCAL_PATTERN, LoRATrainingJobSpec
+from fluxlora_api.spec import (
+    SAMPLES_NEED_PROMPTS,
+    WEBHOOK_LINK_LOCAL,
+    WEBHOOK_LINK_LOCAL_PATTERN,
+    LoRATrainingJobSpec,
+)
 from fluxlora_operator.start.custom_resource import InvalidSpec, parse_spec
 
 DATA = "https://example.com/photos.zip"
@@ -145,3 +150,13 @@ def test_a_literal_link_local_webhook_is_refused_alike_by_the_model_and_the_crd_
             LoRATrainingJobSpec(data="https://x/a.zip", webhook=url)
     else:
         assert LoRATrainingJobSpec(data="https://x/a.zip", webhook=url).webhook == url
+
+
+@pytest.mark.parametrize("prompts", [None, []])
+def test_samples_while_training_need_prompts_to_render(prompts):
+    with pytest.raises(ValidationError, match=SAMPLES_NEED_PROMPTS):
+        LoRATrainingJobSpec.model_validate(
+            {"data": "https://x/a.zip", "sampleEverySteps": 100, "samplePrompts": prompts}
+        )
+    spec = {"data": "https://x/a.zip", "sampleEverySteps": 100, "samplePrompts": ["a p3r5on"]}
+    assert LoRATrainingJobSpec.model_validate(spec).sample_every_steps == 100

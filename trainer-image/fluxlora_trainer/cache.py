@@ -1,11 +1,12 @@
 """Everything the training loop needs, computed once: VAE latents of every image at its bucket
 size, and the T5 + CLIP pooled embeddings of every distinct caption (and of the empty caption,
-for caption dropout), kept in the encoders' precision (bf16 on GPUs: half of float32, and
-exactly what they computed). Afterwards the VAE and text encoders leave the GPU."""
+for caption dropout) and of every sample prompt, kept in the encoders' precision (bf16 on GPUs:
+half of float32, and exactly what they computed). Afterwards the VAE and text encoders leave the
+GPU, and the text encoders never come back: samples are rendered from these embeddings."""
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ class CachedSample:
 class TrainingData:
     samples: list[CachedSample]
     captions: dict[str, TextEmbedding]  # by caption text; "" is the dropout caption
+    prompts: list[TextEmbedding] = field(default_factory=list)  # the sample prompts, in order
 
     def by_bucket(self) -> dict[Bucket, list[int]]:
         groups: dict[Bucket, list[int]] = {}
@@ -84,14 +86,14 @@ def embedding_bytes(pipeline) -> int:
 
 
 def check_embedding_budget(captions: int, per_caption: int, limit: int | None) -> None:
-    """Refuse, before encoding, a dataset whose caption cache would not fit its share of the
-    trainer's memory."""
+    """Refuse, before encoding, a dataset whose caption cache (sample prompts included) would
+    not fit its share of the trainer's memory."""
     need = captions * per_caption
     if limit is not None and need > limit * EMBEDDING_SHARE:
         raise BadInput(
-            f"data: {captions} distinct captions need {need / GIB:.1f} GiB of cached text "
-            f"embeddings, more than {EMBEDDING_SHARE:.0%} of the trainer's memory limit "
-            f"({limit / GIB:.1f} GiB): use fewer distinct captions, or give the trainer more "
+            f"data: {captions} distinct captions and prompts need {need / GIB:.1f} GiB of "
+            f"cached text embeddings, more than {EMBEDDING_SHARE:.0%} of the trainer's memory "
+            f"limit ({limit / GIB:.1f} GiB): use fewer distinct captions, or give the trainer more "
             "memory"
         )
 
@@ -103,12 +105,14 @@ def prepare_training_data(
     max_pixels: int,
     device: torch.device,
     seed: int,
+    prompts: Sequence[str] = (),
 ) -> TrainingData:
     """Encode the dataset, each image at each of `resolutions` (once per distinct bucket: a
-    small image is never upscaled, so several may coincide); the text encoders and VAE are on
-    `device` only meanwhile."""
+    small image is never upscaled, so several may coincide), and the sample `prompts`; the
+    text encoders and VAE are on `device` only meanwhile."""
     distinct = sorted({s.caption for s in samples} | {""})
-    check_embedding_budget(len(distinct), embedding_bytes(pipeline), memory_limit_bytes())
+    texts = len(distinct) + len(prompts)
+    check_embedding_budget(texts, embedding_bytes(pipeline), memory_limit_bytes())
     generator = torch.Generator(device=device).manual_seed(seed)
     for part in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2):
         part.to(device)
@@ -120,14 +124,16 @@ def prepare_training_data(
             latents = encode_latents(pipeline, image_tensor(image, bucket), generator)
             cached.append(CachedSample(latents=latents, caption=sample.caption, bucket=bucket))
     captions = {caption: encode_caption(pipeline, caption, device) for caption in distinct}
+    encoded = [encode_caption(pipeline, prompt, device) for prompt in prompts]
     for part in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2):
         part.to("cpu")
     if device.type == "cuda":
         torch.cuda.empty_cache()
     logger.info(
-        "cached %d latents in %d bucket(s) and %d caption(s)",
+        "cached %d latents in %d bucket(s), %d caption(s) and %d sample prompt(s)",
         len(cached),
         len({s.bucket for s in cached}),
         len(captions),
+        len(encoded),
     )
-    return TrainingData(samples=cached, captions=captions)
+    return TrainingData(samples=cached, captions=captions, prompts=encoded)

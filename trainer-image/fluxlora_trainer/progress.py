@@ -42,12 +42,15 @@ def progress_line(report: StepReport) -> str:
 
 
 def progress_status(report: StepReport) -> dict:
-    return {
+    status = {
         "step": report.step,
         "totalSteps": report.total_steps,
         "loss": round(report.smoothed_loss, 6),
         "etaSeconds": int(report.eta_seconds),
     }
+    if report.sampling_seconds:
+        status["samplingSeconds"] = round(report.sampling_seconds, 1)
+    return status
 
 
 @dataclass
@@ -92,14 +95,13 @@ class ProgressReporter:
             self.last_report = now
             self._submit(self.last_progress)
 
-    def snapshot(self, step: int, loss: float | None) -> None:
+    def snapshot(self, step: int, loss: float | None, samples: int = 0) -> None:
         """A snapshot's files are stored: recorded with the next report (from any thread)."""
         logger.info("snapshot of step %d stored", step)
         if self.target:
+            rounded = None if loss is None else round(loss, 6)
             with self.lock:
-                self.snapshots.append(
-                    {"step": step, "loss": None if loss is None else round(loss, 6)}
-                )
+                self.snapshots.append({"step": step, "loss": rounded, "samples": samples})
             self.last_report = 0.0  # the next step reports at once
 
     def flush(self) -> None:

@@ -13,7 +13,13 @@ import torch
 
 from fluxlora_api.contract import TrainingConfig, TrainingResult
 from fluxlora_api.limits import DatasetLimits
-from fluxlora_api.outputs import CONFIG_FILE, LOSS_CSV_FILE, LOSS_PLOT_FILE
+from fluxlora_api.outputs import (
+    CONFIG_FILE,
+    LOSS_CSV_FILE,
+    LOSS_PLOT_FILE,
+    sample_file,
+    snapshot_samples,
+)
 from fluxlora_api.status import Timings
 from fluxlora_net.urls import display_url
 from fluxlora_trainer.buckets import training_resolutions
@@ -30,14 +36,12 @@ from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
 from fluxlora_trainer.model import load_pipeline, training_device, weight_dtype
 from fluxlora_trainer.quantize import quantize_transformer
 from fluxlora_trainer.ranks import ONE, Ranks, from_main, join, leave
+from fluxlora_trainer.sampling import render_samples_safely
 from fluxlora_trainer.snapshots import SnapshotWriter, Stored
 from fluxlora_trainer.storage import open_destination
 from fluxlora_trainer.train_loop import LoRATrainer, StepReport
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_STEPS = 28
-SAMPLE_GUIDANCE = 3.5
 
 
 def run_training(
@@ -45,7 +49,7 @@ def run_training(
     workdir: Path,
     on_step=lambda report: None,
     ranks: Ranks = ONE,
-    on_snapshot: Stored = lambda step, loss: None,
+    on_snapshot: Stored = lambda step, loss, samples: None,
 ) -> TrainingResult:
     """The whole run on this rank; with several ranks, rank 0 alone writes anything.
     `on_snapshot` hears of each snapshot once its files are stored."""
@@ -83,6 +87,7 @@ def _run(
         limits.max_image_pixels,
         device,
         seed,
+        config.sample_prompts or [],
     )
     # After the encoders have left the GPU, so the two never share it.
     quantize_transformer(pipeline.transformer, config.base_weights, device, dtype)
@@ -108,7 +113,17 @@ def _run(
         writer.save({**trainer.state_dict(optimizer=optimizer), "seed": seed, "history": rows})
 
     def save(step: int) -> None:
-        snapshots.save(step, trainer.saved_lora_state_dict(), history)
+        lora = trainer.saved_lora_state_dict() if due(step, config.save_every_steps) else None
+        images = []
+        if due(step, config.sample_every_steps):
+            began = time.monotonic()
+            with trainer.saved_weights():  # the LoRA this step's snapshot is (emaDecay)
+                images = render_samples_safely(
+                    pipeline, data.prompts, config.resolution, seed,
+                    workdir / "samples" / str(step), snapshot_samples(step, len(data.prompts)),
+                )  # fmt: skip
+            trainer.sampling_seconds += time.monotonic() - began
+        snapshots.save(step, lora, history, images)
 
     try:
         if ranks.main:
@@ -132,7 +147,10 @@ def _run(
             checkpoint(trainer.step, optimizer=False)  # a pod lost while sampling resumes here
             writer.wait()
         trainer.release_optimizer()  # sampling needs the memory the optimizer state held
-        samples = _render_samples_safely(config, seed, pipeline, folder, device)
+        names = [sample_file(index) for index in range(len(data.prompts))]
+        samples = render_samples_safely(
+            pipeline, data.prompts, config.resolution, seed, folder, names
+        )
         urls += [destination.put(path, path.name) for path in samples]
         outputs += samples
     clear_checkpoints(destination)
@@ -163,6 +181,10 @@ def _open_dataset_once(
     if isinstance(found, str):
         raise BadInput(found)
     return found
+
+
+def due(step: int, every: int | None) -> bool:
+    return bool(every) and step % every == 0
 
 
 def _seed(config: TrainingConfig, resumed: dict | None) -> int:
@@ -196,41 +218,4 @@ def _write_lora_files(
     paths.append(
         plot_loss(folder / LOSS_PLOT_FILE, history, f"training loss, {config.steps} steps")
     )
-    return paths
-
-
-def _render_samples_safely(
-    config: TrainingConfig, seed: int, pipeline, folder: Path, device: torch.device
-) -> list[Path]:
-    """The sample images, or none when rendering fails (out of memory, most likely): samples
-    illustrate a run, and a run whose LoRA is saved has succeeded."""
-    try:
-        return _render_samples(config, seed, pipeline, folder, device)
-    except Exception as error:
-        logger.warning("samples skipped, the LoRA is saved: %s", error)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return []
-
-
-def _render_samples(
-    config: TrainingConfig, seed: int, pipeline, folder: Path, device: torch.device
-) -> list[Path]:
-    pipeline.transformer.eval()
-    pipeline.to(device)
-    paths = []
-    for index, prompt in enumerate(config.sample_prompts):
-        generator = torch.Generator(device=device).manual_seed(seed + index)
-        with torch.no_grad():
-            image = pipeline(
-                prompt,
-                height=config.resolution,
-                width=config.resolution,
-                num_inference_steps=SAMPLE_STEPS,
-                guidance_scale=SAMPLE_GUIDANCE,
-                generator=generator,
-            ).images[0]
-        path = folder / f"sample_{index}.png"
-        image.save(path)
-        paths.append(path)
     return paths

@@ -11,7 +11,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from peft.utils import get_peft_model_state_dict
 
 from fluxlora_api.contract import TrainingConfig
+from fluxlora_api.outputs import snapshot_steps
 from fluxlora_trainer import flow_matching as fm
 from fluxlora_trainer import stopping
 from fluxlora_trainer.cache import TrainingData
@@ -44,8 +46,9 @@ class StepReport:
     total_steps: int
     loss: float  # this step's loss
     smoothed_loss: float
-    elapsed_seconds: float
+    elapsed_seconds: float  # training time: sampling while training is not in it
     eta_seconds: float
+    sampling_seconds: float = 0.0  # spent rendering samples so far
 
 
 def warmup_steps(total_steps: int) -> int:
@@ -139,6 +142,7 @@ class LoRATrainer:
         )
         self.step = 0
         self.smoothed_loss: float | None = None
+        self.sampling_seconds = 0.0  # what on_save spends rendering samples adds to it
         self.generator = torch.Generator().manual_seed(seed)
         self.picker = random.Random(seed)
         self.groups = data.by_bucket()
@@ -240,9 +244,12 @@ class LoRATrainer:
     ) -> None:
         """Train from the current step to config.steps. Losses are read from the device every
         LOSS_READ_STEPS steps (and before each checkpoint or snapshot), then reported step by
-        step; `on_save` is called at the steps config.saveEverySteps asks for."""
+        step; `on_save` is called at the steps saveEverySteps or sampleEverySteps ask for, and
+        the time it takes is not training time (nor in the ETA)."""
         total, every = self.config.steps, self.config.checkpoint_every_steps
-        save_every = self.config.save_every_steps
+        saves = set(
+            snapshot_steps(total, self.config.save_every_steps, self.config.sample_every_steps)
+        )
         started, first_step = time.monotonic(), self.step
         unread: list[tuple[int, torch.Tensor, float]] = []  # step, loss, seconds at its end
         with stopping.deferred():
@@ -250,7 +257,7 @@ class LoRATrainer:
                 loss = self.train_step()
                 unread.append((self.step, loss, time.monotonic() - started))
                 checkpoint_due = every and self.step % every == 0 and self.step < total
-                save_due = save_every and self.step % save_every == 0 and self.step < total
+                save_due = self.step in saves
                 # One rank alone asks the others nothing; several agree when they sync anyway.
                 stop = (self.ranks.world == 1 or len(unread) >= LOSS_READ_STEPS) and (
                     stopping.should_stop(self.ranks, self.device)
@@ -264,7 +271,9 @@ class LoRATrainer:
                         on_checkpoint(self.step)
                     raise Stopped(f"SIGTERM after step {self.step}, checkpointed")
                 if save_due:
+                    paused = time.monotonic()
                     on_save(self.step)
+                    started += time.monotonic() - paused
                 if checkpoint_due:
                     on_checkpoint(self.step)
 
@@ -293,6 +302,7 @@ class LoRATrainer:
                     smoothed_loss=self.smoothed_loss,
                     elapsed_seconds=elapsed,
                     eta_seconds=rate * (total - step),
+                    sampling_seconds=self.sampling_seconds,
                 )
             )
 
@@ -324,6 +334,7 @@ class LoRATrainer:
             "generator": self.generator.get_state(),
             "picker": self.picker.getstate(),
             "smoothed_loss": self.smoothed_loss,
+            "sampling_seconds": self.sampling_seconds,
             "averages": [a.cpu() for a in self.averages] if self.averages is not None else None,
         }
 
@@ -345,9 +356,24 @@ class LoRATrainer:
         self.picker.setstate(state["picker"])
         self.step = state["step"]
         self.smoothed_loss = state["smoothed_loss"]
+        self.sampling_seconds = state.get("sampling_seconds", 0.0)
         if self.averages is not None and state.get("averages") is not None:
             for average, saved in zip(self.averages, state["averages"], strict=True):
                 average.copy_(saved)
+
+    @contextmanager
+    def saved_weights(self) -> Iterator[None]:
+        """Meanwhile the model computes with the LoRA a snapshot saves (the moving average with
+        emaDecay); afterwards with the trained weights again."""
+        if self.averages is None:
+            yield
+            return
+        with torch.no_grad():
+            torch._foreach_copy_(self.weights, self.averages)
+        try:
+            yield
+        finally:
+            self._copy_to_model()
 
     def use_averages(self) -> None:
         """Make the LoRA the moving average, once training is over (emaDecay); else nothing."""

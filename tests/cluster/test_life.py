@@ -140,14 +140,19 @@ async def test_a_bad_dataset_fails_with_the_trainers_message_and_no_retry(site, 
 
 async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_nothing(site, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
-    # No periodic checkpoint: only the SIGTERM of the eviction makes one. Snapshots on the way.
-    site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=0, saveEverySteps=100)
+    # No periodic checkpoint: only the SIGTERM of the eviction makes one. Snapshots and samples
+    # on the way.
+    site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=0, saveEverySteps=100,
+                sampleEverySteps=300, samplePrompts=["a photo of p3r5on"])  # fmt: skip
     selector = f"{naming.LABEL_TRAINING_JOB}=portrait"
-    await eventually(
-        lambda: (site.status("portrait").get("progress") or {}).get("step", 0) >= 150,
-        "training is past its first checkpoint",
-        timeout=180,
-    )
+
+    def training_on() -> bool:  # past its first snapshot, which the status already lists
+        status = site.status("portrait")
+        assert status.get("phase") != "failed", status.get("error")
+        step = (status.get("progress") or {}).get("step", 0)
+        return step >= 150 and bool(status.get("snapshots"))
+
+    await eventually(training_on, "training is past its first snapshot", timeout=180)
     (pod,) = site.kube.list_objects("Pod", site.namespace, selector)
     eviction = {
         "apiVersion": "policy/v1",
@@ -183,9 +188,14 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
         f"{prefix}/lora-step-000100.safetensors", f"{prefix}/lora_comfyui-step-000100.safetensors"
     ]  # fmt: skip
     assert final["outputs"][0] == f"{prefix}/lora.safetensors"
+    assert [s["samples"] for s in final["snapshots"] if s["samples"]] == [
+        [f"{prefix}/sample_0-step-000300.png"], [f"{prefix}/sample_0-step-000600.png"]
+    ]  # fmt: skip
+    assert f"{prefix}/sample_0.png" in final["outputs"]
+    assert final["progress"]["samplingSeconds"] > 0
     for snapshot in final["snapshots"]:
         assert set(snapshot["files"]) <= set(final["outputs"])
-        for url in snapshot["files"]:
+        for url in snapshot["files"] + snapshot["samples"]:
             key = url.removeprefix(f"s3://{site.bucket}/")
             assert site.s3.head_object(Bucket=site.bucket, Key=key)["ContentLength"] > 0
 

@@ -4,97 +4,18 @@ completed with outputs that exist in MinIO; evictions, deleted Jobs, an operator
 bad datasets and a busy GPU along the way."""
 
 import threading
-import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from fluxlora_api import resource
-from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
-from fluxlora_localcluster.control_plane import ControlPlane
 from fluxlora_localcluster.datasets import make_zip, photos
 from fluxlora_localcluster.node_network import HOST_ADDRESS
-from fluxlora_localcluster.operator import embedded_operator, settings_from
-from fluxlora_localcluster.training_site import (
-    MODEL_PATH,
-    model_cache_claim,
-    operator_environment,
-    store_credentials,
-    submit,
-)
 from fluxlora_localcluster.waiting import eventually
 from fluxlora_operator import naming
-from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@dataclass
-class Site:
-    """A namespace ready to train in: credentials, model cache, a bucket, a running operator."""
-
-    plane: ControlPlane
-    kube: Kube
-    namespace: str
-    bucket: str
-    s3: object
-    operator: Callable[[], AbstractAsyncContextManager] = None  # runs the site's operator
-
-    def submit(self, name: str, data_key: str, **spec) -> None:
-        """A short run of the tiny model on a dataset in the site's bucket."""
-        defaults = {"baseModel": MODEL_PATH, "steps": 500, "resolution": 256}
-        data = f"s3://{self.bucket}/{data_key}"
-        fields = {**defaults, "checkpointEverySteps": 0, "data": data, **spec}
-        submit(self.kube, self.namespace, name, **fields)
-
-    def logs(self, name: str) -> str:
-        """What every pod of the resource's Job still on the node wrote, as `kubectl logs`
-        reads it from the kubelet."""
-        selector = f"{naming.LABEL_TRAINING_JOB}={name}"
-        done = self.plane.kubectl("logs", "-n", self.namespace, "-l", selector, "--tail", "-1")
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def status(self, name: str) -> dict:
-        return (self.kube.get(resource.KIND, self.namespace, name) or {}).get("status") or {}
-
-    async def final(self, name: str) -> dict:
-        return await eventually(
-            lambda: self.status(name).get("phase") in ("completed", "failed") and self.status(name),
-            f"{name} ends",
-            timeout=400,
-        )
-
-
-@pytest.fixture
-def quiet_site(request, control_plane, cluster_admin, namespace, real_node, tiny_model, host_s3):
-    """The site without a running operator (it runs here; its trainers on the real node); its
-    settings can be changed per test with @pytest.mark.operator_env(NAME=value)."""
-    bucket = f"e2e-{uuid.uuid4().hex[:8]}"
-    s3 = host_s3.client()
-    s3.create_bucket(Bucket=bucket)
-    store_credentials(cluster_admin, namespace, host_s3)
-    model_cache_claim(cluster_admin, real_node, namespace, tiny_model)
-    marker = request.node.get_closest_marker("operator_env")
-    environment = {
-        **operator_environment(host_s3, bucket, (REAL_NODE_TOLERATION,)),
-        **(marker.kwargs if marker else {}),
-    }
-    site = Site(control_plane, cluster_admin, namespace, bucket, s3)
-    site.operator = lambda: embedded_operator(
-        cluster_admin, control_plane.kopf_connection(), settings_from(environment)
-    )
-    return site
-
-
-@pytest.fixture
-async def site(quiet_site):
-    async with quiet_site.operator():
-        yield quiet_site
 
 
 async def test_a_resource_trains_to_completed_and_goes_after_its_ttl_its_outputs_kept(

@@ -42,6 +42,10 @@ REGISTRY_PACKAGES = {"registry": "fluxlora.dev/tests/registry"}
 # needs a GPU and its driver to start.
 GPU_BUILD = Path(__file__).with_name("gpu-build")
 GPU_PACKAGES = {"gpu-device-plugin": "fluxlora.dev/tests/gpu"}
+# Kueue's manager, pinned by kueue-build/go.mod (its CRDs and webhooks come from that module).
+KUEUE_BUILD = Path(__file__).with_name("kueue-build")
+KUEUE_MODULE = "sigs.k8s.io/kueue"
+KUEUE_PACKAGES = {"kueue": f"{KUEUE_MODULE}/cmd/kueue"}
 # containerd is pinned by the containerd line of node-build/go.mod.
 NODE_BUILD = Path(__file__).with_name("node-build")
 CONTAINERD_PACKAGES = {
@@ -284,6 +288,22 @@ def ensure_gpu_plugin() -> Path:
     return _build_module("gpu-plugin", GPU_BUILD, GPU_PACKAGES, version)["gpu-device-plugin"]
 
 
+def ensure_kueue() -> Path:
+    """Kueue's manager."""
+    version = _pinned(KUEUE_BUILD, KUEUE_MODULE)
+    return _build_module("kueue", KUEUE_BUILD, KUEUE_PACKAGES, version)["kueue"]
+
+
+def kueue_source() -> Path:
+    """The pinned Kueue module's source, downloaded by its build (config/ holds its CRDs and
+    webhook manifests)."""
+    found = subprocess.run(
+        [_go(), "list", "-m", "-f", "{{.Dir}}", KUEUE_MODULE],
+        cwd=KUEUE_BUILD, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return Path(found)
+
+
 def ensure_node() -> dict[str, Path]:
     """What a real node runs, from Go: containerd, its shim and ctr, kubelet, kube-proxy, the
     cluster's DNS and the GPU device plugin."""
@@ -302,7 +322,7 @@ def ensure_all() -> list[Path]:
     and links overlap; one progress line covers them all)."""
     ensures = (
         ensure_kubernetes, ensure_containerd, ensure_coredns, ensure_registry, ensure_gpu_plugin,
-        ensure_minio, ensure_helm,
+        ensure_minio, ensure_helm, ensure_kueue,
     )  # fmt: skip
     with ThreadPoolExecutor(len(ensures)) as pool:
         found = [build.result() for build in [pool.submit(ensure) for ensure in ensures]]

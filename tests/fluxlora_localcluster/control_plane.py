@@ -248,6 +248,9 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
                     "--service-account-key-file", str(public),
                     "--service-account-signing-key-file", str(key),
                     "--service-cluster-ip-range", "10.96.0.0/24",
+                    # Webhooks are called at their Service's endpoints, not its cluster IP
+                    # (which only nodes route): a webhook may run on this machine.
+                    "--enable-aggregator-routing=true",
                     "--kubelet-preferred-address-types", "InternalIP",
                     "--kubelet-client-certificate", str(kubelet_client),
                     "--kubelet-client-key", str(kubelet_client_key),

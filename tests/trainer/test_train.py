@@ -344,7 +344,7 @@ def test_samples_that_fail_never_cost_the_lora(
 def test_a_pod_lost_while_sampling_resumes_without_training_again(
     tiny_model, tmp_path, http_dataset, monkeypatch, caplog
 ):
-    from fluxlora_trainer import run
+    from fluxlora_trainer import sampling
 
     def lost(*args, **kwargs):
         raise KeyboardInterrupt  # the pod is gone mid-way: nothing after this runs
@@ -353,7 +353,7 @@ def test_a_pod_lost_while_sampling_resumes_without_training_again(
     out = tmp_path / "out"
     cfg = config(tiny_model, http_dataset, str(out), samplePrompts=["a photo of p3r5on"])
     with monkeypatch.context() as patch:
-        patch.setattr(run, "_render_samples", lost)
+        patch.setattr(sampling, "render_samples", lost)
         with pytest.raises(KeyboardInterrupt):
             train(cfg, tmp_path)
     # The LoRA was uploaded before sampling began, and the final step checkpointed.

@@ -18,7 +18,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
-.PHONY: help install deps-under-lock lock servers host-packages images test lint format crds generate run demo clean
+.PHONY: help install deps-under-lock lock servers host-packages browser-packages images test lint format crds generate run demo clean
 
 help:
 	@echo "make demo    train a tiny LoRA end to end on a local control plane (DEMO_FLAGS=--keep)"
@@ -91,16 +91,24 @@ servers:
 	PYTHONPATH=tests $(PYTHON) -m fluxlora_localcluster.binaries
 
 # What the real node and the image builds run, from Debian's packages (a fresh machine lacks
-# them; installing needs root, as running a node does).
+# them; installing needs root, as running a node does); and the browser the web page's tests
+# drive (`make test` only).
 HOST_PACKAGES := runc containernetworking-plugins buildah mmdebstrap iptables conntrack
-host-packages:
-	@missing="$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+BROWSER_PACKAGES := chromium chromium-driver
+define apt_install
+	@missing="$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
 	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages for the node and the image builds:" $$missing; \
+		echo "installing Debian packages $(2):" $$missing; \
 		apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
 		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
 		|| { echo "could not install" $$missing "(as root: apt-get install $$missing)"; exit 1; }; \
 	fi
+endef
+host-packages:
+	$(call apt_install,$(HOST_PACKAGES),for the node and the image builds)
+
+browser-packages:
+	$(call apt_install,$(BROWSER_PACKAGES),for the web page's browser tests)
 
 # Both images from their Dockerfiles (buildah, on a local Debian base): only changed layers
 # rebuild, so a change to our code takes seconds.
@@ -110,7 +118,7 @@ images: $(STAMP) host-packages
 # A worker per core; each has its own control plane and MinIO (session fixtures), and takes
 # the next test when it is free, so the long end-to-end tests spread out.
 test:
-	$(MAKE) --no-print-directory -j3 lint servers images
+	$(MAKE) --no-print-directory -j3 lint servers images browser-packages
 	$(BIN)/python -m pytest --numprocesses auto --dist worksteal --durations 15
 
 format: $(STAMP)

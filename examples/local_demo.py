@@ -36,6 +36,7 @@ from fluxlora_api import resource
 from fluxlora_gateway.hosted import SUBMIT_PATH, WEBHOOK_SECRET_PATH
 from fluxlora_gateway.keys import new_key
 from fluxlora_gateway.uploads import BINARY_PATH
+from fluxlora_gateway.web_page import PAGE_PATH
 from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
 from fluxlora_localcluster.binaries import CACHE
@@ -325,6 +326,7 @@ def keep_running(plane: ControlPlane, gateway: GatewayClient, key: str) -> None:
     print(f"\nstill running. Use it with:\n  export KUBECONFIG={plane.kubeconfig}\n"
           f"  {plane.kubectl_binary} -n {NAMESPACE} get ltj\n"
           f"  curl -H 'Authorization: Bearer {key}' {gateway.url}/openapi.json\n"
+          f"  the web page: {gateway.url}{PAGE_PATH} (key {key})\n"
           "Press Ctrl-C to stop.", flush=True)  # fmt: skip
     while True:
         release_pods(plane)
@@ -347,7 +349,12 @@ def run(args: argparse.Namespace, plane: ControlPlane, s3: S3Server, node: Node)
     gateway = GatewayClient(gateway_url(pods), kube, OPERATOR_NAMESPACE)
     key = new_key()
     gateway.set_keys(demo=(key, NAMESPACE))
-    if not gateway.ready() or hosted_api_flow(gateway, key, plane, Path(args.work)):
+    if not gateway.ready():
+        return FAILED
+    # A demo key of a throwaway cluster, printed so that a person can watch in a browser.
+    print(f"\nWatch the runs in a browser: {gateway.url}{PAGE_PATH} (sign in with {key})",
+          flush=True)  # fmt: skip
+    if hosted_api_flow(gateway, key, plane, Path(args.work)):
         return FAILED
     if args.keep:
         args.kept = True

@@ -15,13 +15,13 @@ from aiohttp import web
 from fluxlora_api import resource
 from fluxlora_api.prediction import GATEWAY_URL_ANNOTATION, output_file, own_outputs, prediction
 from fluxlora_api.spec import MAX_WEBHOOK_CHARS
-from fluxlora_api.status import is_finished
-from fluxlora_gateway import hosted
+from fluxlora_api.status import Phase, is_finished
+from fluxlora_gateway import hosted, runs
 from fluxlora_gateway.history import HistoryQuery, history
 from fluxlora_gateway.index import PredictionIndex
 from fluxlora_gateway.keys import KeyStore, KeysUnavailable, Tenant
 from fluxlora_gateway.openapi import openapi_document
-from fluxlora_gateway.outputs import stream_output
+from fluxlora_gateway.outputs import read_output, stream_output
 from fluxlora_gateway.upload_store import UploadStore
 from fluxlora_gateway.uploads import parse_file_url
 from fluxlora_kube.client import ApiError, Kube
@@ -273,10 +273,47 @@ async def output(request: web.Request) -> web.StreamResponse:
     tenant = await gateway.tenant(request)
     item = await gateway.find(tenant, request.match_info["id"])
     wanted = request.match_info["file"]
-    url = next((u for u in own_outputs(item) if output_file(u) == wanted), None)
+    files = own_outputs(item) + runs.own_snapshot_files(item)  # snapshots: while it trains too
+    url = next((u for u in files if output_file(u) == wanted), None)
     if url is None:
         raise Failure(404, f"output {wanted} not found")
     return await stream_output(request, url)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    """The key's runs for the web page, newest first, with their progress."""
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    wanted = request.query.get("status") or None
+    if wanted is not None and wanted not in set(Phase):
+        raise hosted.RequestError(f"status: one of {', '.join(Phase)}")
+    items = await asyncio.to_thread(gateway.kube.list_objects, resource.KIND, tenant.namespace, "")
+    found = runs.runs(items, Phase(wanted) if wanted else None)
+    return reply(200, "success", found.model_dump(mode="json"))
+
+
+async def run(request: web.Request) -> web.Response:
+    """One run in full: progress, conditions, snapshots with their download URLs."""
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    item = await gateway.find(tenant, request.match_info["id"])
+    details = runs.run_details(item, gateway.base_url(request))
+    return reply(200, "success", details.model_dump(mode="json"))
+
+
+async def loss(request: web.Request) -> web.Response:
+    """The loss curve stored so far (the trainer uploads it at each snapshot and at the end)."""
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    item = await gateway.find(tenant, request.match_info["id"])
+    url = runs.loss_csv_url(item)
+    stored = await read_output(url, runs.MAX_LOSS_CSV_BYTES) if url else None
+    curve = (
+        runs.parse_loss_csv(stored.decode(errors="replace"))
+        if stored
+        else runs.LossCurve(points=[])
+    )
+    return reply(200, "success", curve.model_dump(mode="json"))
 
 
 async def get_webhook_secret(request: web.Request) -> web.Response:

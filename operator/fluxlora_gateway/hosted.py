@@ -29,7 +29,9 @@ class SubmitOptions(HostedModel):
     gateway's sync wait, the prediction as it is then, marked as a sync-mode timeout."""
 
 
-SUBMIT_FIELDS = (*HOSTED_REQUEST_FIELDS, *SubmitOptions.model_fields)
+# Beyond the hosted request: what a person steering a run asks for (the web page sends them).
+GATEWAY_REQUEST_FIELDS = ("sample_prompts", "save_every_steps", "sample_every_steps")
+SUBMIT_FIELDS = (*HOSTED_REQUEST_FIELDS, *GATEWAY_REQUEST_FIELDS, *SubmitOptions.model_fields)
 
 
 def _first_error(error: ValidationError, names: dict[str, str] | None = None) -> RequestError:

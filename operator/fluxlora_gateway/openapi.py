@@ -9,13 +9,15 @@ from fluxlora_api.spec import (
     MAX_WEBHOOK_CHARS,
     LoRATrainingJobSpec,
 )
-from fluxlora_gateway import hosted, uploads
+from fluxlora_api.status import Phase
+from fluxlora_gateway import hosted, runs, uploads
 from fluxlora_gateway.history import HISTORY_PATH, History, HistoryQuery
 
 
 def _request_schema() -> dict[str, Any]:
     full = LoRATrainingJobSpec.model_json_schema(by_alias=False)
-    properties = {name: full["properties"][name] for name in HOSTED_REQUEST_FIELDS}
+    wanted = (*HOSTED_REQUEST_FIELDS, *hosted.GATEWAY_REQUEST_FIELDS)
+    properties = {name: full["properties"][name] for name in wanted}
     # The spec leaves it unset so that each optimizer gets its own; hosted runs train with AdamW.
     properties["learning_rate"] = {**properties["learning_rate"], "default": DEFAULT_LEARNING_RATE}
     options = hosted.SubmitOptions.model_json_schema()["properties"]
@@ -39,6 +41,9 @@ ANSWERS = (
     History,
     uploads.UploadTicket,
     uploads.UploadedFile,
+    runs.Runs,
+    runs.RunDetails,
+    runs.LossCurve,
 )
 REQUESTS = (hosted.DeleteMany, HistoryQuery, uploads.UploadRequest)
 
@@ -230,9 +235,42 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            runs.RUNS_PATH: {
+                "get": {
+                    "summary": "This key's runs with their progress, newest first (the web page's"
+                    " list)",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": [phase.value for phase in Phase]},
+                        }
+                    ],
+                    "responses": _answers("the runs", 400, 401, answer="Runs"),
+                }
+            },
+            runs.RUN_PATH: {
+                "get": {
+                    "summary": "One run in full: progress, conditions, snapshots and samples",
+                    "parameters": [id_parameter],
+                    "responses": _answers("the run", 401, 404, answer="RunDetails"),
+                }
+            },
+            runs.LOSS_PATH: {
+                "get": {
+                    "summary": "The run's loss curve as stored so far (at each snapshot and at"
+                    " the end)",
+                    "parameters": [id_parameter],
+                    "responses": _answers(
+                        "the loss of each stored step", 401, 404, answer="LossCurve"
+                    ),
+                }
+            },
             OUTPUT_PATH: {
                 "get": {
-                    "summary": "Download one output file of a completed task",
+                    "summary": "Download one file of a task: an output once completed, a"
+                    " snapshot's LoRA or sample image as soon as it is stored",
                     "parameters": [id_parameter, _path_parameter("file")],
                     "responses": {
                         "200": {"description": "the file"},

@@ -22,6 +22,22 @@ def _open(url: str):
     return boto3.session.Session().client("s3").get_object(Bucket=bucket, Key=key)
 
 
+async def read_output(url: str, limit: int) -> bytes | None:
+    """A small stored file whole (at most `limit` bytes), or None when it is not there (yet)."""
+    if not url.startswith("s3://"):
+        return None
+    try:
+        obj = await asyncio.to_thread(_open, url)
+    except Exception as error:  # botocore's errors: most often, not stored yet
+        if "NoSuchKey" in type(error).__name__ or "NoSuchKey" in str(error):
+            return None
+        raise web.HTTPBadGateway(reason=f"output store: {type(error).__name__}") from None
+    try:
+        return await asyncio.to_thread(obj["Body"].read, limit)
+    finally:
+        obj["Body"].close()
+
+
 async def stream_output(request: web.Request, url: str) -> web.StreamResponse:
     if not url.startswith("s3://"):
         raise web.HTTPNotFound(reason="this output is on a volume, not downloadable here")

@@ -4,7 +4,7 @@ from aiohttp import web
 
 from fluxlora_api.prediction import OUTPUT_PATH, RESULT_PATH
 from fluxlora_gateway import app as predictions
-from fluxlora_gateway import hosted, media
+from fluxlora_gateway import hosted, media, runs, web_page
 from fluxlora_gateway.app import GATEWAY, Gateway, answer_errors
 from fluxlora_gateway.history import HISTORY_PATH
 
@@ -20,7 +20,11 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_delete(hosted.PREDICTION_PATH, predictions.delete)
     app.router.add_get(OUTPUT_PATH, predictions.output)
     app.router.add_get(hosted.WEBHOOK_SECRET_PATH, predictions.get_webhook_secret)
+    app.router.add_get(runs.RUNS_PATH, predictions.list_runs)
+    app.router.add_get(runs.RUN_PATH, predictions.run)
+    app.router.add_get(runs.LOSS_PATH, predictions.loss)
     media.add_routes(app)
     app.router.add_get("/openapi.json", predictions.openapi)
     app.router.add_get("/healthz", predictions.healthz)
+    web_page.add_routes(app)
     return app

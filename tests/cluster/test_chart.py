@@ -151,6 +151,12 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
     key = new_key()
     gateway.set_keys(team=(key, namespace))
     assert gateway.ready()
+    # The image holds the web page (package data), served with its security headers.
+    with urllib.request.urlopen(f"{gateway.url}/ui/") as page:
+        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        assert b'src="/ui/static/app.js"' in page.read()
+    with urllib.request.urlopen(f"{gateway.url}/ui/static/vendor/uPlot.iife.min.js") as script:
+        assert script.status == 200 and len(script.read()) > 10_000
 
     try:
         # A hosted-API client uploads its dataset with the platform's SDK and submits it

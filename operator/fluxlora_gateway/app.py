@@ -48,6 +48,8 @@ class Gateway:
     sync_wait_seconds: float = DEFAULT_SYNC_WAIT_SECONDS
     uploads: UploadStore | None = None  # None: uploads are off
     webhook_allowed_networks: list[str] = field(default_factory=list)
+    # One dataset check at a time: each may take CHECK_MEMORY_BYTES of the gateway's memory.
+    dataset_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     index: PredictionIndex = field(init=False)
 
     def __post_init__(self) -> None:

@@ -3,12 +3,15 @@ the URL it names) and the one-shot multipart form; and downloads of an upload wi
 key."""
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
 from fluxlora_gateway import hosted, uploads
 from fluxlora_gateway.app import GATEWAY, Failure, Gateway, reply
+from fluxlora_gateway.dataset_check import INSPECT_PATH, InspectRequest, check_dataset
 from fluxlora_gateway.outputs import CHUNK_BYTES, stream_output
 from fluxlora_gateway.upload_store import UploadStore, new_token
 from fluxlora_gateway.uploads import TooLarge, UploadedFile, store_chunks, upload_name
@@ -133,8 +136,29 @@ async def download_upload(request: web.Request) -> web.StreamResponse:
     return await stream_output(request, f"s3://{store.bucket}/{key}")
 
 
+async def inspect_dataset(request: web.Request) -> web.Response:
+    """One of the key's uploads read by the trainer's rules, with thumbnails: what a run
+    given it as `data` would train on."""
+    gateway: Gateway = request.app[GATEWAY]
+    tenant = await gateway.tenant(request)
+    store = _store(gateway)
+    wanted = hosted.parse_body(InspectRequest, await request.read())
+    found = uploads.parse_file_url(wanted.data, gateway.base_url(request))
+    if found is None:
+        raise hosted.RequestError("data: only an upload's download_url can be checked here")
+    key = store.key(tenant.namespace, *found)
+    with tempfile.TemporaryDirectory(prefix="fluxlora-upload-") as folder:
+        archive = Path(folder) / "dataset.zip"
+        if not await asyncio.to_thread(store.download, key, archive):
+            raise Failure(404, f"data: no upload {found[1]} for this key")
+        async with gateway.dataset_checks:
+            report = await check_dataset(archive, wanted.trigger_word)
+    return reply(200, "success", report.model_dump(mode="json"))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post(uploads.TICKETS_PATH, new_upload)
     app.router.add_put(uploads.TICKET_PATH, put_upload)
     app.router.add_post(uploads.BINARY_PATH, upload_binary)
     app.router.add_get(uploads.FILE_PATH, download_upload)
+    app.router.add_post(INSPECT_PATH, inspect_dataset)

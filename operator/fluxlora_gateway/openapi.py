@@ -10,7 +10,7 @@ from fluxlora_api.spec import (
     LoRATrainingJobSpec,
 )
 from fluxlora_api.status import Phase
-from fluxlora_gateway import hosted, runs, uploads
+from fluxlora_gateway import dataset_check, hosted, runs, uploads
 from fluxlora_gateway.history import HISTORY_PATH, History, HistoryQuery
 
 
@@ -44,8 +44,9 @@ ANSWERS = (
     runs.Runs,
     runs.RunDetails,
     runs.LossCurve,
+    dataset_check.DatasetReport,
 )
-REQUESTS = (hosted.DeleteMany, HistoryQuery, uploads.UploadRequest)
+REQUESTS = (hosted.DeleteMany, HistoryQuery, uploads.UploadRequest, dataset_check.InspectRequest)
 
 
 def _model_schemas() -> dict[str, Any]:
@@ -233,6 +234,22 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                         "401": {"description": "missing or unknown key"},
                         "404": {"description": "no such upload for this key"},
                     },
+                }
+            },
+            dataset_check.INSPECT_PATH: {
+                "post": {
+                    "summary": "Check one of this key's uploads by the trainer's rules before"
+                    " training: the images and captions a run would train on, with thumbnails,"
+                    " what is skipped and why",
+                    "requestBody": {"required": True, "content": _json("InspectRequest")},
+                    "responses": _answers(
+                        "the report (`error` says when it cannot be trained on)",
+                        400,
+                        401,
+                        404,
+                        501,
+                        answer="DatasetReport",
+                    ),
                 }
             },
             runs.RUNS_PATH: {

@@ -9,6 +9,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fluxlora_gateway.outputs import split_s3_url
@@ -117,6 +118,13 @@ class UploadStore:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 return None
             raise
+
+    def download(self, key: str, path: Path) -> bool:
+        """The stored object into `path`; False when there is none."""
+        if self.size(key) is None:
+            return False
+        self.s3.download_file(self.bucket, key, str(path))
+        return True
 
     def link(self, key: str) -> str:
         """A presigned GET URL of the object, for the trainer: it downloads the dataset from S3

@@ -11,6 +11,7 @@ import requests
 import wavespeed
 
 from fluxlora_api import resource
+from fluxlora_gateway.dataset_check import INSPECT_PATH
 from fluxlora_gateway.hosted import MODEL_ID
 from fluxlora_gateway.keys import new_key
 from fluxlora_gateway.uploads import BINARY_PATH
@@ -68,6 +69,29 @@ def test_the_sdk_uploads_a_zip_that_only_its_own_namespace_can_read(
     (key,) = [k for k in stored_keys(gateway) if k.endswith("My_Portraits.zip")]
     assert key.startswith(f"uploads/{namespace}/") and len(key.split("/")[2]) >= 32
     assert not [k for k in stored_keys(gateway) if "/.tickets/" in k]  # used up
+
+
+def test_an_upload_is_checked_by_the_trainers_rules_for_its_own_namespace_only(
+    s3_of, two_tenants, tmp_path
+):
+    gateway = s3_of
+    mine, theirs, _ = two_tenants
+    url = sdk(gateway, mine).upload(str(make_zip(tmp_path / "d.zip", photos(3))))
+
+    def inspect(key: str, data: str) -> tuple[int, dict]:
+        body = json.dumps({"data": data, "trigger_word": "sks"}).encode()
+        return gateway.call("POST", INSPECT_PATH, key, body)
+
+    status, answer = inspect(mine, url)
+    assert status == 200, answer
+    report = answer["data"]
+    assert [image["caption"] for image in report["images"]] == ["sks"] * 3
+    assert all(image["thumbnail"].startswith("data:image/jpeg") for image in report["images"])
+    assert report["warning"].startswith("only 3 usable image(s)")
+    status, answer = inspect(theirs, url)  # another namespace's key: no such upload
+    assert status == 404 and answer["message"].startswith("data: no upload d.zip")
+    status, answer = inspect(mine, "https://example.com/d.zip")  # not an upload
+    assert status == 400 and answer["message"].startswith("data: ")
 
 
 @pytest.mark.parametrize("gateway", [("--upload-max-bytes", str(UPLOAD_LIMIT))], indirect=True)

@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium, against the gateway on the real control plane with
 runs training on the real node: sign in with a key (a wrong one is refused), upload the demo
-zip with a progress bar, start a run that samples every 100 steps, watch its progress and loss
+zip with a progress bar and see its images and captions as the trainer reads them (a zip without
+images is refused at once), start a run that samples every 100 steps, watch its progress and loss
 chart move and its samples appear step by step, download the LoRA; cancel a second run; read a
 failed run's error; another tenant's run is not reachable by its URL; usable at phone width.
 Screenshots of each page go to FLUXLORA_SCREENSHOTS (the README's) or the test's folder."""
@@ -74,7 +75,22 @@ async def test_a_person_trains_watches_and_downloads_a_lora_in_the_browser(
         steps = browser.find_element(By.ID, "steps")
         steps.clear()
         steps.send_keys("500")
+        # The zip is uploaded and checked by the trainer's rules as soon as it is chosen.
+        notes = make_zip(tmp_path / "notes.zip", {"notes.txt": "no images here"})
+        browser.find_element(By.ID, "zip").send_keys(str(notes))
+        await eventually(
+            lambda: "has no usable image" in text(browser, "dataset-preview"), "refused", 60
+        )
         browser.find_element(By.ID, "zip").send_keys(str(dataset))
+
+        def previews() -> list[str]:
+            found = browser.find_elements(By.CSS_SELECTOR, "#dataset-preview figcaption")
+            return [caption.text for caption in found]
+
+        shown = await eventually(lambda: len(previews()) == 4 and previews(), "the preview", 60)
+        assert all(caption.endswith("p3r5on") for caption in shown)  # the trigger word
+        thumbnails = browser.find_elements(By.CSS_SELECTOR, "#dataset-preview img")
+        assert all(i.get_attribute("src").startswith("data:image/jpeg") for i in thumbnails)
         browser.find_element(By.ID, "sample_prompts").send_keys("a photo of p3r5on")
         browser.find_element(By.ID, "sample_every_steps").send_keys("100")
         browser.find_element(By.ID, "save_every_steps").send_keys("200")

@@ -22,6 +22,7 @@ let schema = null; // the submit body's JSON schema, from /openapi.json
 let poller = null;
 let chart = null;
 let flash = null; // [message, isError] for the next view
+let prepared = null; // the chosen zip's upload and check: Promise of {url, report}
 const images = new Map(); // download URL -> object URL, fetched once with the key
 const liveLoss = new Map(); // run id -> [[step], [smoothed loss]] seen while polling
 
@@ -338,6 +339,54 @@ function upload(file) {
   );
 }
 
+function renderDataset(report) {
+  const parts = [];
+  if (report.error) parts.push(element("p", { class: "error", text: report.error }));
+  if (report.warning) parts.push(element("p", { class: "hint", text: report.warning }));
+  if (report.images.length) {
+    parts.push(
+      element("p", { text: `${report.images.length} image(s) will be trained on, with these captions:` }),
+      element(
+        "div",
+        { class: "thumbs" },
+        ...report.images.map((image) =>
+          element(
+            "figure",
+            {},
+            image.thumbnail ? element("img", { src: image.thumbnail, alt: image.name }) : "",
+            element("figcaption", {}, element("strong", { text: image.name }), element("span", { text: image.caption })),
+          ),
+        ),
+      ),
+    );
+  }
+  if (report.skipped.length) {
+    parts.push(
+      element(
+        "details",
+        {},
+        element("summary", { text: `${report.skipped.length} file(s) skipped` }),
+        element("ul", {}, ...report.skipped.map((item) => element("li", { text: `${item.name}: ${item.reason}` }))),
+      ),
+    );
+  }
+  $("dataset-preview").replaceChildren(...parts);
+}
+
+async function prepareDataset(file) {
+  // Uploaded at once, then read by the trainer's rules: the person sees what will be trained
+  // on before starting.
+  $("dataset-preview").replaceChildren(element("p", { class: "hint", text: "Uploading and checking…" }));
+  const url = await upload(file);
+  const trigger = $("trigger_word") ? $("trigger_word").value : undefined;
+  const report = await api("/api/v3/datasets/inspect", {
+    method: "POST",
+    body: { data: url, trigger_word: trigger === undefined ? null : trigger },
+  });
+  renderDataset(report);
+  return { url, report };
+}
+
 async function startRun(event) {
   event.preventDefault();
   const error = $("form-error");
@@ -354,13 +403,22 @@ async function startRun(event) {
   }
   $("start").disabled = true;
   try {
-    body.data = file ? await upload(file) : url;
+    if (file) {
+      const { url: uploaded, report } = await (prepared || (prepared = prepareDataset(file)));
+      if (report.error) throw new Error(report.error);
+      body.data = uploaded;
+    } else {
+      body.data = url;
+    }
     const created = await api(`/api/v3/${MODEL}`, { method: "POST", body });
     $("new-run").reset();
+    prepared = null;
+    $("dataset-preview").replaceChildren();
     $("zip-name").textContent = "";
     $("upload-progress").hidden = true;
     go(`#/runs/${created.id}`);
   } catch (failure) {
+    if (file) prepared = null; // a failed upload is tried again at the next start
     error.textContent = failure.message;
     error.hidden = false;
   } finally {
@@ -374,6 +432,11 @@ function chooseFile(files) {
   transfer.items.add(files[0]);
   $("zip").files = transfer.files;
   $("zip-name").textContent = `${files[0].name} (${(files[0].size / 1e6).toFixed(1)} MB)`;
+  prepared = prepareDataset(files[0]);
+  prepared.catch((failure) => {
+    prepared = null;
+    $("dataset-preview").replaceChildren(element("p", { class: "error", text: failure.message }));
+  });
 }
 
 // --- one run ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import wavespeed
 
 from fluxlora_api import resource
 from fluxlora_api.prediction import RESULT_PATH
+from fluxlora_gateway.dataset_check import INSPECT_PATH
 from fluxlora_gateway.hosted import SUBMIT_PATH
 from fluxlora_gateway.keys import new_key
 from fluxlora_kube.paths import path
@@ -163,6 +164,10 @@ async def test_helm_install_runs_the_operator_that_trains_upgrades_and_uninstall
         # through the chart's gateway; the trainer pod fetches the upload from S3 itself.
         sdk = wavespeed.Client(api_key=key, base_url=gateway.url, max_retries=0)
         uploaded = sdk.upload(str(make_zip(tmp_path / "portrait.zip", photos(3))))
+        # The image checks it by the trainer's rules (its dataset modules and Pillow are there).
+        check = json.dumps({"data": uploaded}).encode()
+        status, checked = gateway.call("POST", INSPECT_PATH, key, check)
+        assert status == 200 and len(checked["data"]["images"]) == 3, checked
         request = json.dumps({"data": uploaded, "steps": 500}).encode()
         status, submitted = gateway.call("POST", SUBMIT_PATH, key, request)
         assert status == 200, submitted

@@ -196,7 +196,9 @@ def test_the_openapi_document_describes_every_endpoint(gateway):
     assert set(document["paths"]["/api/v3/predictions/{id}"]) == {"get", "delete"}
     request = document["components"]["schemas"]["TrainingRequest"]
     assert set(request["properties"]) == {
-        "data", "trigger_word", "steps", "learning_rate", "lora_rank", "enable_sync_mode"
+        "data", "trigger_word", "steps", "learning_rate", "lora_rank", "enable_sync_mode",
+        # beyond the hosted request: what the web page sends to steer a run
+        "sample_prompts", "save_every_steps", "sample_every_steps",
     }  # fmt: skip
     assert request["properties"]["steps"]["maximum"] == 4000
     assert request["properties"]["learning_rate"]["default"] == 0.0004  # the hosted default

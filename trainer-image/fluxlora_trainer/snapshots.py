@@ -47,8 +47,8 @@ class SnapshotWriter:
         history: list[StepReport],
         samples: Sequence[Path] = (),
     ) -> None:
-        """`lora` None: a step that only samples; `samples`: image files, moved away by the
-        writer once stored."""
+        """`lora` None: a step that only samples; `samples`: image files (already named as
+        outputs), deleted here once stored."""
         copied = host_copy(lora) if lora is not None else None
         job = self.pool.submit(self._write, step, copied, list(history), list(samples))
         self.pending.append(job)

@@ -152,8 +152,10 @@ async def test_a_person_trains_watches_and_downloads_a_lora_in_the_browser(
             "lora-step-000400.safetensors", "lora_comfyui-step-000400.safetensors",
         ]  # fmt: skip
 
-        # Cancel a second run (with a confirm); it is gone from the list.
-        doomed = submit(gateway, mine, data="https://example.com/never.zip", steps=500)
+        # Cancel a second run (with a confirm); it is gone from the list. Its dataset is one
+        # the trainer reads at once, so that the cancelled pod stops at once and frees the GPU.
+        site.s3.upload_file(str(dataset), site.bucket, "data/p.zip")
+        doomed = submit(gateway, mine, data=f"s3://{site.bucket}/data/p.zip", steps=4000)
         browser.get(f"{gateway.url}/ui/#/runs/{doomed}")
         cancel = await eventually(
             lambda: (
@@ -178,8 +180,10 @@ async def test_a_person_trains_watches_and_downloads_a_lora_in_the_browser(
 
         # The list, newest first; at phone width nothing runs off the screen.
         browser.get(f"{gateway.url}/ui/#/runs")
-        rows = await eventually(lambda: read(browser, "#runs tbody tr", "e.dataset.id"), "list")
-        assert rows == [broken, run_id]  # newest first; the cancelled one is gone
+        # Newest first; the cancelled one is gone.
+        await eventually(
+            lambda: read(browser, "#runs tbody tr", "e.dataset.id") == [broken, run_id], "list"
+        )
         status_filter = Select(browser.find_element(By.ID, "status-filter"))
         status_filter.select_by_value("failed")
         await eventually(

@@ -190,7 +190,9 @@ def build_dockerfile(dockerfile: Path, tag: str, context: Path = ROOT) -> list[s
     line it printed."""
     mounts = [f"--volume={path}:{path}:ro" for path in HOST_SETTINGS if os.path.exists(path)]
     command = [
-        "buildah", *STORAGE_OPTIONS, "build", "--layers", "--network", "host",
+        # --force-rm: a failed build leaves no working container behind (one would keep its
+        # layers from ever being pruned).
+        "buildah", *STORAGE_OPTIONS, "build", "--layers", "--force-rm", "--network", "host",
         "--build-arg", f"BASE={base_image()}", *mounts,
         "--file", str(dockerfile), "--tag", tag, str(context),
     ]  # fmt: skip

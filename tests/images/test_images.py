@@ -21,8 +21,12 @@ def _context(tmp_path: Path) -> Path:
     shutil.copytree(
         images.ROOT / "operator", context / "operator", ignore=shutil.ignore_patterns("__pycache__")
     )
-    for part in ("pyproject.toml", "README.md", ".dockerignore",
-                 "trainer-image/fluxlora_trainer/__init__.py"):  # fmt: skip
+    shutil.copytree(  # the trainer's dataset modules, which the gateway's dataset check uses
+        images.ROOT / "trainer-image" / "fluxlora_trainer",
+        context / "trainer-image" / "fluxlora_trainer",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for part in ("pyproject.toml", "README.md", ".dockerignore"):
         (context / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(images.ROOT / part, context / part)
     return context

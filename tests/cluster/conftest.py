@@ -152,6 +152,23 @@ class Site:
     def status(self, name: str) -> dict:
         return (self.kube.get(resource.KIND, self.namespace, name) or {}).get("status") or {}
 
+    async def until(self, name: str, check: Callable[[dict], object], what: str, timeout: float):
+        """eventually(check(status)); past `timeout`, the failure says why: the run's
+        conditions, and every pod of the cluster (which one holds the node's GPU)."""
+        try:
+            return await eventually(lambda: check(self.status(name)), what, timeout)
+        except AssertionError as error:
+            conditions = [
+                (c["type"], c["status"], c.get("reason"), c.get("message"))
+                for c in self.status(name).get("conditions") or []
+            ]
+            pods = [
+                f"{p['metadata']['namespace']}/{p['metadata']['name']} "
+                f"{p['status'].get('phase')} on {p['spec'].get('nodeName')}"
+                for p in self.kube.request("GET", path("Pod"))["items"]
+            ]
+            raise AssertionError(f"{error}\nconditions: {conditions}\npods: {pods}") from None
+
     async def final(self, name: str) -> dict:
         return await eventually(
             lambda: self.status(name).get("phase") in ("completed", "failed") and self.status(name),

@@ -124,9 +124,7 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
 async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
     site.submit("first", "data/p.zip")
-    await eventually(
-        lambda: site.status("first").get("phase") == "processing", "first trains", timeout=120
-    )
+    await site.until("first", lambda s: s.get("phase") == "processing", "first trains", 120)
     site.submit("second", "data/p.zip")
 
     def waiting_for_a_gpu() -> dict | None:
@@ -170,10 +168,8 @@ async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_pa
 async def test_a_suspended_run_frees_the_gpu_and_resumes_where_it_stopped(site, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
     site.submit("first", "data/p.zip", steps=700)  # no periodic checkpoint
-    await eventually(
-        lambda: (site.status("first").get("progress") or {}).get("step", 0) >= 100,
-        "first trains",
-        timeout=180,
+    await site.until(
+        "first", lambda s: (s.get("progress") or {}).get("step", 0) >= 100, "first trains", 180
     )
     site.kube.request(
         "PATCH", path(resource.KIND, site.namespace, "first"), {"spec": {"suspend": True}},

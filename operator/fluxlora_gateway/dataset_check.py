@@ -3,14 +3,16 @@ own rules (`fluxlora-trainer dataset inspect`: safe extraction, readable images,
 the trigger word), and a small thumbnail of each image, so that a person sees what will be
 trained on before a GPU is taken.
 
-The zip is a stranger's: it is opened in a child process with its own memory and CPU limits,
-never in the gateway's, so a decompression bomb or a decoder's crash costs only that check.
+The zip is a stranger's: it is opened in a child process with its own memory and CPU limits
+and without the gateway's credentials, never in the gateway's own process, so a decompression
+bomb or a decoder's crash costs only that check.
 """
 
 import asyncio
 import base64
 import io
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -109,6 +111,13 @@ def inspect_zip(
     return DatasetReport(images=images, skipped=skipped, warning=warning)
 
 
+def _child_environment() -> dict[str, str]:
+    """What the check needs of the gateway's environment (its dataset limits), and nothing
+    else: not the store's credentials, whatever a hostile file might make the child do."""
+    kept = {name: value for name, value in os.environ.items() if name.startswith("FLUXLORA_")}
+    return {**kept, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
 async def check_dataset(archive: Path, trigger_word: str | None) -> DatasetReport:
     """Run the check of `archive` in a child process with its own limits; its report, or an
     error saying the check itself failed."""
@@ -122,7 +131,7 @@ async def check_dataset(archive: Path, trigger_word: str | None) -> DatasetRepor
     )
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", __name__, request,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=_child_environment(),
     )  # fmt: skip
     try:
         out, _ = await asyncio.wait_for(child.communicate(), CHECK_TIMEOUT_SECONDS)

@@ -44,3 +44,11 @@ async def test_a_dataset_without_images_or_a_check_out_of_memory_is_an_error_not
     monkeypatch.setattr(dataset_check, "CHECK_MEMORY_BYTES", 16 * 1024 * 1024)
     starved = await check_dataset(make_zip(tmp_path / "g.zip", photos(2)), None)
     assert starved.error.startswith("data: the check stopped")
+
+
+def test_the_check_gets_the_dataset_limits_but_none_of_the_gateways_secrets(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("FLUXLORA_DATASET_LIMITS", '{"maxFiles": 10}')
+    environment = dataset_check._child_environment()
+    assert environment["FLUXLORA_DATASET_LIMITS"] == '{"maxFiles": 10}'
+    assert "AWS_SECRET_ACCESS_KEY" not in environment

@@ -149,6 +149,13 @@ class Site:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    def suspend(self, name: str, suspended: bool = True) -> None:
+        """`kubectl patch ltj NAME --type=merge -p '{"spec":{"suspend":...}}'`, as documented."""
+        self.kube.request(
+            "PATCH", path(resource.KIND, self.namespace, name), {"spec": {"suspend": suspended}},
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+
     def status(self, name: str) -> dict:
         return (self.kube.get(resource.KIND, self.namespace, name) or {}).get("status") or {}
 

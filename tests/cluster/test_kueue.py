@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from fluxlora_api import resource
 from fluxlora_kube.paths import path
 from fluxlora_localcluster.datasets import make_zip, photos
 from fluxlora_localcluster.kueue import apply_objects, running_kueue
@@ -178,10 +177,7 @@ async def test_spec_suspend_and_kueues_suspension_never_fight(site, queue, tmp_p
         "the run is admitted and trains",
         timeout=240,
     )
-    site.kube.request(
-        "PATCH", path(resource.KIND, site.namespace, "paused"), {"spec": {"suspend": True}},
-        content_type="application/merge-patch+json",
-    )  # fmt: skip
+    site.suspend("paused")
     # Our suspension removes the Job, and so Kueue's Workload with it: the quota is free.
     await eventually(
         lambda: (
@@ -193,10 +189,7 @@ async def test_spec_suspend_and_kueues_suspension_never_fight(site, queue, tmp_p
     )
     assert condition(site.status("paused"), "Suspended")["status"] == "True"
 
-    site.kube.request(
-        "PATCH", path(resource.KIND, site.namespace, "paused"), {"spec": {"suspend": False}},
-        content_type="application/merge-patch+json",
-    )  # fmt: skip
+    site.suspend("paused", suspended=False)
     # Resumed: a new Job, suspended for Kueue, which admits and starts it (never the operator).
     job = await eventually(
         lambda: site.kube.get("Job", site.namespace, naming.job_name("paused")),

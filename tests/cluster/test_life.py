@@ -171,10 +171,7 @@ async def test_a_suspended_run_frees_the_gpu_and_resumes_where_it_stopped(site, 
     await site.until(
         "first", lambda s: (s.get("progress") or {}).get("step", 0) >= 100, "first trains", 180
     )
-    site.kube.request(
-        "PATCH", path(resource.KIND, site.namespace, "first"), {"spec": {"suspend": True}},
-        content_type="application/merge-patch+json",
-    )  # fmt: skip
+    site.suspend("first")
     selector = f"{naming.LABEL_TRAINING_JOB}=first"
     await eventually(
         lambda: not site.kube.list_objects("Pod", site.namespace, selector), "its pod is gone"
@@ -191,10 +188,7 @@ async def test_a_suspended_run_frees_the_gpu_and_resumes_where_it_stopped(site, 
     assert second["phase"] == "completed", second.get("error")
     assert site.status("first")["phase"] == "processing"
 
-    site.kube.request(
-        "PATCH", path(resource.KIND, site.namespace, "first"), {"spec": {"suspend": False}},
-        content_type="application/merge-patch+json",
-    )  # fmt: skip
+    site.suspend("first", suspended=False)
     first = await site.final("first")
     assert first["phase"] == "completed", first.get("error")
     resumed = next(c for c in first["conditions"] if c["type"] == "Suspended")

@@ -143,11 +143,21 @@ class Site:
 
     def logs(self, name: str) -> str:
         """What every pod of the resource's Job still on the node wrote, as `kubectl logs`
-        reads it from the kubelet."""
+        reads it from the kubelet; a pod whose trainer never started (one the node refused at
+        admission) wrote nothing."""
         selector = f"{naming.LABEL_TRAINING_JOB}={name}"
-        done = self.plane.kubectl("logs", "-n", self.namespace, "-l", selector, "--tail", "-1")
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        written = []
+        for pod in self.kube.list_objects("Pod", self.namespace, selector):
+            started = [
+                s for s in pod["status"].get("containerStatuses") or [] if s.get("containerID")
+            ]
+            if not started:
+                continue
+            pod_name = pod["metadata"]["name"]
+            done = self.plane.kubectl("logs", "-n", self.namespace, pod_name, "--tail", "-1")
+            assert done.returncode == 0, done.stderr
+            written.append(done.stdout)
+        return "".join(written)
 
     def suspend(self, name: str, suspended: bool = True) -> None:
         """`kubectl patch ltj NAME --type=merge -p '{"spec":{"suspend":...}}'`, as documented."""

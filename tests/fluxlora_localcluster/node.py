@@ -247,12 +247,15 @@ def _kubelet_config(plane: ControlPlane, folder: Path, cgroup: str, socket: Path
         "clusterDomain": "cluster.local",
         "serializeImagePulls": False,
         "registerNode": True,
-        # The machine's disk is shared with everything else: evict for real shortage only.
+        # The machine's disk is shared with everything else and may be large and nearly full:
+        # evict for real shortage only (a share of a large disk is gigabytes), and do not stay
+        # under pressure for minutes once it is over (pods are refused meanwhile).
         "evictionHard": {
             "memory.available": "100Mi",
-            "nodefs.available": "2%",
-            "imagefs.available": "2%",
+            "nodefs.available": "1Gi",
+            "imagefs.available": "1Gi",
         },
+        "evictionPressureTransitionPeriod": "30s",
         "imageGCHighThresholdPercent": 100,
         "nodeStatusUpdateFrequency": "5s",
         "syncFrequency": "5s",

@@ -9,10 +9,12 @@ bf16 weights, full gradient checkpointing, a loss read every step), so the ratio
     python benchmarks/trainer_gpu.py --resolutions 1024 --weights bf16 nf4
     python benchmarks/trainer_gpu.py --tiny                # the tiny model on the CPU (the tests)
 
-For each case: seconds per step, peak GPU memory, and model-FLOPs utilisation against the
-GPU's dense bf16 peak (--peak-tflops; 989 for an H100/H200 SXM). FLOPs per step come from the
-architecture (model_flops): forward, plus backward through the frozen weights (their inputs'
-gradients only) and attention (2.5x its forward), plus a second forward with full checkpointing.
+For each case: seconds per step, peak GPU memory beside the peak the trainer's memory plan
+expects (step_memory.py: it decides how many blocks to recompute), and model-FLOPs
+utilisation against the GPU's dense bf16 peak (--peak-tflops; 989 for an H100/H200 SXM).
+FLOPs per step come from the architecture (model_flops): forward, plus backward through the
+frozen weights (their inputs' gradients only) and attention (2.5x its forward), plus a second
+forward with full checkpointing.
 Prints a Markdown table; --json writes the rows too.
 """
 
@@ -28,25 +30,15 @@ import torch
 
 from fluxlora_api.contract import TrainingConfig
 from fluxlora_trainer import flow_matching as fm
+from fluxlora_trainer import memory_plan
+from fluxlora_trainer.architecture import FLUX_DEV_TRANSFORMER
 from fluxlora_trainer.buckets import Bucket
 from fluxlora_trainer.cache import MAX_SEQUENCE_LENGTH, CachedSample, TextEmbedding, TrainingData
 from fluxlora_trainer.quantize import quantize_transformer
+from fluxlora_trainer.step_memory import footprint
 from fluxlora_trainer.tiny_model import TINY_TRANSFORMER
 from fluxlora_trainer.train_loop import LoRATrainer
 
-# black-forest-labs/FLUX.1-dev, transformer/config.json
-FLUX_DEV_TRANSFORMER = {
-    "patch_size": 1,
-    "in_channels": 64,
-    "num_layers": 19,
-    "num_single_layers": 38,
-    "attention_head_dim": 128,
-    "num_attention_heads": 24,
-    "joint_attention_dim": 4096,
-    "pooled_projection_dim": 768,
-    "axes_dims_rope": [16, 56, 56],
-    "guidance_embeds": True,
-}
 RANK = 16
 REFERENCE_TARGETS = ["attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0"]  # its default
 MLP_RATIO = 4
@@ -68,6 +60,7 @@ class Row:
     peak_gib: float
     tflop_per_step: float
     mfu: float
+    planned_gib: float | None = None  # the memory plan's estimate of the peak (ours only)
 
 
 def model_flops(config: dict, resolution: int, batch: int, recompute: bool) -> float:
@@ -134,9 +127,9 @@ def training_data(config: dict, resolution: int, device: torch.device) -> Traini
     return TrainingData(samples, captions)
 
 
-def our_step(case: Case, transformer, data, device, dtype):
+def our_config(case: Case) -> TrainingConfig:
     targets = ["attention"] if case.targets == "attention" else None
-    config = TrainingConfig.model_validate(
+    return TrainingConfig.model_validate(
         {
             "data": "https://example.com/a.zip",
             "output": "/tmp/unused",
@@ -148,6 +141,10 @@ def our_step(case: Case, transformer, data, device, dtype):
             **({"loraTargets": targets} if targets else {}),
         }
     )
+
+
+def our_step(case: Case, transformer, data, device, dtype):
+    config = our_config(case)
     if case.weights != "bf16":
         quantize_transformer(transformer, case.weights, device, dtype)
     trainer = LoRATrainer(transformer, data, config, 0, device, dtype)
@@ -229,7 +226,16 @@ def measure(case: Case, config: dict, device: torch.device, warmup: int, steps: 
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Row(case, seconds, peak, flops / 1e12, 0.0)
+    return Row(case, seconds, peak, flops / 1e12, 0.0, planned_gib(case, config, dtype))
+
+
+def planned_gib(case: Case, config: dict, dtype: torch.dtype) -> float | None:
+    """What the trainer's memory plan (step_memory.py) expects this case's peak to be."""
+    if case.step != "ours":
+        return None
+    step = footprint(our_config(case), config, dtype)
+    every = frozenset(range(len(step.blocks))) if case.checkpointing else frozenset()
+    return memory_plan.peak(step, every) / memory_plan.GIB
 
 
 def synchronize(device: torch.device) -> None:
@@ -253,16 +259,18 @@ def table(rows: list[Row], device: str) -> str:
         f"Device: {device}",
         "",
         "| step | resolution | weights | checkpointing | LoRA layers | s/step | peak GiB | "
-        "TFLOP/step | MFU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "planned GiB | TFLOP/step | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         case = row.case
         layers = "attention (q/k/v/out)" if case.step == "reference" else case.targets
         checkpointing = "full" if case.checkpointing or case.step == "reference" else "off"
+        planned = "" if row.planned_gib is None else f"{row.planned_gib:.1f}"
         lines.append(
             f"| {case.step} | {case.resolution}² | {case.weights} | {checkpointing} | {layers} | "
-            f"{row.seconds_per_step:.3f} | {row.peak_gib:.1f} | {row.tflop_per_step:.1f} | "
+            f"{row.seconds_per_step:.3f} | {row.peak_gib:.1f} | {planned} | "
+            f"{row.tflop_per_step:.1f} | "
             f"{row.mfu:.0%} |"
         )
     return "\n".join(lines)

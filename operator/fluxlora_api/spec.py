@@ -140,9 +140,11 @@ class TrainingParameters(ApiModel):
     base_weights: BaseWeights = "bf16"
     """Precision of the frozen transformer weights: bf16 (as released), or int8 / nf4
     (bitsandbytes) to fit 24 GB GPUs at some cost in quality and speed."""
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | None = None
     """Recompute activations in the backward pass: much less GPU memory for about 45% more time
-    per step (the forward pass runs twice)."""
+    per step (the forward pass runs twice). Unset: the trainer plans from the GPU's free memory
+    and recomputes as few blocks as fit (none when all fit: the fastest); true: every block;
+    false: none. A run that cannot fit even recomputing every block fails before loading."""
     checkpoint_every_steps: int = Field(250, ge=0, le=4000)
     """Save a resumable checkpoint every this many steps, so a preempted or evicted pod resumes
     instead of starting over; 0 disables checkpoints."""

@@ -38,6 +38,7 @@ from fluxlora_trainer.quantize import quantize_transformer
 from fluxlora_trainer.ranks import ONE, Ranks, from_main, join, leave
 from fluxlora_trainer.sampling import render_samples_safely
 from fluxlora_trainer.snapshots import SnapshotWriter, Stored
+from fluxlora_trainer.step_memory import plan_run
 from fluxlora_trainer.storage import open_destination
 from fluxlora_trainer.train_loop import LoRATrainer, StepReport
 
@@ -79,6 +80,8 @@ def _run(
     dataset = _open_dataset_once(config, workdir, limits, ranks)
     dtype = weight_dtype(device)
     logger.info("training on %s (CPU threads: %d)", device, torch.get_num_threads())
+    memory = plan_run(config, device, dtype)  # before loading: a run that cannot fit ends here
+    logger.info("memory plan: %s", memory.describe())
     pipeline = load_pipeline(config.base_model, dtype)
     data = prepare_training_data(
         pipeline,
@@ -91,7 +94,9 @@ def _run(
     )
     # After the encoders have left the GPU, so the two never share it.
     quantize_transformer(pipeline.transformer, config.base_weights, device, dtype)
-    trainer = LoRATrainer(pipeline.transformer, data, config, seed, device, dtype, ranks)
+    trainer = LoRATrainer(
+        pipeline.transformer, data, config, seed, device, dtype, ranks, memory.checkpointed
+    )
     history: list[StepReport] = []
     if resumed is not None:
         trainer.load_state_dict(resumed)

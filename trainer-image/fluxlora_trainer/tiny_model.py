@@ -57,7 +57,7 @@ def _t5_tokenizer():
     )
 
 
-# FLUX.1-dev's transformer in miniature (its own config is in benchmarks/trainer_gpu.py).
+# FLUX.1-dev's transformer in miniature (its own config: architecture.py).
 TINY_LATENT_CHANNELS = 4
 TINY_TRANSFORMER = {
     "patch_size": 1,

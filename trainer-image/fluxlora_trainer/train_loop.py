@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from fluxlora_trainer.cache import TrainingData
 from fluxlora_trainer.errors import BadInput, Stopped
 from fluxlora_trainer.lora import lora_config
 from fluxlora_trainer.ranks import ONE, Ranks, average, same_everywhere
+from fluxlora_trainer.step_memory import blocks_of, recompute_in_backward
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,11 @@ class LoRATrainer:
         device: torch.device,
         dtype: torch.dtype,
         ranks: Ranks = ONE,
+        checkpointed: Collection[int] | None = None,
     ) -> None:
+        """`checkpointed`: the blocks (step_memory.blocks_of) recomputed in the backward pass,
+        as the memory plan chose them; None: every block with gradientCheckpointing, else
+        none."""
         self.transformer = transformer
         self.ranks = ranks
         self.data = data
@@ -107,8 +112,11 @@ class LoRATrainer:
                 config.lora_init,
             )
         )
-        if config.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
+        blocks = blocks_of(transformer)
+        if checkpointed is None:
+            checkpointed = range(len(blocks)) if config.gradient_checkpointing else ()
+        for index in checkpointed:
+            recompute_in_backward(blocks[index])
         transformer.to(device)
         transformer.train()
         # The model's LoRA weights compute in the base weights' precision, so the whole forward

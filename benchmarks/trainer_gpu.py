@@ -7,6 +7,7 @@ bf16 weights, full gradient checkpointing, a loss read every step), so the ratio
     python benchmarks/trainer_gpu.py                       # every case, on the GPU
     (without the project installed: PYTHONPATH=operator:trainer-image)
     python benchmarks/trainer_gpu.py --resolutions 1024 --weights bf16 nf4
+    python benchmarks/trainer_gpu.py --compile             # and bf16 with regional compilation
     python benchmarks/trainer_gpu.py --tiny                # the tiny model on the CPU (the tests)
 
 For each case: seconds per step, peak GPU memory beside the peak the trainer's memory plan
@@ -51,6 +52,7 @@ class Case:
     weights: str = "bf16"
     checkpointing: bool = True
     targets: str = "default"  # ours: the spec's default, or "attention" (the reference's layers)
+    compiled: bool = False  # ours: the repeated blocks compiled (diffusers' regional compile)
 
 
 @dataclass
@@ -148,6 +150,8 @@ def our_step(case: Case, transformer, data, device, dtype):
     if case.weights != "bf16":
         quantize_transformer(transformer, case.weights, device, dtype)
     trainer = LoRATrainer(transformer, data, config, 0, device, dtype)
+    if case.compiled:  # after the LoRA layers are in: they are compiled with their block
+        transformer.compile_repeated_blocks()
     return trainer.train_step
 
 
@@ -251,6 +255,10 @@ def cases(args: argparse.Namespace) -> list[Case]:
             for checkpointing in args.checkpointing:
                 found.append(Case("ours", resolution, weights, checkpointing == "full"))
         found.append(Case("ours", resolution, "bf16", True, "attention"))
+        if args.compile:
+            for checkpointing in args.checkpointing:
+                found.append(Case("ours", resolution, "bf16", checkpointing == "full",
+                                  compiled=True))  # fmt: skip
     return found
 
 
@@ -265,6 +273,7 @@ def table(rows: list[Row], device: str) -> str:
     for row in rows:
         case = row.case
         layers = "attention (q/k/v/out)" if case.step == "reference" else case.targets
+        layers += ", compiled" if case.compiled else ""
         checkpointing = "full" if case.checkpointing or case.step == "reference" else "off"
         planned = "" if row.planned_gib is None else f"{row.planned_gib:.1f}"
         lines.append(
@@ -282,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--weights", nargs="+", default=["bf16", "int8", "nf4"])
     parser.add_argument("--checkpointing", nargs="+", default=["off", "full"])
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also bf16 with the repeated blocks compiled (the warmup compiles)",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, default=989.0)

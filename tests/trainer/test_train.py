@@ -309,7 +309,9 @@ def test_a_lora_trained_over_quantized_weights_works_on_the_full_model(
     from diffusers import FluxPipeline
 
     out = tmp_path / "out"
-    cfg = config(tiny_model, http_dataset, str(out), baseWeights=weights, optimizer="adamw8bit")
+    # As on a 24-GB GPU: quantized weights, an 8-bit optimizer and every block recomputed.
+    cfg = config(tiny_model, http_dataset, str(out), baseWeights=weights, optimizer="adamw8bit",
+                 gradientCheckpointing=True)  # fmt: skip
     assert train(cfg, tmp_path)[0] == 0
     first, last = first_and_last_losses(out / "loss.csv")
     assert last < first

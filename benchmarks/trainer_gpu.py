@@ -8,6 +8,7 @@ bf16 weights, full gradient checkpointing, a loss read every step), so the ratio
     (without the project installed: PYTHONPATH=operator:trainer-image)
     python benchmarks/trainer_gpu.py --resolutions 1024 --weights bf16 nf4
     python benchmarks/trainer_gpu.py --compile             # and bf16 with regional compilation
+    python benchmarks/trainer_gpu.py --attention flash cudnn   # and bf16 with a kernel forced
     python benchmarks/trainer_gpu.py --tiny                # the tiny model on the CPU (the tests)
 
 For each case: seconds per step, peak GPU memory beside the peak the trainer's memory plan
@@ -20,6 +21,7 @@ Prints a Markdown table; --json writes the rows too.
 """
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -53,6 +55,7 @@ class Case:
     checkpointing: bool = True
     targets: str = "default"  # ours: the spec's default, or "attention" (the reference's layers)
     compiled: bool = False  # ours: the repeated blocks compiled (diffusers' regional compile)
+    attention: str = "default"  # ours: an SDPA kernel forced (flash, cudnn) or torch's choice
 
 
 @dataclass
@@ -213,15 +216,16 @@ def measure(case: Case, config: dict, device: torch.device, warmup: int, steps: 
     data = training_data(config, case.resolution, device)
     build = our_step if case.step == "ours" else reference_step
     step = build(case, transformer, data, device, dtype)
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
+    with attention_kernel(case.attention):
+        for _ in range(warmup):
+            step()
+        synchronize(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
     seconds = (time.perf_counter() - started) / steps
     peak = torch.cuda.max_memory_allocated(device) / 1024**3 if device.type == "cuda" else 0.0
     recompute = case.checkpointing or case.step == "reference"
@@ -242,6 +246,16 @@ def planned_gib(case: Case, config: dict, dtype: torch.dtype) -> float | None:
     return memory_plan.peak(step, every) / memory_plan.GIB
 
 
+def attention_kernel(name: str):
+    """torch's own choice of attention kernel, or one forced (an error where it cannot run)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if name == "default":
+        return contextlib.nullcontext()
+    return sdpa_kernel([{"flash": SDPBackend.FLASH_ATTENTION,
+                         "cudnn": SDPBackend.CUDNN_ATTENTION}[name]])  # fmt: skip
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -255,6 +269,8 @@ def cases(args: argparse.Namespace) -> list[Case]:
             for checkpointing in args.checkpointing:
                 found.append(Case("ours", resolution, weights, checkpointing == "full"))
         found.append(Case("ours", resolution, "bf16", True, "attention"))
+        for kernel in args.attention:
+            found.append(Case("ours", resolution, "bf16", False, attention=kernel))
         if args.compile:
             for checkpointing in args.checkpointing:
                 found.append(Case("ours", resolution, "bf16", checkpointing == "full",
@@ -274,6 +290,7 @@ def table(rows: list[Row], device: str) -> str:
         case = row.case
         layers = "attention (q/k/v/out)" if case.step == "reference" else case.targets
         layers += ", compiled" if case.compiled else ""
+        layers += f", {case.attention} attention" if case.attention != "default" else ""
         checkpointing = "full" if case.checkpointing or case.step == "reference" else "off"
         planned = "" if row.planned_gib is None else f"{row.planned_gib:.1f}"
         lines.append(
@@ -295,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         "--compile",
         action="store_true",
         help="also bf16 with the repeated blocks compiled (the warmup compiles)",
+    )
+    parser.add_argument(
+        "--attention",
+        nargs="*",
+        default=[],
+        choices=["flash", "cudnn"],
+        help="also bf16 without recompute with this SDPA kernel forced",
     )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)

@@ -1,5 +1,5 @@
 """Whether a run fits its GPU, and with how little recomputation: from what the step keeps in
-memory (the weights, the LoRA's training state, each block's activations: activations.py) and
+memory (the weights, the LoRA's training state, each block's activations: step_memory.py) and
 the GPU's free memory, the fewest blocks to checkpoint so the peak fits: none when everything
 fits (fastest), then block by block, the ones that save the most first; when even recomputing
 every block does not fit, the run fails before loading anything, saying what would fit.

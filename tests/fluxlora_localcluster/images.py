@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fluxlora_localcluster.binaries import CACHE, KUBE_BUILD, kubernetes_version
-from fluxlora_localcluster.registry import published_id, reference, running_registry
+from fluxlora_localcluster.registry import (
+    collect_garbage,
+    published_id,
+    reference,
+    running_registry,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE = CACHE / "containers"
@@ -235,15 +240,19 @@ def publish(*names: str) -> None:
     """Push images to the cluster's registry (registry.py), unless it holds them already. The
     registry is always at the same address while pushing (one push at a time), so buildah's
     cache of which compressed layer it already sent there spares it compressing the trainer's
-    unchanged layers again (a minute)."""
+    unchanged layers again (a minute). What a new push leaves untagged is deleted then."""
     PUSH_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with PUSH_LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        pushed = False
         with running_registry(PUSH_PORT) as address:
             for name in names:
                 if published_id(address, name) != image_id(name):
                     buildah("push", "--quiet", "--tls-verify=false", name,
                             f"docker://{reference(address, name)}")  # fmt: skip
+                    pushed = True
+        if pushed:
+            collect_garbage()
 
 
 def ensure_images(*which: str) -> tuple[str, ...]:

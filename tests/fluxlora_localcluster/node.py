@@ -41,6 +41,7 @@ from fluxlora_operator.settings import OperatorSettings
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 READY_TIMEOUT_SECONDS = 120
+STALE_STORE_DAYS = 3
 RUNC = "/usr/sbin/runc"
 CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
 GPU_RESOURCE = OperatorSettings.model_fields["gpu_resource"].default
@@ -292,7 +293,9 @@ def _in_node(link: NodeLink, cgroup: str, command: list[str]) -> list[str]:
 @contextmanager
 def _free_store(name: str) -> Iterator[Path]:
     """The first of this node name's stores that no running node holds (a test worker and the
-    demo may each run a node of the same name), held until the node stops."""
+    demo may each run a node of the same name), held until the node stops. Stores that no
+    node has used for STALE_STORE_DAYS (made when more nodes of a name once ran at the same
+    time) are deleted: each holds the images unpacked, gigabytes."""
     for number in itertools.count(1):
         store = CACHE / "nodes" / f"{name}-{number}"
         store.mkdir(parents=True, exist_ok=True)
@@ -301,8 +304,28 @@ def _free_store(name: str) -> Iterator[Path]:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue
+            os.utime(store / "lock")  # when a node last took it (remove_stale_stores)
+            remove_stale_stores(CACHE / "nodes", time.time() - STALE_STORE_DAYS * 86400)
             yield store
             return
+
+
+def remove_stale_stores(folder: Path, unused_since: float) -> list[Path]:
+    """Delete the node stores under `folder` that no node holds and none has taken since
+    `unused_since` (a store's lock file is touched each time a node takes it); returns them."""
+    removed = []
+    for lock_file in sorted(folder.glob("*/lock")):
+        if lock_file.stat().st_mtime >= unused_since:
+            continue
+        with lock_file.open("a") as lock:  # "a": taking it to look must not make it recent
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            _unmount_under(lock_file.parent)
+            shutil.rmtree(lock_file.parent, ignore_errors=True)
+            removed.append(lock_file.parent)
+    return removed
 
 
 def _unmount_under(folder: Path) -> None:

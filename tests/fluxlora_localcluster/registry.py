@@ -7,6 +7,7 @@ Every registry started here serves the same storage (one per running node, and o
 images are pushed)."""
 
 import json
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -82,3 +83,17 @@ def published_id(address: str, name: str) -> str | None:
     except (OSError, KeyError, ValueError):
         return None
     return digest.removeprefix("sha256:")
+
+
+def collect_garbage() -> None:
+    """Delete what no tag references any more (each rebuild of an image leaves its earlier
+    layers behind: gigabytes for the trainer), as distribution's `garbage-collect` does. Only
+    while pushing is locked out (images.publish): a blob pushed but not yet tagged would look
+    like garbage. Nodes pulling the current tags meanwhile lose nothing."""
+    config = STORAGE / "garbage-collect.yaml"
+    config.write_text(yaml.safe_dump(_config("127.0.0.1:0")))
+    try:
+        command = [str(ensure_registry()), "garbage-collect", "--delete-untagged", "--quiet"]
+        subprocess.run([*command, str(config)], check=True, capture_output=True, timeout=600)
+    finally:
+        config.unlink(missing_ok=True)

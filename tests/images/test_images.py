@@ -5,12 +5,13 @@ built."""
 import json
 import re
 import shutil
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from fluxlora_localcluster import images
+from fluxlora_localcluster import images, registry
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -146,3 +147,40 @@ def test_make_images_removes_what_only_earlier_builds_used(tmp_path):
     kept = images.buildah("images", "--all", "--no-trunc", "--format", "{{.ID}}")
     assert current in kept and earlier not in kept
     images.buildah("rmi", "fluxlora-prune-test")
+
+
+def test_a_push_leaves_no_earlier_layer_in_the_registry(tmp_path):
+    """The registry keeps what the tags reference: a rebuilt image's earlier layers (gigabytes
+    for the trainer) are deleted when the new one is pushed; the new one still resolves."""
+    name = "fluxlora-gc-test:1"
+
+    def publish(content: str) -> str:
+        (tmp_path / "marker.txt").write_text(content)
+        dockerfile = tmp_path / "Dockerfile"
+        dockerfile.write_text(f"FROM {images.base_image()}\nCOPY marker.txt /marker.txt\n")
+        images.build_dockerfile(dockerfile, name, tmp_path)
+        images.publish(name)
+        with registry.running_registry() as address:
+            assert registry.published_id(address, name) == images.image_id(name)
+            return _top_layer(address, name)
+
+    earlier = publish(str(uuid.uuid4()))
+    assert _blob(earlier).exists()
+    current = publish(str(uuid.uuid4()))
+    assert current != earlier
+    assert _blob(current).exists() and not _blob(earlier).exists()
+    images.buildah("rmi", name)
+
+
+def _top_layer(address: str, name: str) -> str:
+    repository, _, tag = registry.reference(address, name).partition("/")[2].rpartition(":")
+    request = urllib.request.Request(
+        f"http://{address}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": ", ".join(registry.MANIFEST_TYPES)},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["layers"][-1]["digest"].removeprefix("sha256:")
+
+
+def _blob(digest: str) -> Path:
+    return registry.STORAGE / "data/docker/registry/v2/blobs/sha256" / digest[:2] / digest

@@ -42,6 +42,7 @@ from fluxlora_operator.settings import OperatorSettings
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 READY_TIMEOUT_SECONDS = 120
 STALE_STORE_DAYS = 3
+MIN_FREE_DISK_GIB = 3  # the kubelet's eviction threshold (1 GiB), and room for a run's files
 RUNC = "/usr/sbin/runc"
 CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
 GPU_RESOURCE = OperatorSettings.model_fields["gpu_resource"].default
@@ -310,6 +311,18 @@ def _free_store(name: str) -> Iterator[Path]:
             return
 
 
+def _check_disk(folder: Path) -> None:
+    """A node on a nearly full disk refuses every pod (DiskPressure) with nothing on screen:
+    say so before starting one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_DISK_GIB << 30:
+        raise RuntimeError(
+            f"only {free / (1 << 30):.1f} GiB free on the disk of {folder}: a node needs "
+            f"{MIN_FREE_DISK_GIB} GiB (its kubelet refuses pods below 1 GiB); free some space"
+        )
+
+
 def remove_stale_stores(folder: Path, unused_since: float) -> list[Path]:
     """Delete the node stores under `folder` that no node holds and none has taken since
     `unused_since` (a store's lock file is touched each time a node takes it); returns them."""
@@ -367,6 +380,7 @@ def running_node(
     """A Ready node holding `images` (pulled from the cluster's registry), `gpus` GPUs and `taints`
     (key=value:Effect) from its registration on; on leaving, everything it ran is killed and
     unmounted and its network removed."""
+    _check_disk(CACHE)
     binaries = ensure_node()
     pause = pause_image()
     workdir = Path(workdir).resolve()

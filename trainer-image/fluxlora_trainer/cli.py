@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -109,11 +110,16 @@ def _train_ranks(args: argparse.Namespace, processes: int) -> int:
     command += ["--config", args.config] if args.config else []
     command += ["--workdir", args.workdir] if args.workdir else []
     failed = launch(command, processes)  # Stopped, at SIGTERM: the ranks are stopped too
-    if failed is None:
+    if not failed:
         return ExitCode.SUCCESS
-    rank, code = failed
-    if code == ExitCode.BAD_INPUT or (rank == 0 and code == ExitCode.RETRYABLE):
-        return code  # rank 0 has reported why (every rank meets the same bad input)
+    if ExitCode.BAD_INPUT in failed.values():
+        return ExitCode.BAD_INPUT  # rank 0 has reported why (every rank meets the same input)
+    # A rank that crashed (a signal, an unexpected code) is the cause; the others' errors are
+    # its consequence (their peer went away). Otherwise rank 0 has reported why.
+    crashed = {rank: code for rank, code in failed.items() if code != ExitCode.RETRYABLE}
+    if not crashed and 0 in failed:
+        return ExitCode.RETRYABLE
+    rank, code = min((crashed or failed).items())
     ended = f"signal {-code}" if code < 0 else f"exit code {code}"
     error = f"rank {rank} of {processes} ended with {ended}; the other ranks were stopped"
     logging.getLogger(__name__).error("%s", error)
@@ -180,9 +186,17 @@ def _exit_stopped(error: Stopped, result_file: str, main: bool) -> NoReturn:
     _report(TrainingResult(error=str(error)), result_file, main)
     # Exit now: torch's threads, cut off mid-step, can crash the interpreter's teardown
     # (SIGSEGV seen), and the pod's exit code must say "retry", not "crashed".
+    _exit_now(ExitCode.RETRYABLE)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Out, with the streams flushed but without the interpreter's teardown of torch and the
+    other libraries (a second, which a pod's end waits for): what must reach the disk or the
+    network has (results, checkpoints and uploads are waited for, progress flushed)."""
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(ExitCode.RETRYABLE)
+    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,5 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.run(args))
 
 
+def entry() -> NoReturn:
+    """The `fluxlora-trainer` command (and each rank's `python -m fluxlora_trainer.cli`): main,
+    then the first part of a normal exit (the background pools finish what they were given: a
+    checkpoint upload, a last progress report), then out without the interpreter's teardown."""
+    code = main()
+    threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter's exit runs first
+    _exit_now(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

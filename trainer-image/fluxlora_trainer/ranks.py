@@ -110,10 +110,11 @@ def average(tensors: list[torch.Tensor], ranks: Ranks) -> None:
         tensor.copy_(mean)
 
 
-def launch(command: list[str], processes: int) -> tuple[int, int] | None:
+def launch(command: list[str], processes: int) -> dict[int, int]:
     """Run `python -m fluxlora_trainer.cli <command>` as `processes` ranks on this machine;
-    None when all succeeded, else the first rank that failed and its exit code (negative: the
-    signal that ended it). The launcher ends the other ranks then, with SIGTERM."""
+    the ranks that failed and their exit codes (negative: the signal that ended it), none when
+    all succeeded. The launcher ends the other ranks at the first failure it sees, with
+    SIGTERM; ranks that failed before it looked are all there."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -134,6 +135,5 @@ def launch(command: list[str], processes: int) -> tuple[int, int] | None:
     except SignalException as error:  # the launcher has stopped the ranks with the same signal
         raise Stopped(signal.Signals(error.sigval).name) from None
     except ChildFailedError as error:
-        rank, failure = error.get_first_failure()
-        return rank, failure.exitcode
-    return None
+        return {rank: failure.exitcode for rank, failure in error.failures.items()}
+    return {}

@@ -23,7 +23,7 @@ def test_the_image_runs_the_trainer_command_the_job_runs():
     assert instruction("ENTRYPOINT") == f'["{TRAINER_COMMAND[0]}"]'
     assert instruction("CMD") == f'["{TRAINER_ARGS[0]}"]'
     scripts = (ROOT / "pyproject.toml").read_text()
-    assert f'{TRAINER_COMMAND[0]} = "fluxlora_trainer.cli:main"' in scripts
+    assert f'{TRAINER_COMMAND[0]} = "fluxlora_trainer.cli:entry"' in scripts
 
 
 def test_the_image_user_is_the_non_root_user_the_job_asks_for():

@@ -47,8 +47,10 @@ def rows(resolutions: list[int], weights: list[str]) -> list[list[str]]:
                 "resolution": resolution, "baseWeights": precision, "loraRank": 16,
             })  # fmt: skip
             step = footprint(config, FLUX_DEV_TRANSFORMER, torch.bfloat16)
-            every = frozenset(range(len(step.blocks)))
-            extremes = [memory_plan.peak(step, frozenset()), memory_plan.peak(step, every)]
+            extremes = [
+                memory_plan.peak(step, frozenset()),
+                memory_plan.peak(step, step.every_block),
+            ]
             found.append([
                 f"{resolution}²", precision,
                 *(f"{value / memory_plan.GIB:.1f}" for value in extremes),

@@ -242,8 +242,8 @@ def planned_gib(case: Case, config: dict, dtype: torch.dtype) -> float | None:
     if case.step != "ours":
         return None
     step = footprint(our_config(case), config, dtype)
-    every = frozenset(range(len(step.blocks))) if case.checkpointing else frozenset()
-    return memory_plan.peak(step, every) / memory_plan.GIB
+    recomputed = step.every_block if case.checkpointing else frozenset()
+    return memory_plan.peak(step, recomputed) / memory_plan.GIB
 
 
 def attention_kernel(name: str):

@@ -44,6 +44,10 @@ class Footprint:
     tokens: int
     resolution: int
 
+    @property
+    def every_block(self) -> frozenset[int]:
+        return frozenset(range(len(self.blocks)))
+
     def scaled(self, batch: int, resolution: int, tokens: int) -> "Footprint":
         """The same run at another batch and resolution: activations grow with batch x tokens."""
         factor = (batch * tokens) / (self.batch * self.tokens)
@@ -90,7 +94,7 @@ def peak(footprint: Footprint, checkpointed: frozenset[int]) -> int:
 def plan(footprint: Footprint, free_bytes: int | None, checkpointing: bool | None) -> Plan:
     """Which blocks to recompute. `checkpointing` True: every block; False: none; None: the
     fewest that fit. DoesNotFit, saying what fits, when even all of them do not."""
-    every = frozenset(range(len(footprint.blocks)))
+    every = footprint.every_block
     limit = None if free_bytes is None else budget(free_bytes)
     if limit is not None and peak(footprint, every) > limit:
         raise DoesNotFit(_what_fits(footprint, limit))
@@ -109,11 +113,11 @@ def plan(footprint: Footprint, free_bytes: int | None, checkpointing: bool | Non
 
 
 def _fits(footprint: Footprint, limit: int) -> bool:
-    return peak(footprint, frozenset(range(len(footprint.blocks)))) <= limit
+    return peak(footprint, footprint.every_block) <= limit
 
 
 def _what_fits(footprint: Footprint, limit: int) -> str:
-    every = frozenset(range(len(footprint.blocks)))
+    every = footprint.every_block
     weights = footprint.weights[footprint.base_weights]
     activations = peak(footprint, every) - weights - footprint.lora_state
     need = (

@@ -177,9 +177,9 @@ def measure(
 
     hooks = [b.register_forward_pre_hook(enter, with_kwargs=True) for b in blocks]
     hooks += [b.register_forward_hook(leave, with_kwargs=True) for b in blocks]
+    _cast(transformer, dtype)
     try:
         with _flash_like_attention(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-            _cast(transformer, dtype)
             _forward(transformer, config, batch, tokens, dtype)
     finally:
         for hook in hooks:
@@ -192,7 +192,7 @@ def _forward(transformer, config, batch: int, tokens: int, dtype: torch.dtype) -
         return torch.zeros(*shape, device="meta", dtype=kind)
 
     transformer(
-        hidden_states=zeros(batch, tokens, config.in_channels).requires_grad_(False),
+        hidden_states=zeros(batch, tokens, config.in_channels),
         encoder_hidden_states=zeros(batch, TEXT_TOKENS, config.joint_attention_dim),
         pooled_projections=zeros(batch, config.pooled_projection_dim),
         timestep=zeros(batch),

@@ -2,6 +2,7 @@
 cache that would not fit the trainer's memory refused before anything is encoded."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -38,7 +39,8 @@ def test_text_embeddings_stay_in_the_encoders_precision(tiny_model, tmp_path):
         # bf16, as the encoders computed them: half of float32's memory, nothing lost
         assert embedding.prompt.dtype == torch.bfloat16
         assert embedding.pooled.dtype == torch.bfloat16
-        assert embedding.prompt.shape[0] == cache.MAX_SEQUENCE_LENGTH
+        # the tiny model's T5 tokenizer reads 128 tokens: its window, not FLUX.1-dev's 512
+        assert embedding.prompt.shape[0] == pipeline.tokenizer_2.model_max_length == 128
     per_caption = embedding_bytes(pipeline)
     stored = sum(
         e.prompt.numel() * e.prompt.element_size() + e.pooled.numel() * e.pooled.element_size()
@@ -106,3 +108,12 @@ def test_with_several_resolutions_each_image_is_cached_at_each_it_can_fill(tiny_
     assert len(areas) == 3 and areas[-1] <= 1024**2 and areas[0] <= 512**2
     assert all(s.latents.shape[1:] == (s.bucket.height // 8, s.bucket.width // 8)
                for s in data.samples)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_says", "padded_to"),
+    [(512, 512), (int(1e30), 512), (128, 128)],  # FLUX.1-dev's, a tokenizer without a limit
+)
+def test_captions_are_padded_to_the_base_models_t5_window_at_most_512(tokenizer_says, padded_to):
+    pipeline = SimpleNamespace(tokenizer_2=SimpleNamespace(model_max_length=tokenizer_says))
+    assert cache.text_tokens(pipeline) == padded_to

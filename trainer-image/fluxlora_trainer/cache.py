@@ -20,7 +20,7 @@ from fluxlora_trainer.pod_memory import memory_limit_bytes
 
 logger = logging.getLogger(__name__)
 
-# FLUX.1-dev reads up to 512 T5 tokens.
+# FLUX.1-dev reads up to 512 T5 tokens (its pipeline refuses more).
 MAX_SEQUENCE_LENGTH = 512
 # Of the trainer's memory limit, the share the cached text embeddings may take: the encoders,
 # the VAE and the transformer's weights pass through the rest on their way to the GPU.
@@ -70,19 +70,26 @@ def encode_latents(pipeline, pixels: torch.Tensor, generator: torch.Generator) -
     return ((latents - vae.config.shift_factor) * vae.config.scaling_factor)[0].float().cpu()
 
 
+def text_tokens(pipeline) -> int:
+    """The T5 tokens each caption is padded to, as the base model was trained: FLUX.1-dev's 512,
+    or fewer where its T5 tokenizer says so (a smaller model's shorter window; a step's cost
+    grows with it)."""
+    return min(MAX_SEQUENCE_LENGTH, pipeline.tokenizer_2.model_max_length)
+
+
 @torch.no_grad()
 def encode_caption(pipeline, caption: str, device: torch.device) -> TextEmbedding:
     prompt, pooled, _ = pipeline.encode_prompt(
-        prompt=caption, prompt_2=caption, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH
+        prompt=caption, prompt_2=caption, device=device, max_sequence_length=text_tokens(pipeline)
     )
     return TextEmbedding(prompt=prompt[0].cpu(), pooled=pooled[0].cpu())
 
 
 def embedding_bytes(pipeline) -> int:
-    """Memory of one cached caption: 512 T5 hidden states and a CLIP pooled vector."""
+    """Memory of one cached caption: its T5 hidden states and a CLIP pooled vector."""
     t5, clip = pipeline.text_encoder_2, pipeline.text_encoder
     element = torch.empty((), dtype=t5.dtype).element_size()
-    return (MAX_SEQUENCE_LENGTH * t5.config.d_model + clip.config.hidden_size) * element
+    return (text_tokens(pipeline) * t5.config.d_model + clip.config.hidden_size) * element
 
 
 def check_embedding_budget(captions: int, per_caption: int, limit: int | None) -> None:

@@ -21,7 +21,8 @@ from fluxlora_trainer.lora import lora_config
 from fluxlora_trainer.memory_plan import Block, DoesNotFit, Footprint, Plan, image_tokens, plan
 from fluxlora_trainer.quantize import QUANTIZED_BLOCKS
 
-TEXT_TOKENS = MAX_SEQUENCE_LENGTH  # every training step sees FLUX.1-dev's 512 T5 tokens
+# FLUX.1-dev's 512 T5 tokens: a base model with a shorter window (cache.text_tokens) needs less.
+TEXT_TOKENS = MAX_SEQUENCE_LENGTH
 # Bytes per weight of the blocks' linear layers by base weights (bitsandbytes: int8 keeps a
 # float scale per row, about nothing; nf4 packs two weights a byte, and a float32 scale per
 # 64 weights), and of every other weight (bf16).

@@ -86,9 +86,10 @@ lint: $(STAMP)
 
 # The servers the tests run, built once per machine (minutes when cold, instant after). The
 # build needs only Go and the standard library, so on a fresh machine it runs beside the Python
-# install (CPU beside network and disk) instead of after it.
+# install (CPU beside network and disk) instead of after it. The demo needs all but Kueue.
+SERVERS_FOR ?= test
 servers:
-	PYTHONPATH=tests $(PYTHON) -m fluxlora_localcluster.binaries
+	PYTHONPATH=tests $(PYTHON) -m fluxlora_localcluster.binaries $(SERVERS_FOR)
 
 # What the real node and the image builds run, from Debian's packages (a fresh machine lacks
 # them; installing needs root, as running a node does); and the browser the web page's tests
@@ -129,7 +130,7 @@ run: $(STAMP)
 	$(BIN)/fluxlora-operator
 
 demo:
-	$(MAKE) --no-print-directory -j3 $(STAMP) servers images
+	$(MAKE) --no-print-directory -j3 $(STAMP) servers images SERVERS_FOR=demo
 	$(BIN)/python examples/local_demo.py $(DEMO_FLAGS)
 
 clean:

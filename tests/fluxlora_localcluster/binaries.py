@@ -17,13 +17,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# One place for every pinned version. MinIO publishes no semver tags: this pseudo-version is
-# its RELEASE of 2026-02-12. Kubernetes is pinned by the k8s.io/kubernetes line of
-# k8s-build/go.mod (etcd and kubectl come from the same module graph).
-MINIO = ("github.com/minio/minio", "v0.0.0-20260212201848-7aac2a2c5b7c")
-HELM = ("helm.sh/helm/v4/cmd/helm", "v4.3.1")
-KUBE_BUILD = Path(__file__).with_name("k8s-build")
-KUBE_PACKAGES = {
+# One place for every pinned version. The servers share one module graph, servers-build/go.mod,
+# so that what they have in common (client-go, apimachinery, grpc, protobuf, ...) is compiled
+# once and all of them are linked by one `go build`: Kubernetes is pinned by its
+# k8s.io/kubernetes line (etcd and kubectl come from the same graph), containerd, CoreDNS,
+# distribution, helm and MinIO by theirs (MinIO publishes no semver tags: its pseudo-version
+# there is its RELEASE of 2026-02-12). Kueue keeps a graph of its own (it pins older
+# Kubernetes libraries than the control plane's).
+SERVERS_BUILD = Path(__file__).with_name("servers-build")
+KUBERNETES_PACKAGES = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
@@ -32,27 +34,31 @@ KUBE_PACKAGES = {
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
-# The cluster's DNS: CoreDNS with only a cluster's plugins, pinned by dns-build/go.mod.
-DNS_BUILD = Path(__file__).with_name("dns-build")
-DNS_PACKAGES = {"coredns": "fluxlora.dev/tests/dns"}
-# The image registry nodes pull from: distribution's, with its filesystem storage only.
-REGISTRY_BUILD = Path(__file__).with_name("registry-build")
-REGISTRY_PACKAGES = {"registry": "fluxlora.dev/tests/registry"}
-# Our own small device plugin (the kubelet's device-plugin API from k8s.io/kubelet): NVIDIA's
-# needs a GPU and its driver to start.
-GPU_BUILD = Path(__file__).with_name("gpu-build")
-GPU_PACKAGES = {"gpu-device-plugin": "fluxlora.dev/tests/gpu"}
-# Kueue's manager, pinned by kueue-build/go.mod (its CRDs and webhooks come from that module).
-KUEUE_BUILD = Path(__file__).with_name("kueue-build")
-KUEUE_MODULE = "sigs.k8s.io/kueue"
-KUEUE_PACKAGES = {"kueue": f"{KUEUE_MODULE}/cmd/kueue"}
-# containerd is pinned by the containerd line of node-build/go.mod.
-NODE_BUILD = Path(__file__).with_name("node-build")
 CONTAINERD_PACKAGES = {
     "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
     "containerd-shim-runc-v2": "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
     "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
 }
+SERVER_PACKAGES = {
+    **KUBERNETES_PACKAGES,
+    **CONTAINERD_PACKAGES,
+    "helm": "helm.sh/helm/v4/cmd/helm",
+    "minio": "github.com/minio/minio",
+    # The cluster's DNS: CoreDNS with only a cluster's plugins.
+    "coredns": "fluxlora.dev/tests/servers/dns",
+    # The image registry nodes pull from: distribution's, with its filesystem storage only.
+    "registry": "fluxlora.dev/tests/servers/registry",
+    # Our own small device plugin (the kubelet's device-plugin API from k8s.io/kubelet):
+    # NVIDIA's needs a GPU and its driver to start.
+    "gpu-device-plugin": "fluxlora.dev/tests/servers/gpu",
+}
+# Kueue's manager, pinned by kueue-build/go.mod (its CRDs and webhooks come from that module).
+KUEUE_BUILD = Path(__file__).with_name("kueue-build")
+KUEUE_MODULE = "sigs.k8s.io/kueue"
+KUEUE_PACKAGES = {"kueue": f"{KUEUE_MODULE}/cmd/kueue"}
+# Earlier builds' cache folders, one module graph each before servers-build: removed once
+# servers-build is built (hundreds of MB each).
+RETIRED_FAMILIES = ("kubernetes", "containerd", "coredns", "registry", "gpu-plugin", "helm", "minio")
 CACHE = Path(os.environ.get("FLUXLORA_CACHE", Path.home() / ".cache" / "flux-lora-operator"))
 BUILD_TIMEOUT_SECONDS = 2400
 LINK_FLAGS = "-s -w"  # no symbol table or DWARF: links faster, panics still name functions
@@ -153,11 +159,13 @@ def _report() -> None:
             _say(f"  compiling {', '.join(c.progress() for c in _compiling)}: {so_far}")
 
 
-def _build_once(directory: Path, family: str, compile_into, finish=None) -> None:
+def _build_once(
+    directory: Path, family: str, compile_into, finish=None, retired: tuple[str, ...] = ()
+) -> None:
     """Build into `directory` once per machine: under a lock, into a folder renamed into place,
-    then remove the family's older builds (other versions or pins: hundreds of MB each).
-    `compile_into(staging)` starts the build and returns its Compilation; `finish(staging)`
-    runs after it."""
+    then remove the family's older builds (other versions or pins: hundreds of MB each) and
+    those of the `retired` families it replaces. `compile_into(staging)` starts the build and
+    returns its Compilation; `finish(staging)` runs after it."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.parent / f".{directory.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -177,35 +185,11 @@ def _build_once(directory: Path, family: str, compile_into, finish=None) -> None
         if finish:
             finish(staging)
         staging.rename(directory)
-        for older in directory.parent.glob(f"{family}-v*"):
+        for older in [o for f in (family, *retired) for o in directory.parent.glob(f"{f}-v*")]:
             if older != directory and older.is_dir() and not older.name.endswith(".partial"):
                 shutil.rmtree(older, ignore_errors=True)
         took = time.monotonic() - compilation.began
         _say(f"compiled {directory.name} in {took:.0f} s ({compilation.compiled} packages)")
-
-
-def _go_install(name: str, package: str, version: str) -> Path:
-    """`go install package@version` once per machine, unless TEST_ASSET_<NAME> names one."""
-    override = _override(name)
-    if override:
-        return override
-    directory = CACHE / "bin" / f"{name}-{version}"
-
-    def compile_into(staging: Path) -> Compilation:
-        environment = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0"}
-        command = [_go(), "install", "-v", "-ldflags", LINK_FLAGS, f"{package}@{version}"]
-        return Compilation(name, command, env=environment)
-
-    _build_once(directory, name, compile_into)
-    return directory / name
-
-
-def ensure_minio() -> Path:
-    return _go_install("minio", *MINIO)
-
-
-def ensure_helm() -> Path:
-    return _go_install("helm", *HELM)
 
 
 def _pinned(build: Path, module: str) -> str:
@@ -217,11 +201,16 @@ def _pinned(build: Path, module: str) -> str:
 
 
 def kubernetes_version() -> str:
-    return _pinned(KUBE_BUILD, "k8s.io/kubernetes")
+    return _pinned(SERVERS_BUILD, "k8s.io/kubernetes")
 
 
 def _build_module(
-    name: str, build: Path, packages: dict[str, str], version: str, flags: str = LINK_FLAGS
+    name: str,
+    build: Path,
+    packages: dict[str, str],
+    version: str,
+    flags: str = LINK_FLAGS,
+    retired: tuple[str, ...] = (),
 ) -> dict[str, Path]:
     """Every command of `packages` from the module graph of `build` in one `go build` (they
     share most packages, and `go build` links them in parallel), once per machine and pin."""
@@ -229,8 +218,9 @@ def _build_module(
     if all(found.values()):
         return found  # type: ignore[return-value]
     pins = hashlib.sha256(" ".join(packages).encode())
-    for source in sorted(build.iterdir()):  # go.mod, go.sum and any Go file of our own
-        pins.update(source.read_bytes())
+    for source in sorted(build.rglob("*")):  # go.mod, go.sum and our own Go files
+        if source.is_file():
+            pins.update(source.read_bytes())
     directory = CACHE / "bin" / f"{name}-{version}-{pins.hexdigest()[:8]}"
 
     def compile_into(staging: Path) -> Compilation:
@@ -251,41 +241,41 @@ def _build_module(
             if built.name != command:
                 built.rename(staging / command)
 
-    _build_once(directory, name, compile_into, finish)
+    _build_once(directory, name, compile_into, finish, retired)
     return {command: found[command] or directory / command for command in packages}
 
 
-def ensure_kubernetes() -> dict[str, Path]:
+def ensure_servers() -> dict[str, Path]:
     """The control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd),
-    kubectl, and a node's kubelet and kube-proxy."""
+    kubectl, a node's kubelet, kube-proxy, containerd (with its shim and ctr), CoreDNS and GPU
+    device plugin, the cluster's registry, helm and MinIO: one build."""
     version = kubernetes_version()
     major, minor = version[1:].split(".")[:2]
     stamps = " ".join(
         f"-X k8s.io/component-base/version.{key}={value}"
         for key, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor))
     )
-    return _build_module("kubernetes", KUBE_BUILD, KUBE_PACKAGES, version, f"{LINK_FLAGS} {stamps}")
+    flags = f"{LINK_FLAGS} {stamps}"
+    return _build_module(
+        "servers", SERVERS_BUILD, SERVER_PACKAGES, version, flags, retired=RETIRED_FAMILIES
+    )
 
 
-def ensure_containerd() -> dict[str, Path]:
-    """containerd, its runc shim and ctr."""
-    version = _pinned(NODE_BUILD, "github.com/containerd/containerd/v2")
-    return _build_module("containerd", NODE_BUILD, CONTAINERD_PACKAGES, version)
+def ensure_kubernetes() -> dict[str, Path]:
+    servers = ensure_servers()
+    return {command: servers[command] for command in KUBERNETES_PACKAGES}
 
 
-def ensure_coredns() -> dict[str, Path]:
-    version = _pinned(DNS_BUILD, "github.com/coredns/coredns")
-    return _build_module("coredns", DNS_BUILD, DNS_PACKAGES, version)
+def ensure_helm() -> Path:
+    return ensure_servers()["helm"]
+
+
+def ensure_minio() -> Path:
+    return ensure_servers()["minio"]
 
 
 def ensure_registry() -> Path:
-    version = _pinned(REGISTRY_BUILD, "github.com/distribution/distribution/v3")
-    return _build_module("registry", REGISTRY_BUILD, REGISTRY_PACKAGES, version)["registry"]
-
-
-def ensure_gpu_plugin() -> Path:
-    version = _pinned(GPU_BUILD, "k8s.io/kubelet")
-    return _build_module("gpu-plugin", GPU_BUILD, GPU_PACKAGES, version)["gpu-device-plugin"]
+    return ensure_servers()["registry"]
 
 
 def ensure_kueue() -> Path:
@@ -307,23 +297,22 @@ def kueue_source() -> Path:
 def ensure_node() -> dict[str, Path]:
     """What a real node runs, from Go: containerd, its shim and ctr, kubelet, kube-proxy, the
     cluster's DNS and the GPU device plugin."""
-    kubernetes = ensure_kubernetes()
-    return {
-        **ensure_containerd(),
-        **ensure_coredns(),
-        "gpu-device-plugin": ensure_gpu_plugin(),
-        "kubelet": kubernetes["kubelet"],
-        "kube-proxy": kubernetes["kube-proxy"],
-    }
+    servers = ensure_servers()
+    node = (*CONTAINERD_PACKAGES, "coredns", "gpu-device-plugin", "kubelet", "kube-proxy")
+    return {command: servers[command] for command in node}
 
 
-def ensure_all() -> list[Path]:
-    """Every server, the missing ones compiled at the same time (module downloads, compiles
-    and links overlap; one progress line covers them all)."""
-    ensures = (
-        ensure_kubernetes, ensure_containerd, ensure_coredns, ensure_registry, ensure_gpu_plugin,
-        ensure_minio, ensure_helm, ensure_kueue,
-    )  # fmt: skip
+# What each of the two commands needs built: the demo runs no Kueue.
+BUILDS = {
+    "demo": (ensure_servers,),
+    "test": (ensure_servers, ensure_kueue),
+}
+
+
+def ensure_all(purpose: str = "test") -> list[Path]:
+    """Every server `purpose` needs, the missing ones compiled at the same time (module
+    downloads, compiles and links overlap; one progress line covers them all)."""
+    ensures = BUILDS[purpose]
     with ThreadPoolExecutor(len(ensures)) as pool:
         found = [build.result() for build in [pool.submit(ensure) for ensure in ensures]]
     return [
@@ -334,5 +323,5 @@ def ensure_all() -> list[Path]:
 if __name__ == "__main__":
     # `make test` builds the servers first, so no test's time limit includes a cold Go build.
     began = time.monotonic()
-    servers = ensure_all()
+    servers = ensure_all(*sys.argv[1:])
     print(f"servers ready ({len(servers)} binaries, {time.monotonic() - began:.0f} s)")

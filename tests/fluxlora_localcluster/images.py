@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fluxlora_localcluster.binaries import CACHE, KUBE_BUILD, kubernetes_version
+from fluxlora_localcluster.binaries import CACHE, SERVERS_BUILD, kubernetes_version
 from fluxlora_localcluster.registry import (
     collect_garbage,
     published_id,
@@ -159,10 +159,10 @@ def pause_image() -> str:
     if image_id(name):
         return name
     modules = subprocess.run(
-        ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True, cwd=KUBE_BUILD
+        ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True, cwd=SERVERS_BUILD
     ).stdout.strip()
     subprocess.run(
-        ["go", "mod", "download", f"k8s.io/kubernetes@{version}"], cwd=KUBE_BUILD, check=True
+        ["go", "mod", "download", f"k8s.io/kubernetes@{version}"], cwd=SERVERS_BUILD, check=True
     )
     source = Path(modules) / f"k8s.io/kubernetes@{version}/build/pause/linux/pause.c"
     STORAGE.mkdir(parents=True, exist_ok=True)

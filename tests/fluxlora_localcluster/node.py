@@ -9,7 +9,7 @@ since its last run is fresh. containerd's store is kept between runs in the cach
 the trainer image is large), one per node name and test worker, so a pull moves only the layers
 the store lacks. The node's
 daemons and pods live under a cgroup of their own, so that stopping the node can find and kill
-everything it started. The GPUs come from a device plugin (gpu-build/main.go) speaking the
+everything it started. The GPUs come from a device plugin (servers-build/gpu/main.go) speaking the
 kubelet's device-plugin API, as NVIDIA's does on a GPU node: the kubelet advertises them,
 allocates them to containers and hands each its NVIDIA_VISIBLE_DEVICES; containers see no
 device, and the trainer runs on the CPU.

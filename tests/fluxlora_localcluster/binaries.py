@@ -58,7 +58,9 @@ KUEUE_MODULE = "sigs.k8s.io/kueue"
 KUEUE_PACKAGES = {"kueue": f"{KUEUE_MODULE}/cmd/kueue"}
 # Earlier builds' cache folders, one module graph each before servers-build: removed once
 # servers-build is built (hundreds of MB each).
-RETIRED_FAMILIES = ("kubernetes", "containerd", "coredns", "registry", "gpu-plugin", "helm", "minio")
+RETIRED_FAMILIES = (
+    "kubernetes", "containerd", "coredns", "registry", "gpu-plugin", "helm", "minio",
+)  # fmt: skip
 CACHE = Path(os.environ.get("FLUXLORA_CACHE", Path.home() / ".cache" / "flux-lora-operator"))
 BUILD_TIMEOUT_SECONDS = 2400
 LINK_FLAGS = "-s -w"  # no symbol table or DWARF: links faster, panics still name functions

@@ -39,6 +39,9 @@ from fluxlora_operator import naming
 # that the operator tests' pods (test_operator.py) stay Pending as in a cluster without a free
 # GPU, whatever ran earlier on the same control plane.
 REAL_NODE_TAINT = "fluxlora.dev/real-node"
+# A run a test interrupts (suspends, evicts, preempts, deletes) once it has trained a while: long
+# enough that the interruption lands mid-training, though the tiny model takes ~6 ms a step.
+INTERRUPTED_RUN_STEPS = 2000
 REAL_NODE_TOLERATION = {"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
 # The gateway's per-key rate limit in the tests (requests a second, and a burst).
 RATE_LIMIT, RATE_BURST = 5, 30

@@ -13,6 +13,7 @@ from fluxlora_localcluster.datasets import make_zip, photos
 from fluxlora_localcluster.kueue import apply_objects, running_kueue
 from fluxlora_localcluster.waiting import eventually
 from fluxlora_operator import naming
+from tests.cluster.conftest import INTERRUPTED_RUN_STEPS
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -128,7 +129,9 @@ async def test_a_higher_priority_run_preempts_a_queued_one_which_resumes_losing_
     site, queue, tmp_path
 ):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
-    site.submit("low", "data/p.zip", steps=700, queueName=queue, priorityClassName=LOW)
+    site.submit(
+        "low", "data/p.zip", steps=INTERRUPTED_RUN_STEPS, queueName=queue, priorityClassName=LOW
+    )
     await eventually(
         lambda: (site.status("low").get("progress") or {}).get("step", 0) >= 100,
         "the low-priority run is admitted and trains",
@@ -164,7 +167,8 @@ async def test_a_higher_priority_run_preempts_a_queued_one_which_resumes_losing_
     logs = site.logs("low")  # the re-admitted pod's
     resumed_at = int(logs.split("resuming from the checkpoint at step ")[1].split()[0])
     assert resumed_at >= 100  # the step it stopped at on the SIGTERM: no periodic checkpoint
-    assert loss_steps(site, low, tmp_path) == list(range(1, 701))  # no step lost or repeated
+    # no step lost or repeated
+    assert loss_steps(site, low, tmp_path) == list(range(1, INTERRUPTED_RUN_STEPS + 1))
     assert low["attempts"] == 2
 
 

@@ -14,6 +14,7 @@ from fluxlora_localcluster.datasets import make_zip, photos
 from fluxlora_localcluster.node_network import HOST_ADDRESS
 from fluxlora_localcluster.waiting import eventually
 from fluxlora_operator import naming
+from tests.cluster.conftest import INTERRUPTED_RUN_STEPS
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -63,15 +64,17 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
     # No periodic checkpoint: only the SIGTERM of the eviction makes one. Snapshots and samples
     # on the way.
-    site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=0, saveEverySteps=100,
-                sampleEverySteps=300, samplePrompts=["a photo of p3r5on"])  # fmt: skip
+    site.submit(
+        "portrait", "data/p.zip", steps=INTERRUPTED_RUN_STEPS, checkpointEverySteps=0,
+        saveEverySteps=400, sampleEverySteps=800, samplePrompts=["a photo of p3r5on"],
+    )  # fmt: skip
     selector = f"{naming.LABEL_TRAINING_JOB}=portrait"
 
     def training_on() -> bool:  # past its first snapshot, which the status already lists
         status = site.status("portrait")
         assert status.get("phase") != "failed", status.get("error")
         step = (status.get("progress") or {}).get("step", 0)
-        return step >= 150 and bool(status.get("snapshots"))
+        return step >= 450 and bool(status.get("snapshots"))
 
     await eventually(training_on, "training is past its first snapshot", timeout=180)
     (pod,) = site.kube.list_objects("Pod", site.namespace, selector)
@@ -92,7 +95,7 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
     assert not job["status"].get("failed")  # the eviction did not count against backoffLimit
     logs = site.logs("portrait")  # the second pod's: the evicted one is gone
     resumed_at = int(logs.split("resuming from the checkpoint at step ")[1].split()[0])
-    assert resumed_at >= 150  # the step the evicted pod stopped at, checkpointed on SIGTERM
+    assert resumed_at >= 450  # the step the evicted pod stopped at, checkpointed on SIGTERM
     # The pod asked for one CPU (the site's cpuRequest): torch trains on one thread.
     assert "(CPU threads: 1)" in logs
     loss = tmp_path / "loss.csv"
@@ -101,16 +104,16 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
     )
     site.s3.download_file(site.bucket, key, str(loss))
     steps = [int(row.split(",")[0]) for row in loss.read_text().splitlines()[1:]]
-    assert steps == list(range(1, 701))  # no step lost, none repeated
+    assert steps == list(range(1, INTERRUPTED_RUN_STEPS + 1))  # no step lost, none repeated
     # Snapshots, before and after the eviction, listed in the status and stored.
-    assert [snapshot["step"] for snapshot in final["snapshots"]] == [100, 200, 300, 400, 500, 600]
+    assert [snapshot["step"] for snapshot in final["snapshots"]] == [400, 800, 1200, 1600]
     prefix = f"s3://{site.bucket}/loras/{site.namespace}/portrait-{final['id']}"
     assert final["snapshots"][0]["files"] == [
-        f"{prefix}/lora-step-000100.safetensors", f"{prefix}/lora_comfyui-step-000100.safetensors"
+        f"{prefix}/lora-step-000400.safetensors", f"{prefix}/lora_comfyui-step-000400.safetensors"
     ]  # fmt: skip
     assert final["outputs"][0] == f"{prefix}/lora.safetensors"
     assert [s["samples"] for s in final["snapshots"] if s["samples"]] == [
-        [f"{prefix}/sample_0-step-000300.png"], [f"{prefix}/sample_0-step-000600.png"]
+        [f"{prefix}/sample_0-step-000800.png"], [f"{prefix}/sample_0-step-001600.png"]
     ]  # fmt: skip
     assert f"{prefix}/sample_0.png" in final["outputs"]
     assert final["progress"]["samplingSeconds"] > 0
@@ -167,7 +170,7 @@ async def test_a_second_resource_waits_for_the_only_gpu_then_trains(site, tmp_pa
 
 async def test_a_suspended_run_frees_the_gpu_and_resumes_where_it_stopped(site, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
-    site.submit("first", "data/p.zip", steps=700)  # no periodic checkpoint
+    site.submit("first", "data/p.zip", steps=INTERRUPTED_RUN_STEPS)  # no periodic checkpoint
     await site.until(
         "first", lambda s: (s.get("progress") or {}).get("step", 0) >= 100, "first trains", 180
     )
@@ -199,7 +202,7 @@ async def test_a_suspended_run_frees_the_gpu_and_resumes_where_it_stopped(site, 
     key = next(u for u in first["outputs"] if u.endswith("/loss.csv"))
     site.s3.download_file(site.bucket, key.removeprefix(f"s3://{site.bucket}/"), str(loss))
     steps = [int(row.split(",")[0]) for row in loss.read_text().splitlines()[1:]]
-    assert steps == list(range(1, 701))  # the whole curve: nothing lost to the suspension
+    assert steps == list(range(1, INTERRUPTED_RUN_STEPS + 1))  # nothing lost to the suspension
 
 
 @pytest.mark.operator_env(
@@ -228,7 +231,7 @@ async def test_an_image_that_cannot_be_pulled_fails_and_frees_the_gpu(site):
 
 async def test_a_job_deleted_while_training_is_made_again_and_resumes(site, tmp_path):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
-    site.submit("portrait", "data/p.zip", steps=700, checkpointEverySteps=100)
+    site.submit("portrait", "data/p.zip", steps=INTERRUPTED_RUN_STEPS, checkpointEverySteps=100)
     job_name = naming.job_name("portrait")
     await eventually(
         lambda: (site.status("portrait").get("progress") or {}).get("step", 0) >= 150,

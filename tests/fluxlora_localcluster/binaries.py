@@ -91,7 +91,7 @@ REPORT_SECONDS = 15  # a person waiting on a cold build sees a line at least thi
 
 
 class Compilation:
-    """One `go build -v` or `go install -v` in a thread, counting the packages it compiles (`-v`
+    """One `go build -v` in a thread, counting the packages it compiles (`-v`
     names each one) against the total that `listing` (a `go list -deps`) finds, if given, so a
     cold build can say how far along it is."""
 

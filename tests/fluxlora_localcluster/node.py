@@ -35,12 +35,13 @@ from fluxlora_localcluster.control_plane import ControlPlane
 from fluxlora_localcluster.images import pause_image
 from fluxlora_localcluster.kubeconfig import kubeconfig
 from fluxlora_localcluster.node_network import NodeLink, create_link, remove_link
-from fluxlora_localcluster.processes import start, stop
+from fluxlora_localcluster.processes import run_saying, start, stop
 from fluxlora_localcluster.registry import running_registry
 from fluxlora_operator.settings import OperatorSettings
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 READY_TIMEOUT_SECONDS = 120
+PULL_TIMEOUT_SECONDS = 600
 STALE_STORE_DAYS = 3
 MIN_FREE_DISK_GIB = 3  # the kubelet's eviction threshold (1 GiB), and room for a run's files
 RUNC = "/usr/sbin/runc"
@@ -65,10 +66,13 @@ class Node:
         what it is given."""
         return VOLUMES / self.link.namespace
 
-    def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    def _ctr_command(self) -> list[str]:
+        return [str(self.ctr_binary), "--address", str(self.containerd_socket), "-n", "k8s.io"]
+
+    def ctr(self, *args: str, timeout: float = PULL_TIMEOUT_SECONDS) -> subprocess.CompletedProcess:
         """containerd's own client, in the namespace the kubelet's containers live in."""
         return subprocess.run(
-            [str(self.ctr_binary), "--address", str(self.containerd_socket), "-n", "k8s.io", *args],
+            [*self._ctr_command(), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -76,10 +80,14 @@ class Node:
         )
 
     def pull(self, name: str) -> None:
-        """Pull an image (as pods name it) from the registry, as the kubelet would."""
+        """Pull an image (as pods name it) from the registry, as the kubelet would; the first
+        pull into a node store moves and unpacks gigabytes, and says so while it lasts."""
         mirrors = self.workdir / "containerd" / "certs.d"
-        done = self.ctr(
-            "images", "pull", "--local", "--hosts-dir", str(mirrors), f"docker.io/library/{name}"
+        pulling = ["images", "pull", "--local", "--hosts-dir", str(mirrors)]
+        done = run_saying(
+            [*self._ctr_command(), *pulling, f"docker.io/library/{name}"],
+            f"{self.name} pulling {name} (its first pull into this node's store)",
+            timeout=PULL_TIMEOUT_SECONDS,
         )
         if done.returncode != 0:
             raise RuntimeError(f"pulling {name} on {self.name}: {done.stderr[-2000:]}")

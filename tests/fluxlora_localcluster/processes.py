@@ -1,6 +1,7 @@
 """Starting and stopping the servers the tests and the demo run."""
 
 import subprocess
+import time
 from pathlib import Path
 
 GRACE_SECONDS = 20
@@ -24,3 +25,29 @@ def stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+HEARTBEAT_SECONDS = 15  # a person waiting on a long step sees a line at least this often
+
+
+def run_saying(
+    command: list[str], doing: str, timeout: float, **options
+) -> subprocess.CompletedProcess:
+    """subprocess.run with its output captured, saying `doing` and the seconds so far every
+    HEARTBEAT_SECONDS while it lasts (a first push or pull moves gigabytes: minutes), and nothing
+    when it ends sooner."""
+    began = time.monotonic()
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+    ) as process:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=HEARTBEAT_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                so_far = time.monotonic() - began
+                if so_far > timeout:
+                    process.kill()
+                    raise
+                print(f"  {doing}: {so_far:.0f} s so far", flush=True)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

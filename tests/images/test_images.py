@@ -151,7 +151,8 @@ def test_make_images_removes_what_only_earlier_builds_used(tmp_path):
 
 def test_a_push_leaves_no_earlier_layer_in_the_registry(tmp_path):
     """The registry keeps what the tags reference: a rebuilt image's earlier layers (gigabytes
-    for the trainer) are deleted when the new one is pushed; the new one still resolves."""
+    for the trainer) are deleted when the new one is pushed; the new one still resolves. Layers
+    are pushed zstd-compressed (a node unpacks them seven times faster than gzip's)."""
     name = "fluxlora-gc-test:1"
 
     def publish(content: str) -> str:
@@ -162,7 +163,9 @@ def test_a_push_leaves_no_earlier_layer_in_the_registry(tmp_path):
         images.publish(name)
         with registry.running_registry() as address:
             assert registry.published_id(address, name) == images.image_id(name)
-            return _top_layer(address, name)
+            layer = _top_layer(address, name)
+            assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+            return layer["digest"].removeprefix("sha256:")
 
     earlier = publish(str(uuid.uuid4()))
     assert _blob(earlier).exists()
@@ -172,14 +175,14 @@ def test_a_push_leaves_no_earlier_layer_in_the_registry(tmp_path):
     images.buildah("rmi", name)
 
 
-def _top_layer(address: str, name: str) -> str:
+def _top_layer(address: str, name: str) -> dict:
     repository, _, tag = registry.reference(address, name).partition("/")[2].rpartition(":")
     request = urllib.request.Request(
         f"http://{address}/v2/{repository}/manifests/{tag}",
         headers={"Accept": ", ".join(registry.MANIFEST_TYPES)},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["layers"][-1]["digest"].removeprefix("sha256:")
+        return json.loads(response.read())["layers"][-1]
 
 
 def _blob(digest: str) -> Path:

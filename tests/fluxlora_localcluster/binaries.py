@@ -46,21 +46,21 @@ SERVER_PACKAGES = {
     "minio": "github.com/minio/minio",
     # The cluster's DNS: CoreDNS with only a cluster's plugins.
     "coredns": "fluxlora.dev/tests/servers/dns",
-    # The image registry nodes pull from: distribution's, with its filesystem storage only.
-    "registry": "fluxlora.dev/tests/servers/registry",
     # Our own small device plugin (the kubelet's device-plugin API from k8s.io/kubelet):
     # NVIDIA's needs a GPU and its driver to start.
     "gpu-device-plugin": "fluxlora.dev/tests/servers/gpu",
 }
+# The image registry nodes pull from: distribution's, with its filesystem storage only. From
+# the same graph, but a build of its own: a cold `make images` pushes as soon as its images are
+# built, long before the other servers are.
+REGISTRY_PACKAGES = {"registry": "fluxlora.dev/tests/servers/registry"}
 # Kueue's manager, pinned by kueue-build/go.mod (its CRDs and webhooks come from that module).
 KUEUE_BUILD = Path(__file__).with_name("kueue-build")
 KUEUE_MODULE = "sigs.k8s.io/kueue"
 KUEUE_PACKAGES = {"kueue": f"{KUEUE_MODULE}/cmd/kueue"}
 # Earlier builds' cache folders, one module graph each before servers-build: removed once
 # servers-build is built (hundreds of MB each).
-RETIRED_FAMILIES = (
-    "kubernetes", "containerd", "coredns", "registry", "gpu-plugin", "helm", "minio",
-)  # fmt: skip
+RETIRED_FAMILIES = ("kubernetes", "containerd", "coredns", "gpu-plugin", "helm", "minio")
 CACHE = Path(os.environ.get("FLUXLORA_CACHE", Path.home() / ".cache" / "flux-lora-operator"))
 BUILD_TIMEOUT_SECONDS = 2400
 LINK_FLAGS = "-s -w"  # no symbol table or DWARF: links faster, panics still name functions
@@ -251,7 +251,7 @@ def _build_module(
 def ensure_servers() -> dict[str, Path]:
     """The control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd),
     kubectl, a node's kubelet, kube-proxy, containerd (with its shim and ctr), CoreDNS and GPU
-    device plugin, the cluster's registry, helm and MinIO: one build."""
+    device plugin, helm and MinIO: one build."""
     version = kubernetes_version()
     major, minor = version[1:].split(".")[:2]
     stamps = " ".join(
@@ -278,7 +278,8 @@ def ensure_minio() -> Path:
 
 
 def ensure_registry() -> Path:
-    return ensure_servers()["registry"]
+    version = _pinned(SERVERS_BUILD, "github.com/distribution/distribution/v3")
+    return _build_module("registry", SERVERS_BUILD, REGISTRY_PACKAGES, version)["registry"]
 
 
 def ensure_kueue() -> Path:
@@ -307,8 +308,8 @@ def ensure_node() -> dict[str, Path]:
 
 # What each of the two commands needs built: the demo runs no Kueue.
 BUILDS = {
-    "demo": (ensure_servers,),
-    "test": (ensure_servers, ensure_kueue),
+    "demo": (ensure_registry, ensure_servers),
+    "test": (ensure_registry, ensure_servers, ensure_kueue),
 }
 
 

@@ -70,17 +70,22 @@ STORAGE_OPTIONS = (
 )  # fmt: skip
 
 
-def buildah(*args: str, quiet: bool = True, **options) -> str:
-    """Run buildah on the project's image storage (in the cache); its output, when `quiet`."""
-    done = subprocess.run(
-        ["buildah", *STORAGE_OPTIONS, *args],
-        stdout=subprocess.PIPE if quiet else None,
-        stderr=subprocess.PIPE if quiet else None,
-        text=True,
-        timeout=BUILD_TIMEOUT_SECONDS,
-        check=False,
-        **options,
-    )
+def buildah(*args: str, quiet: bool = True, saying: str | None = None, **options) -> str:
+    """Run buildah on the project's image storage (in the cache); its output, when `quiet`.
+    `saying`: what it does, said every few seconds while it lasts (quiet, and minutes long)."""
+    command = ["buildah", *STORAGE_OPTIONS, *args]
+    if saying:
+        done = run_saying(command, saying, timeout=BUILD_TIMEOUT_SECONDS, **options)
+    else:
+        done = subprocess.run(
+            command,
+            stdout=subprocess.PIPE if quiet else None,
+            stderr=subprocess.PIPE if quiet else None,
+            text=True,
+            timeout=BUILD_TIMEOUT_SECONDS,
+            check=False,
+            **options,
+        )
     if done.returncode != 0:
         detail = (done.stderr or "")[-3000:] if quiet else "(its output is above)"
         raise ImageBuildFailed(f"buildah {' '.join(args[:2])} failed: {detail}")
@@ -241,11 +246,8 @@ def push(name: str, destination: str) -> None:
     """Push an image with zstd-compressed layers (OCI). For the trainer's 6 GB, measured against
     gzip: a third less CPU to push (61 s, not 91), 12 % smaller, and its large layer
     decompresses in 4 s instead of 28 on each node's first pull."""
-    command = ["buildah", *STORAGE_OPTIONS, "push", "--quiet", "--tls-verify=false",
-               "--compression-format", "zstd", name, destination]  # fmt: skip
-    done = run_saying(command, f"pushing {name}", timeout=BUILD_TIMEOUT_SECONDS)
-    if done.returncode != 0:
-        raise ImageBuildFailed(f"buildah push {name} failed: {done.stderr[-3000:]}")
+    buildah("push", "--quiet", "--tls-verify=false", "--compression-format", "zstd", name,
+            destination, saying=f"pushing {name}")  # fmt: skip
 
 
 def publish(*names: str) -> None:

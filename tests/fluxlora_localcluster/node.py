@@ -193,7 +193,10 @@ disabled_plugins = [
 """
 
 
-def _cni_config(link: NodeLink) -> dict:
+def _cni_config(link: NodeLink, addresses: Path) -> dict:
+    """The pods' network. Pods' addresses are recorded in `addresses`, the node's own folder, not
+    the machine's shared default: a node stopped with pods on it never releases their addresses,
+    and such leaks, kept across runs, once used up a pod range and left pods without a sandbox."""
     return {
         "cniVersion": "1.0.0",
         "name": "pods",
@@ -207,6 +210,7 @@ def _cni_config(link: NodeLink) -> dict:
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": link.pod_range}]],
+                    "dataDir": str(addresses),
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             },
@@ -398,7 +402,9 @@ def running_node(
         cgroup = f"fluxlora/{name}-{link.slot}"
         containerd_dir = workdir / "containerd"
         (containerd_dir / "cni").mkdir(parents=True, exist_ok=True)
-        (containerd_dir / "cni" / "10-pods.conflist").write_text(json.dumps(_cni_config(link)))
+        (containerd_dir / "cni" / "10-pods.conflist").write_text(
+            json.dumps(_cni_config(link, containerd_dir / "pod-addresses"))
+        )
         (workdir / "containerd.toml").write_text(_containerd_config(containerd_dir, store, pause))
         mirror = containerd_dir / "certs.d" / "docker.io" / "hosts.toml"
         mirror.parent.mkdir(parents=True, exist_ok=True)

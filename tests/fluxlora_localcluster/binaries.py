@@ -34,6 +34,8 @@ KUBERNETES_PACKAGES = {
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
+# containerd, its shim and ctr: a build of their own too, made right after the registry's, so
+# that a cold `make images` can fill the first node's image store while the rest compiles.
 CONTAINERD_PACKAGES = {
     "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
     "containerd-shim-runc-v2": "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
@@ -53,9 +55,6 @@ SERVER_PACKAGES = {
 # the same graph, but a build of its own: a cold `make images` pushes as soon as its images are
 # built, long before the other servers are.
 REGISTRY_PACKAGES = {"registry": "fluxlora.dev/tests/servers/registry"}
-# containerd, its shim and ctr are a build of their own too, made right after the registry's:
-# a cold `make images` then fills the first node's image store while the rest still compiles.
-RUNTIME_PACKAGES = CONTAINERD_PACKAGES
 # Kueue's manager, pinned by kueue-build/go.mod (its CRDs and webhooks come from that module).
 KUEUE_BUILD = Path(__file__).with_name("kueue-build")
 KUEUE_MODULE = "sigs.k8s.io/kueue"
@@ -291,7 +290,7 @@ def ensure_registry() -> Path:
 def ensure_runtime() -> dict[str, Path]:
     """containerd, its runc shim and ctr."""
     version = _pinned(SERVERS_BUILD, "github.com/containerd/containerd/v2")
-    return _build_module("runtime", SERVERS_BUILD, RUNTIME_PACKAGES, version)
+    return _build_module("runtime", SERVERS_BUILD, CONTAINERD_PACKAGES, version)
 
 
 def ensure_kueue() -> Path:

@@ -13,7 +13,7 @@ from fluxlora_localcluster.node import Node
 from fluxlora_localcluster.training_site import (
     RESTRICTED,
 )
-from tests.cluster.conftest import REAL_NODE_TAINT, REAL_NODE_TOLERATION
+from tests.cluster.conftest import REAL_NODE_TOLERATION
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -161,7 +161,10 @@ def test_a_crashing_container_is_restarted_in_place_with_back_off(
 
 
 def test_a_store_filled_ahead_starts_its_node_with_nothing_left_to_unpack(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, monkeypatch
+    control_plane: ControlPlane,
+    cluster_admin: Kube,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch,
 ):
     """What a cold `make images` does for the demo's node while the other servers compile:
     the node that then starts on the store finds every layer of its images unpacked."""
@@ -173,11 +176,16 @@ def test_a_store_filled_ahead_starts_its_node_with_nothing_left_to_unpack(
     snapshots = store / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
     filled = sorted(snapshot.name for snapshot in snapshots.iterdir())
     assert len(filled) >= 2  # the pause image's layer and the operator image's
-    with node.running_node(
-        control_plane,
-        folder / "node",
-        images=(OPERATOR_IMAGE,),
-        taints=(f"{REAL_NODE_TAINT}=true:NoSchedule",),
-    ) as started:
-        assert f"docker.io/library/{OPERATOR_IMAGE}" in started.images()
-        assert sorted(snapshot.name for snapshot in snapshots.iterdir()) == filled
+    try:
+        # A taint no pod tolerates: the other tests' pods on this control plane (which tolerate
+        # the real node's) must never be bound to a node that is about to go.
+        with node.running_node(
+            control_plane,
+            folder / "node",
+            images=(OPERATOR_IMAGE,),
+            taints=("fluxlora.dev/store-test=true:NoSchedule",),
+        ) as started:
+            assert f"docker.io/library/{OPERATOR_IMAGE}" in started.images()
+            assert sorted(snapshot.name for snapshot in snapshots.iterdir()) == filled
+    finally:
+        cluster_admin.delete("Node", None, node.FIRST_NODE)  # gone, as it is from the cluster

@@ -111,13 +111,18 @@ def _routing(host: str, port: int) -> list[dict]:
     ]
 
 
-def manager_configuration(host: str, webhook_port: int, health_port: int, certs: Path) -> dict:
+def manager_configuration(
+    host: str, webhook_port: int, health_port: int, visibility_port: int, certs: Path
+) -> dict:
+    """Every port its own, on loopback where nothing else calls it: two test workers each run
+    a Kueue (its visibility server's default, 0.0.0.0:8082, made the second one fail)."""
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
         "namespace": NAMESPACE,
         "health": {"healthProbeBindAddress": f"127.0.0.1:{health_port}"},
         "metrics": {"bindAddress": "0"},
+        "visibilityServer": {"bindAddress": "127.0.0.1", "bindPort": visibility_port},
         "webhook": {"host": host, "port": webhook_port, "certDir": str(certs)},
         "leaderElection": {"leaderElect": False},
         "internalCertManagement": {
@@ -166,12 +171,17 @@ def running_kueue(plane: ControlPlane, workdir: Path) -> Iterator[None]:
     manager, source = ensure_kueue(), kueue_source()
     workdir.mkdir(parents=True, exist_ok=True)
     host, webhook_port, health_port = ensure_host_address(), free_port(), free_port()
+    visibility_port = free_port()
     apply_objects(plane, _routing(host, webhook_port), workdir / "routing.yaml")
     apply_objects(plane, crds(source), workdir / "crds.yaml")
     apply_objects(plane, webhook_configurations(source), workdir / "webhooks.yaml")
     config = workdir / "config.yaml"
     certs = workdir / "certs"
-    config.write_text(yaml.safe_dump(manager_configuration(host, webhook_port, health_port, certs)))
+    config.write_text(
+        yaml.safe_dump(
+            manager_configuration(host, webhook_port, health_port, visibility_port, certs)
+        )
+    )
     log = workdir / "kueue.log"
     process = start([str(manager), f"--config={config}", f"--kubeconfig={plane.kubeconfig}"], log)
     try:

@@ -138,14 +138,34 @@ def test_the_lora_loads_in_diffusers_and_changes_the_image(tiny_model, tmp_path,
     assert last < first  # it learned something
 
 
-def test_an_unusable_dataset_ends_with_the_bad_input_code(tiny_model, tmp_path, http_server):
+# The trainer's command, saying at its end which of the training libraries it loaded.
+TRAIN_SAYING_LOADED = """
+import sys
+from fluxlora_trainer.cli import main
+code = main(sys.argv[1:])
+print(sorted({"diffusers", "peft", "transformers"} & set(sys.modules)))
+sys.exit(code)
+"""
+
+
+def test_an_unusable_dataset_ends_with_the_bad_input_code_before_the_libraries_load(
+    tiny_model, tmp_path, http_server
+):
+    """A bad dataset is refused in seconds: it is checked before diffusers, peft and
+    transformers load (seconds of a pod's time, more on a GPU node)."""
     (http_server.root / "empty.zip").write_bytes(
         make_zip(tmp_path / "e.zip", {"a.md": "no images"}).read_bytes()
     )
     cfg = config(tiny_model, f"{http_server.url}/empty.zip", str(tmp_path / "out"))
-    code, result = train(cfg, tmp_path)
-    assert code == ExitCode.BAD_INPUT
-    assert "has no usable image" in result["error"]
+    result_file = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_SAYING_LOADED, "train",
+         "--config", str(write(cfg, tmp_path / "config.json")), "--result-file", str(result_file)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == ExitCode.BAD_INPUT, done.stderr
+    assert "has no usable image" in json.loads(result_file.read_text())["error"]
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout
 
 
 def test_a_bad_config_is_bad_input_naming_the_field(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -26,7 +27,7 @@ from fluxlora_api.contract import (
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
 from fluxlora_trainer import stopping
-from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset
+from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset, open_training_dataset
 from fluxlora_trainer.errors import BadInput, Stopped
 
 
@@ -133,21 +134,24 @@ def _train(args: argparse.Namespace) -> int:
     reporter = None
     try:
         # Inside the try: a SIGTERM may come while torch is still being imported.
-        from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
         from fluxlora_trainer.ranks import launched, this_process, wanted_processes
-        from fluxlora_trainer.run import run_training
 
         processes = wanted_processes()
         if processes > 1 and not launched():
             return _train_ranks(args, processes)
         config = _read_config(args.config)
-        reporter = ProgressReporter(ProgressTarget.from_environment() if main else None)
         ranks = this_process()
-        if args.workdir:
-            result = run_training(config, Path(args.workdir), reporter, ranks, reporter.snapshot)
-        else:
-            with tempfile.TemporaryDirectory(prefix="fluxlora-run-") as workdir:
-                result = run_training(config, Path(workdir), reporter, ranks, reporter.snapshot)
+        with _workdir(args.workdir) as workdir:
+            # Alone, the dataset is checked before the training libraries load (seconds, more
+            # on a GPU node): bad input ends at once. Ranks share rank 0's (run.py).
+            dataset = None
+            if ranks.world == 1:
+                dataset = open_training_dataset(config, workdir, DatasetLimits.from_env())
+            from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
+            from fluxlora_trainer.run import run_training
+
+            reporter = ProgressReporter(ProgressTarget.from_environment() if main else None)
+            result = run_training(config, workdir, reporter, ranks, reporter.snapshot, dataset)
         reporter.close()
     except BadInput as error:
         logging.getLogger(__name__).error("bad input: %s", error)
@@ -166,6 +170,16 @@ def _train(args: argparse.Namespace) -> int:
         return ExitCode.RETRYABLE
     _report(result, args.result_file, main)
     return ExitCode.SUCCESS
+
+
+@contextmanager
+def _workdir(given: str | None) -> Iterator[Path]:
+    """--workdir, else a temporary folder removed afterwards."""
+    if given:
+        yield Path(given)
+        return
+    with tempfile.TemporaryDirectory(prefix="fluxlora-run-") as folder:
+        yield Path(folder)
 
 
 def _stop_behind(error: BaseException) -> Stopped | None:

@@ -2,9 +2,11 @@
 captions under the hosted caption rule. Unusable files are skipped and reported; the dataset is
 bad input only when no usable image remains."""
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from fluxlora_api.contract import TrainingConfig
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_net.urls import display_url
 from fluxlora_trainer.archive import CAPTION_SUFFIX, IMAGE_SUFFIXES, Ignored, extract_dataset
@@ -12,6 +14,8 @@ from fluxlora_trainer.captions import UnusableCaption, apply_caption_rule, read_
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.fetch import fetch
 from fluxlora_trainer.images import UnusableImage, image_size
+
+logger = logging.getLogger(__name__)
 
 RECOMMENDED_IMAGES = 4
 
@@ -49,6 +53,14 @@ def open_dataset(
             f"data: {label} has no usable image (jpg, jpeg, png, webp or bmp)"
             + (f"; skipped {len(dataset.skipped)} file(s): {reasons}" if reasons else "")
         )
+    return dataset
+
+
+def open_training_dataset(config: TrainingConfig, workdir: Path, limits: DatasetLimits) -> Dataset:
+    """A run's dataset, with the files it skips logged."""
+    dataset = open_dataset(config.data, workdir, config.effective_trigger_word, limits)
+    for item in dataset.skipped:
+        logger.warning("skipped %s: %s", item.name, item.reason)
     return dataset
 
 

@@ -29,7 +29,7 @@ from fluxlora_trainer.checkpoints import (
     clear_checkpoints,
     load_latest_checkpoint,
 )
-from fluxlora_trainer.dataset import Dataset, open_dataset
+from fluxlora_trainer.dataset import Dataset, open_training_dataset
 from fluxlora_trainer.errors import BadInput, Stopped
 from fluxlora_trainer.lora_formats import save_both_formats
 from fluxlora_trainer.loss_report import plot_loss, write_loss_csv
@@ -51,13 +51,15 @@ def run_training(
     on_step=lambda report: None,
     ranks: Ranks = ONE,
     on_snapshot: Stored = lambda step, loss, samples: None,
+    dataset: Dataset | None = None,
 ) -> TrainingResult:
     """The whole run on this rank; with several ranks, rank 0 alone writes anything.
-    `on_snapshot` hears of each snapshot once its files are stored."""
+    `on_snapshot` hears of each snapshot once its files are stored. `dataset`: the run's,
+    opened in `workdir` already (cli.py does, before this module's libraries load)."""
     device = training_device(ranks.local)
     join(ranks, device)
     try:
-        return _run(config, workdir, on_step, ranks, device, on_snapshot)
+        return _run(config, workdir, on_step, ranks, device, on_snapshot, dataset)
     finally:
         leave()
 
@@ -69,6 +71,7 @@ def _run(
     ranks: Ranks,
     device: torch.device,
     on_snapshot: Stored,
+    dataset: Dataset | None,
 ) -> TrainingResult:
     started = time.monotonic()
     destination = open_destination(config.output)
@@ -77,7 +80,8 @@ def _run(
     torch.manual_seed(seed)
 
     limits = DatasetLimits.from_env()
-    dataset = _open_dataset_once(config, workdir, limits, ranks)
+    if dataset is None:
+        dataset = _open_dataset_once(config, workdir, limits, ranks)
     dtype = weight_dtype(device)
     logger.info("training on %s (CPU threads: %d)", device, torch.get_num_threads())
     memory = plan_run(config, device, dtype)  # before loading: a run that cannot fit ends here
@@ -174,14 +178,11 @@ def _open_dataset_once(
     found: Dataset | str | None = None
     if ranks.main:
         try:
-            found = open_dataset(config.data, workdir, config.effective_trigger_word, limits)
+            found = open_training_dataset(config, workdir, limits)
         except BadInput as error:
             found = str(error)
             if ranks.world == 1:
                 raise
-        else:
-            for item in found.skipped:
-                logger.warning("skipped %s: %s", item.name, item.reason)
     found = from_main(found, ranks)
     if isinstance(found, str):
         raise BadInput(found)

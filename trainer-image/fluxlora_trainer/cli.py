@@ -27,6 +27,7 @@ from fluxlora_api.contract import (
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
 from fluxlora_trainer import stopping
+from fluxlora_trainer.collector import paused_collector
 from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset, open_training_dataset
 from fluxlora_trainer.errors import BadInput, Stopped
 
@@ -134,7 +135,8 @@ def _train(args: argparse.Namespace) -> int:
     reporter = None
     try:
         # Inside the try: a SIGTERM may come while torch is still being imported.
-        from fluxlora_trainer.ranks import launched, this_process, wanted_processes
+        with paused_collector():
+            from fluxlora_trainer.ranks import launched, this_process, wanted_processes
 
         processes = wanted_processes()
         if processes > 1 and not launched():
@@ -147,8 +149,9 @@ def _train(args: argparse.Namespace) -> int:
             dataset = None
             if ranks.world == 1:
                 dataset = open_training_dataset(config, workdir, DatasetLimits.from_env())
-            from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
-            from fluxlora_trainer.run import run_training
+            with paused_collector():
+                from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
+                from fluxlora_trainer.run import run_training
 
             reporter = ProgressReporter(ProgressTarget.from_environment() if main else None)
             result = run_training(config, workdir, reporter, ranks, reporter.snapshot, dataset)

@@ -1,5 +1,6 @@
 """Python's cyclic garbage collector, paused while the training libraries are imported."""
 
+import atexit
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,5 +19,9 @@ def paused_collector() -> Iterator[None]:
         yield
     finally:
         gc.freeze()
+        # Unfrozen at a normal exit (the trainer's command exits without it; an in-process
+        # caller does not), so that the interpreter's teardown still finalizes them: native
+        # extensions (triton's) report what it leaves as leaks.
+        atexit.register(gc.unfreeze)
         if was_enabled:
             gc.enable()

@@ -370,14 +370,21 @@ def _seed_store(store: Path) -> None:
                 continue  # a running node's containerd is writing it
             seeding = store / "root.seeding"
             shutil.rmtree(seeding, ignore_errors=True)
-            shutil.copytree(source, seeding, symlinks=True, ignore=_linked_parts(source))
-            for part in SHARED_STORE_PARTS:
-                if (source / part).is_dir():
-                    (seeding / part).parent.mkdir(parents=True, exist_ok=True)
-                    # cp keeps the owners and overlay attributes of the layers' folders.
-                    subprocess.run(
-                        ["cp", "-a", "--link", source / part, seeding / part], check=True
-                    )
+            try:
+                shutil.copytree(source, seeding, symlinks=True, ignore=_linked_parts(source))
+                for part in SHARED_STORE_PARTS:
+                    if (source / part).is_dir():
+                        (seeding / part).parent.mkdir(parents=True, exist_ok=True)
+                        # cp keeps the owners and overlay attributes of the layers' folders.
+                        subprocess.run(
+                            ["cp", "-a", "--link", source / part, seeding / part],
+                            check=True, capture_output=True, text=True,
+                        )  # fmt: skip
+            except (OSError, subprocess.CalledProcessError) as error:
+                detail = getattr(error, "stderr", None) or error
+                print(f"{store.name}: starts empty (copying {source} failed: {detail})")
+                shutil.rmtree(seeding, ignore_errors=True)
+                return
             seeding.rename(store / "root")  # whole, or not there
             print(f"{store.name}: image store made from {lock_file.parent.name}'s", flush=True)
             return

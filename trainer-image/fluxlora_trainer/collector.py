@@ -21,7 +21,9 @@ def paused_collector() -> Iterator[None]:
         gc.freeze()
         # Unfrozen at a normal exit (the trainer's command exits without it; an in-process
         # caller does not), so that the interpreter's teardown still finalizes them: native
-        # extensions (triton's) report what it leaves as leaks.
+        # extensions (triton's) report what it leaves as leaks. Registered once however often
+        # the block runs (the command runs it twice).
+        atexit.unregister(gc.unfreeze)
         atexit.register(gc.unfreeze)
         if was_enabled:
             gc.enable()

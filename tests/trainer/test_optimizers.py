@@ -5,7 +5,12 @@ import io
 import pytest
 import torch
 
-from fluxlora_trainer.train_loop import build_optimizer, learning_rate_factor, warmup_steps
+from fluxlora_trainer.train_loop import (
+    WEIGHT_DECAY,
+    build_optimizer,
+    learning_rate_factor,
+    warmup_steps,
+)
 
 
 def one_step(optimizer, parameter):
@@ -23,6 +28,24 @@ def test_every_optimizer_takes_a_step(name):
     assert parameter.detach().abs().sum() > 0
     if name == "adamw8bit":
         assert optimizer.state[parameter]["state1"].dtype == torch.uint8
+
+
+def test_adamw_is_fused_and_steps_as_the_per_weight_loop_does():
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 16), torch.randn(16)]
+    fused, looped = ([torch.nn.Parameter(w.clone()) for w in weights] for _ in range(2))
+    optimizers = (
+        build_optimizer("adamw", fused, lr=0.01),
+        torch.optim.AdamW(looped, lr=0.01, weight_decay=WEIGHT_DECAY, foreach=False),
+    )
+    assert optimizers[0].defaults["fused"]
+    for _ in range(3):
+        for optimizer, parameters in zip(optimizers, (fused, looped), strict=True):
+            optimizer.zero_grad()
+            sum(((p - 1.0) ** 2).sum() for p in parameters).backward()
+            optimizer.step()
+    for a, b in zip(fused, looped, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize(("total", "warmup"), [(500, 50), (1000, 100), (4000, 100)])

@@ -30,6 +30,7 @@ from fluxlora_trainer import stopping
 from fluxlora_trainer.collector import paused_collector
 from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset, open_training_dataset
 from fluxlora_trainer.errors import BadInput, Stopped
+from fluxlora_trainer.libraries import leave_out_unused
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -149,6 +150,7 @@ def _train(args: argparse.Namespace) -> int:
             dataset = None
             if ranks.world == 1:
                 dataset = open_training_dataset(config, workdir, DatasetLimits.from_env())
+            leave_out_unused(config)
             with paused_collector():
                 from fluxlora_trainer.progress import ProgressReporter, ProgressTarget
                 from fluxlora_trainer.run import run_training

@@ -26,6 +26,12 @@ PROGRESS_PATH = "/progress"
 PROGRESS_AUDIENCE = "fluxlora.dev/progress"
 PROGRESS_TOKEN_DIR = "/var/run/secrets/fluxlora.dev/progress"
 PROGRESS_TOKEN_FILE = "token"
+# Seconds between a trainer's progress reports (the operator's progress-seconds, given to the
+# trainer in PROGRESS_SECONDS_ENV): the default, and the least, which is what the operator's
+# endpoint accepts from one pod (a report a second).
+PROGRESS_SECONDS_ENV = "FLUXLORA_PROGRESS_SECONDS"
+PROGRESS_SECONDS_DEFAULT = 5.0
+PROGRESS_SECONDS_MIN = 1.0
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Kubernetes truncates termination messages to 4096 bytes.
 TERMINATION_MESSAGE_LIMIT = 4096

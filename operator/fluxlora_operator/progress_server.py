@@ -22,7 +22,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from fluxlora_api import resource
-from fluxlora_api.contract import PROGRESS_AUDIENCE, PROGRESS_PATH, ProgressReport, SnapshotReport
+from fluxlora_api.contract import (
+    PROGRESS_AUDIENCE,
+    PROGRESS_PATH,
+    PROGRESS_SECONDS_MIN,
+    ProgressReport,
+    SnapshotReport,
+)
 from fluxlora_api.outputs import snapshot_files, snapshot_samples, snapshot_steps
 from fluxlora_api.status import Progress, Snapshot
 from fluxlora_kube.client import ApiError, Kube
@@ -40,7 +46,7 @@ POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 MAX_BODY_BYTES = 4096
-REPORTS_PER_SECOND = 1.0
+REPORTS_PER_SECOND = 1.0 / PROGRESS_SECONDS_MIN
 REPORT_BURST = 5
 REVIEW_CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 4096

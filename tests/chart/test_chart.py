@@ -42,6 +42,7 @@ def test_the_app_version_is_the_operators_version():
         ("output.default=bucket/prefix", "/output/default"),
         ("trainer.memoryLimit=lots", "/trainer/memoryLimit"),
         ("extraEnv[0].name=PATH", "/extraEnv/0/name"),
+        ("progress.intervalSeconds=0.5", "/progress/intervalSeconds"),
     ],
 )
 def test_wrong_values_are_rejected_naming_the_key(value, complaint):
@@ -101,6 +102,7 @@ def test_settings_become_the_operators_environment():
         "output.credentialsSecret=s3-credentials",
         "kueue.defaultQueue=gpu-queue",
         "watchNamespaces={team-a,team-b}",
+        "progress.intervalSeconds=2",
     )
     env = deployment_env(objects(rendered))
     assert env["FLUXLORA_GPU_RESOURCE"] == "amd.com/gpu"
@@ -110,6 +112,7 @@ def test_settings_become_the_operators_environment():
     assert env["FLUXLORA_OUTPUT_SECRET"] == "s3-credentials"
     assert env["FLUXLORA_QUEUE_NAME"] == "gpu-queue"
     assert env["FLUXLORA_NAMESPACES"] == "team-a,team-b"
+    assert env["FLUXLORA_PROGRESS_SECONDS"] == "2"
     assert "FLUXLORA_TRAINER_IMAGE" not in env  # unset values keep the operator's default
 
 

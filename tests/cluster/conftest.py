@@ -40,8 +40,10 @@ from fluxlora_operator import naming
 # GPU, whatever ran earlier on the same control plane.
 REAL_NODE_TAINT = "fluxlora.dev/real-node"
 # A run a test interrupts (suspends, evicts, preempts, deletes) once it has trained a while: long
-# enough that the interruption lands mid-training, though the tiny model takes ~6 ms a step.
-INTERRUPTED_RUN_STEPS = 2000
+# enough that the interruption lands mid-training, though the tiny model takes ~10 ms a step.
+# With progress reported every second (the site's), a test that waits for step 100 sees it by
+# about step 200, and the interruption has landed some 50 steps later.
+INTERRUPTED_RUN_STEPS = 1000
 REAL_NODE_TOLERATION = {"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
 # The gateway's per-key rate limit in the tests (requests a second, and a burst).
 RATE_LIMIT, RATE_BURST = 5, 30

@@ -66,7 +66,7 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
     # on the way.
     site.submit(
         "portrait", "data/p.zip", steps=INTERRUPTED_RUN_STEPS, checkpointEverySteps=0,
-        saveEverySteps=400, sampleEverySteps=800, samplePrompts=["a photo of p3r5on"],
+        saveEverySteps=200, sampleEverySteps=400, samplePrompts=["a photo of p3r5on"],
     )  # fmt: skip
     selector = f"{naming.LABEL_TRAINING_JOB}=portrait"
 
@@ -74,7 +74,7 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
         status = site.status("portrait")
         assert status.get("phase") != "failed", status.get("error")
         step = (status.get("progress") or {}).get("step", 0)
-        return step >= 450 and bool(status.get("snapshots"))
+        return step >= 250 and bool(status.get("snapshots"))
 
     await eventually(training_on, "training is past its first snapshot", timeout=180)
     (pod,) = site.kube.list_objects("Pod", site.namespace, selector)
@@ -95,7 +95,7 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
     assert not job["status"].get("failed")  # the eviction did not count against backoffLimit
     logs = site.logs("portrait")  # the second pod's: the evicted one is gone
     resumed_at = int(logs.split("resuming from the checkpoint at step ")[1].split()[0])
-    assert resumed_at >= 450  # the step the evicted pod stopped at, checkpointed on SIGTERM
+    assert resumed_at >= 250  # the step the evicted pod stopped at, checkpointed on SIGTERM
     # The pod asked for one CPU (the site's cpuRequest): torch trains on one thread.
     assert "(CPU threads: 1)" in logs
     loss = tmp_path / "loss.csv"
@@ -106,14 +106,14 @@ async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_noth
     steps = [int(row.split(",")[0]) for row in loss.read_text().splitlines()[1:]]
     assert steps == list(range(1, INTERRUPTED_RUN_STEPS + 1))  # no step lost, none repeated
     # Snapshots, before and after the eviction, listed in the status and stored.
-    assert [snapshot["step"] for snapshot in final["snapshots"]] == [400, 800, 1200, 1600]
+    assert [snapshot["step"] for snapshot in final["snapshots"]] == [200, 400, 600, 800]
     prefix = f"s3://{site.bucket}/loras/{site.namespace}/portrait-{final['id']}"
     assert final["snapshots"][0]["files"] == [
-        f"{prefix}/lora-step-000400.safetensors", f"{prefix}/lora_comfyui-step-000400.safetensors"
+        f"{prefix}/lora-step-000200.safetensors", f"{prefix}/lora_comfyui-step-000200.safetensors"
     ]  # fmt: skip
     assert final["outputs"][0] == f"{prefix}/lora.safetensors"
     assert [s["samples"] for s in final["snapshots"] if s["samples"]] == [
-        [f"{prefix}/sample_0-step-000800.png"], [f"{prefix}/sample_0-step-001600.png"]
+        [f"{prefix}/sample_0-step-000400.png"], [f"{prefix}/sample_0-step-000800.png"]
     ]  # fmt: skip
     assert f"{prefix}/sample_0.png" in final["outputs"]
     assert final["progress"]["samplingSeconds"] > 0

@@ -24,12 +24,15 @@ CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
 MODEL_CLAIM = "model-cache"
 CREDENTIALS = "s3-credentials"
 MODEL_PATH = "/models/tiny-flux"  # where the trainer pod sees the tiny model
-# What hosted-API callers cannot choose, set by the gateway: the tiny model at a CPU-sized
-# resolution, without checkpoints.
 # MinIO and the tests' dataset servers listen on the host address (where the node's pods reach
 # this machine), a private one, which trainers may not reach unless the operator allows it.
 HOST_DATA = {"allowedNetworks": [f"{HOST_ADDRESS}/32"]}
+# What hosted-API callers cannot choose, set by the gateway: the tiny model at a CPU-sized
+# resolution, without checkpoints.
 GATEWAY_SPEC_DEFAULTS = {"baseModel": MODEL_PATH, "resolution": 256, "checkpointEverySteps": 0}
+# Trainers report progress every second, the most often the operator takes: a test that waits
+# for a step sees it within a second of training it.
+PROGRESS_SECONDS = 1
 
 
 # A dataset URL for runs whose trainer never fetches it (no node, or a failure before that).
@@ -147,6 +150,7 @@ def operator_environment(
     return {
         "FLUXLORA_PROGRESS_PORT": str(progress_port),
         "FLUXLORA_PROGRESS_URL": f"http://{HOST_ADDRESS}:{progress_port}",
+        "FLUXLORA_PROGRESS_SECONDS": str(PROGRESS_SECONDS),
         "FLUXLORA_DEFAULT_OUTPUT": f"s3://{bucket}/loras",
         "FLUXLORA_OUTPUT_SECRET": CREDENTIALS,
         "FLUXLORA_S3_ENDPOINT": s3.endpoint,
@@ -179,6 +183,7 @@ def chart_values(
         "--set", f"output.s3Endpoint={s3.endpoint}",
         "--set", f"output.credentialsSecret={CREDENTIALS}",
         "--set", f"model.cachePvc={MODEL_CLAIM}",
+        "--set-json", f"progress.intervalSeconds={PROGRESS_SECONDS}",
         "--set-string", "trainer.cpuRequest=1",
         "--set", "trainer.memoryRequest=1Gi",
         "--set", "trainer.memoryLimit=8Gi",

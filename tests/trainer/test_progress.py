@@ -4,11 +4,23 @@ failed report never stops training."""
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 
-from fluxlora_api.contract import PROGRESS_PATH
-from fluxlora_trainer.progress import ProgressReporter, ProgressTarget, progress_line
+from fluxlora_api.contract import (
+    PROGRESS_PATH,
+    PROGRESS_SECONDS_DEFAULT,
+    PROGRESS_SECONDS_ENV,
+    PROGRESS_SECONDS_MIN,
+)
+from fluxlora_trainer import progress
+from fluxlora_trainer.progress import (
+    ProgressReporter,
+    ProgressTarget,
+    progress_line,
+    report_interval,
+)
 from fluxlora_trainer.train_loop import StepReport
 
 
@@ -106,6 +118,38 @@ def test_a_slow_operator_never_holds_a_step(tmp_path):
     finally:
         answer.set()
         server.shutdown()
+
+
+def test_reports_come_at_the_operators_interval(endpoint, tmp_path, monkeypatch):
+    url, received = endpoint
+    token = tmp_path / "token"
+    token.write_text("t")
+    clock = iter([100.0, 100.5, 101.1, 101.5, 102.2])  # step 2 half a second after step 1, ...
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    reporter = ProgressReporter(ProgressTarget(url + PROGRESS_PATH, token, interval=1.0))
+    for step in range(1, 6):
+        reporter(report(step))
+        reporter.close()  # each report sent before the next step, as on a quiet endpoint
+    assert [body["step"] for _, _, body in received] == [1, 3, 5]
+
+
+@pytest.mark.parametrize(
+    ("given", "interval"),
+    [
+        (None, PROGRESS_SECONDS_DEFAULT),
+        ("2.5", 2.5),
+        ("0.2", PROGRESS_SECONDS_MIN),  # more often than the endpoint accepts
+        ("soon", PROGRESS_SECONDS_DEFAULT),
+    ],
+)
+def test_the_interval_is_the_operators_never_under_what_its_endpoint_takes(
+    given, interval, monkeypatch
+):
+    if given is None:
+        monkeypatch.delenv(PROGRESS_SECONDS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(PROGRESS_SECONDS_ENV, given)
+    assert report_interval() == interval
 
 
 def test_without_an_endpoint_progress_is_only_logged(monkeypatch):

@@ -7,6 +7,8 @@ import pytest
 from fluxlora_api.contract import (
     CONFIG_ENV,
     PROGRESS_AUDIENCE,
+    PROGRESS_SECONDS_DEFAULT,
+    PROGRESS_SECONDS_ENV,
     PROGRESS_TOKEN_DIR,
     PROGRESS_URL_ENV,
     ExitCode,
@@ -279,6 +281,9 @@ def test_the_trainer_holds_no_api_token_only_a_progress_token_bound_to_its_pod()
     assert source["serviceAccountToken"]["expirationSeconds"] <= 3600
     assert env(job)[PROGRESS_URL_ENV] == "http://op.ops.svc:8082"
     assert PROGRESS_URL_ENV not in env(make())  # no endpoint configured: log only
+    assert float(env(job)[PROGRESS_SECONDS_ENV]) == PROGRESS_SECONDS_DEFAULT
+    faster = make(settings.model_copy(update={"progress_seconds": 1.5}))
+    assert env(faster)[PROGRESS_SECONDS_ENV] == "1.5"
 
 
 def test_the_trainer_works_on_the_work_volume():

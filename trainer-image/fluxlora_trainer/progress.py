@@ -1,8 +1,9 @@
 """Progress: a progress line in the log, and a report to the operator's progress endpoint at
-most every few seconds, which the operator writes to status.progress (the trainer itself holds
-no Kubernetes rights); a report also carries the next stored snapshot (status.snapshots) until
-one is recorded. Reports are sent off the training thread, so a slow endpoint never slows
-a step; a failed report is logged and training goes on."""
+most every few seconds (the operator's progress-seconds), which the operator writes to
+status.progress (the trainer itself holds no Kubernetes rights); a report also carries the
+next stored snapshot (status.snapshots) until one is recorded. Reports are sent off the
+training thread, so a slow endpoint never slows a step; a failed report is logged and training
+goes on."""
 
 import json
 import logging
@@ -17,6 +18,9 @@ import urllib3
 
 from fluxlora_api.contract import (
     PROGRESS_PATH,
+    PROGRESS_SECONDS_DEFAULT,
+    PROGRESS_SECONDS_ENV,
+    PROGRESS_SECONDS_MIN,
     PROGRESS_TOKEN_DIR,
     PROGRESS_TOKEN_FILE,
     PROGRESS_URL_ENV,
@@ -25,7 +29,6 @@ from fluxlora_trainer.train_loop import StepReport
 
 logger = logging.getLogger(__name__)
 
-REPORT_INTERVAL_SECONDS = 5.0
 LOG_INTERVAL_SECONDS = 10.0
 BAR_WIDTH = 30
 SNAPSHOT_TRIES = 3
@@ -59,6 +62,7 @@ class ProgressTarget:
 
     url: str
     token_file: Path
+    interval: float = PROGRESS_SECONDS_DEFAULT  # seconds between reports
 
     @classmethod
     def from_environment(cls) -> "ProgressTarget | None":
@@ -66,7 +70,16 @@ class ProgressTarget:
         token_file = Path(PROGRESS_TOKEN_DIR) / PROGRESS_TOKEN_FILE
         if not url or not token_file.is_file():
             return None  # a local run, or an operator without the endpoint: log only
-        return cls(url.rstrip("/") + PROGRESS_PATH, token_file)
+        return cls(url.rstrip("/") + PROGRESS_PATH, token_file, report_interval())
+
+
+def report_interval() -> float:
+    """The operator's progress-seconds, never less than its endpoint accepts."""
+    try:
+        seconds = float(os.environ.get(PROGRESS_SECONDS_ENV, PROGRESS_SECONDS_DEFAULT))
+    except ValueError:
+        return PROGRESS_SECONDS_DEFAULT
+    return seconds if seconds >= PROGRESS_SECONDS_MIN else PROGRESS_SECONDS_MIN
 
 
 class ProgressReporter:
@@ -88,7 +101,7 @@ class ProgressReporter:
             self.last_log = now
             logger.info("%s", progress_line(report))
         self.last_progress = progress_status(report)
-        if self.target and (final or now - self.last_report >= REPORT_INTERVAL_SECONDS):
+        if self.target and (final or now - self.last_report >= self.target.interval):
             busy = self.in_flight is not None and not self.in_flight.done()
             if busy and not final:
                 return  # the endpoint is slow: this step's report is left out, not queued

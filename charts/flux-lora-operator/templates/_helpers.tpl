@@ -55,6 +55,7 @@ app.kubernetes.io/component: gateway
     "HEALTH_PORT" $v.health.port
     "PROGRESS_PORT" $v.progress.port
     "PROGRESS_URL" (include "fluxlora.progressUrl" .)
+    "PROGRESS_SECONDS" $v.progress.intervalSeconds
     "NAMESPACES" (join "," $v.watchNamespaces)
     "PEERING" (ternary $v.peering.name "" $v.peering.enabled)
     "PEERING_LIFETIME_SECONDS" (ternary $v.peering.lifetimeSeconds "" $v.peering.enabled)

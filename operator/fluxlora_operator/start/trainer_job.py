@@ -98,6 +98,7 @@ def _env(config: TrainingConfig, settings: OperatorSettings) -> list[dict[str, A
     env += [{"name": k, "value": v} for k, v in settings.dataset_limits.to_env().items()]
     if settings.progress_url:
         env.append({"name": contract.PROGRESS_URL_ENV, "value": settings.progress_url})
+        env.append({"name": contract.PROGRESS_SECONDS_ENV, "value": str(settings.progress_seconds)})
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
     if settings.hf_token_secret:

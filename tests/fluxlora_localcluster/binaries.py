@@ -7,6 +7,7 @@ with kube-apiserver and etcd) and TEST_ASSET_<NAME> (one binary, e.g. TEST_ASSET
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -300,13 +301,14 @@ def ensure_kueue() -> Path:
 
 
 def kueue_source() -> Path:
-    """The pinned Kueue module's source, downloaded by its build (config/ holds its CRDs and
-    webhook manifests)."""
+    """The pinned Kueue module's source (config/ holds its CRDs and webhook manifests): from
+    Go's module cache, downloaded again where that cache no longer holds it (the binary may
+    come from a build made with another module cache, or before it was cleaned)."""
     found = subprocess.run(
-        [_go(), "list", "-m", "-f", "{{.Dir}}", KUEUE_MODULE],
+        [_go(), "mod", "download", "-json", KUEUE_MODULE],
         cwd=KUEUE_BUILD, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    return Path(found)
+    ).stdout  # fmt: skip
+    return Path(json.loads(found)["Dir"])
 
 
 def ensure_node() -> dict[str, Path]:

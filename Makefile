@@ -112,11 +112,9 @@ browser-packages:
 	$(call apt_install,$(BROWSER_PACKAGES),for the web page's browser tests)
 
 # Both images from their Dockerfiles (buildah, on a local Debian base): only changed layers
-# rebuild, so a change to our code takes seconds. On a fresh machine they build (and fill the
-# first node's image store) beside the servers' compile, which takes longer: at a lower CPU
-# priority, so that the compile, the longest step, gets the cores first.
+# rebuild, so a change to our code takes seconds.
 images: $(STAMP) host-packages
-	nice -n 10 $(BIN)/python -m fluxlora_localcluster.images
+	$(BIN)/python -m fluxlora_localcluster.images
 
 # A worker per core; each has its own control plane and MinIO (session fixtures), and takes
 # the next test when it is free, so the long end-to-end tests spread out.

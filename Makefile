@@ -33,10 +33,6 @@ UV_PIP = UV_CACHE_DIR=$(CACHE)/uv $(DEPS)/bin/uv pip install
 
 # Keyed by the requirement list, so it never goes stale; built under a lock because checkouts
 # share it, marked complete only at the end, and older ones (several GB each) removed then.
-# Bytecode is left to the first import of each module: the demo imports about 1,400 of the
-# 15,000 (4 CPU-seconds), where compiling all of them at install took 40-90 CPU-seconds of the
-# cold run, whose two cores the servers' compile keeps busy. (The images compile theirs at
-# build time: their file systems are read-only.)
 $(DEPS)/.complete:
 	@mkdir -p $(CACHE)
 	@flock $(CACHE)/deps.lock $(MAKE) --no-print-directory deps-under-lock
@@ -48,7 +44,7 @@ deps-under-lock:
 		rm -rf $(DEPS) && $(PYTHON) -m venv $(DEPS) && \
 		$(REQUIREMENTS) > $(DEPS)/requirements.txt && \
 		$(DEPS)/bin/python -m pip install --quiet "$(UV)" && \
-		$(UV_PIP) --python $(DEPS)/bin/python -r $(DEPS)/requirements.txt \
+		$(UV_PIP) --python $(DEPS)/bin/python --compile-bytecode -r $(DEPS)/requirements.txt \
 			$(addprefix -c ,$(LOCKS)) && \
 		touch $(DEPS)/.complete && \
 		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} + ; }

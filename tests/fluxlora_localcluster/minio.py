@@ -1,6 +1,7 @@
 """A real MinIO server for the tests, on a free local port with its own data and credentials."""
 
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -45,10 +46,24 @@ class S3Server:
         )
 
 
+# The tests' servers listen on ports from below Linux's ephemeral range (32768-60999), which
+# outgoing connections draw from: a port found free there was once taken by a connection before
+# the embedded operator's progress endpoint could bind it. Not NodePorts' range (30000-).
+SERVER_PORTS = range(20000, 30000)
+_choice = random.SystemRandom()  # whatever a test seeds, the workers choose apart
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port no server listens on, on any address, chosen at random from SERVER_PORTS."""
+    for _ in range(200):
+        port = _choice.choice(SERVER_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {SERVER_PORTS}")
 
 
 @contextmanager

@@ -32,6 +32,7 @@ PROGRESS_TOKEN_FILE = "token"
 PROGRESS_SECONDS_ENV = "FLUXLORA_PROGRESS_SECONDS"
 PROGRESS_SECONDS_DEFAULT = 5.0
 PROGRESS_SECONDS_MIN = 1.0
+PROGRESS_SECONDS_MAX = 300.0  # the chart's values.schema.json says the same
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Kubernetes truncates termination messages to 4096 bytes.
 TERMINATION_MESSAGE_LIMIT = 4096

@@ -10,7 +10,11 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from fluxlora_api.contract import PROGRESS_SECONDS_DEFAULT, PROGRESS_SECONDS_MIN
+from fluxlora_api.contract import (
+    PROGRESS_SECONDS_DEFAULT,
+    PROGRESS_SECONDS_MAX,
+    PROGRESS_SECONDS_MIN,
+)
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.setting_values import comma_list, network_list, pair_map
 from fluxlora_api.spec import Toleration
@@ -134,7 +138,9 @@ class OperatorSettings(BaseSettings):
     progress_url: str | None = None
     """URL trainer pods report progress to (this operator's Service and progress-port, e.g.
     http://flux-lora-operator.flux-lora-system.svc:8082); unset, progress is only logged."""
-    progress_seconds: float = Field(PROGRESS_SECONDS_DEFAULT, ge=PROGRESS_SECONDS_MIN, le=300)
+    progress_seconds: float = Field(
+        PROGRESS_SECONDS_DEFAULT, ge=PROGRESS_SECONDS_MIN, le=PROGRESS_SECONDS_MAX
+    )
     """Seconds between a trainer's progress reports (status.progress): shorter shows each run's
     step sooner, longer writes the resources' status less often."""
     peering: str | None = None

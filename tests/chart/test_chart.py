@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fluxlora_api.contract import PROGRESS_SECONDS_MAX, PROGRESS_SECONDS_MIN
 from fluxlora_localcluster.helm import CHART, helm, render
 from fluxlora_operator.metrics import Metrics
 from fluxlora_operator.settings import OPERATOR_VERSION
@@ -227,3 +228,10 @@ def test_trainer_pods_get_a_network_policy_that_keeps_them_off_private_and_metad
     assert operator_port[0]["ports"] == [{"protocol": "TCP", "port": 8082}]
     assert not [o for o in objects(render("trainer.networkPolicy.enabled=false"))
                 if o["kind"] == "NetworkPolicy"]  # fmt: skip
+
+
+def test_the_progress_interval_has_the_operators_range():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    interval = schema["properties"]["progress"]["properties"]["intervalSeconds"]
+    assert {"const": 0} in interval["anyOf"]  # the operator's default
+    assert {"minimum": PROGRESS_SECONDS_MIN, "maximum": PROGRESS_SECONDS_MAX} in interval["anyOf"]

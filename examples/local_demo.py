@@ -20,6 +20,7 @@ Ctrl-C (or SIGTERM) at any point stops everything it started, in order, within s
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -204,10 +205,18 @@ def watch_until_done(plane: ControlPlane, kube: Kube, name: str) -> dict:
     return item
 
 
+def shown_with_key(arg: str, key: str) -> str:
+    """`arg` as a shell word, the key written as $KEY in double quotes so that a pasted
+    command expands it (single quotes would send a literal $KEY)."""
+    if key not in arg:
+        return shlex.quote(arg)
+    return '"' + re.sub(r'(["\\$`])', r"\\\1", arg).replace(key, "$KEY") + '"'
+
+
 def curl(*args: str, key: str, show: bool = True) -> str:
     """Run curl; print the command with the key written as $KEY."""
     if show:
-        print(f"\n$ curl {' '.join(shlex.quote(a) for a in args).replace(key, '$KEY')}", flush=True)
+        print(f"\n$ curl {' '.join(shown_with_key(a, key) for a in args)}", flush=True)
     return subprocess.run(["curl", "--silent", "--show-error", *args], capture_output=True,
                           text=True, check=True, timeout=60).stdout  # fmt: skip
 

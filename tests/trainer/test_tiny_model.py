@@ -31,3 +31,16 @@ def test_it_loads_and_renders_and_the_prompt_matters(tiny_model):
     assert first.shape == (1, 64, 64, 3)
     assert (first == again).all()
     assert abs(first - other).mean() > 0
+
+
+def test_writing_it_shows_no_bar_and_leaves_the_libraries_bars_as_they_were(tmp_path, capfd):
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from fluxlora_trainer.tiny_model import write_tiny_model
+
+    write_tiny_model(tmp_path / "tiny")
+    assert "Writing model shards" not in capfd.readouterr().err
+    assert (tmp_path / "tiny" / "transformer").is_dir()
+    assert transformers_logging.is_progress_bar_enabled()
+    assert diffusers_logging.is_progress_bar_enabled()

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from fluxlora_trainer.errors import BadInput
+from fluxlora_trainer.quiet import library_bars_off_in_logs
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ def load_pipeline(base_model: str, dtype: torch.dtype):
         raise BadInput(f"baseModel: {base_model} is not a diffusers model directory")
     token = os.environ.get("HF_TOKEN") or None
     try:
-        return FluxPipeline.from_pretrained(base_model, dtype=dtype, token=token)
+        with library_bars_off_in_logs():
+            return FluxPipeline.from_pretrained(base_model, dtype=dtype, token=token)
     except GatedRepoError:
         raise BadInput(
             f"baseModel: {base_model} is gated: accept its licence on Hugging Face and give the "

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from fluxlora_trainer.quiet import library_bars_off
+
 CLIP_MAX_LENGTH = 77
 T5_MAX_LENGTH = 128
 WIDTH = 32  # hidden size of the text encoders and the transformer's text projections
@@ -142,5 +144,6 @@ def build_tiny_pipeline(seed: int = 0):
 def write_tiny_model(directory: Path, seed: int = 0) -> Path:
     """Save the tiny pipeline to `directory` in the diffusers layout (model_index.json, ...)."""
     directory.mkdir(parents=True, exist_ok=True)
-    build_tiny_pipeline(seed).save_pretrained(directory)
+    with library_bars_off():  # a bar per part for what takes no time
+        build_tiny_pipeline(seed).save_pretrained(directory)
     return directory

@@ -8,7 +8,7 @@ from PIL import Image
 
 from fluxlora_api.limits import DatasetLimits
 from fluxlora_localcluster.datasets import image_bytes, make_zip, photos
-from fluxlora_trainer.dataset import open_dataset
+from fluxlora_trainer.dataset import load_dataset, open_dataset, save_dataset
 from fluxlora_trainer.errors import BadInput
 from fluxlora_trainer.images import NOT_READABLE, load_rgb
 
@@ -72,6 +72,14 @@ def test_metadata_hidden_and_other_files_are_ignored_and_reported(tmp_path):
         "folder/.hidden.jpg": "hidden file",
         "notes.pdf": "not an image (jpg, jpeg, png, webp, bmp) or caption (.txt)",
     }
+
+
+def test_an_opened_dataset_saved_for_the_ranks_loads_as_it_was(tmp_path):
+    dataset = open_zip(tmp_path, {**photos(2), "a.txt": "a man, [trigger]", "n.pdf": b"%PDF"})
+    save_dataset(dataset, tmp_path / "dataset.json")
+    loaded = load_dataset(tmp_path / "dataset.json")
+    assert loaded == dataset
+    assert loaded.samples[0].image.is_file()  # a path each rank opens
 
 
 def test_a_corrupt_image_is_skipped_and_the_rest_train(tmp_path):

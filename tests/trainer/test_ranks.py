@@ -75,7 +75,7 @@ def test_a_run_on_two_ranks_completes_and_rank_zero_alone_writes(
     assert not list((out / "checkpoints").glob("*.pt"))
 
 
-def test_bad_data_on_two_ranks_is_bad_input_with_rank_zeros_message(
+def test_bad_data_for_two_ranks_is_bad_input_before_any_rank_starts(
     tiny_model, tmp_path, http_server
 ):
     make_zip(http_server.root / "empty.zip", {"a.md": "no images"})
@@ -84,6 +84,8 @@ def test_bad_data_on_two_ranks_is_bad_input_with_rank_zeros_message(
     log = run.communicate(timeout=300)[0]
     assert run.returncode == ExitCode.BAD_INPUT, log
     assert "has no usable image" in json.loads((tmp_path / "result.json").read_text())["error"]
+    # The launcher checked it: no rank imported the training libraries or joined the others.
+    assert "starting 2 ranks" not in log and "rank 0 of 2" not in log, log
 
 
 def rank_pid(launcher: int, rank: int) -> int | None:

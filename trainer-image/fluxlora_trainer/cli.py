@@ -28,7 +28,14 @@ from fluxlora_api.limits import DatasetLimits
 from fluxlora_api.spec import DEFAULT_TRIGGER_WORD
 from fluxlora_trainer import stopping
 from fluxlora_trainer.collector import paused_collector
-from fluxlora_trainer.dataset import RECOMMENDED_IMAGES, open_dataset, open_training_dataset
+from fluxlora_trainer.dataset import (
+    OPENED_DATASET,
+    RECOMMENDED_IMAGES,
+    load_dataset,
+    open_dataset,
+    open_training_dataset,
+    save_dataset,
+)
 from fluxlora_trainer.errors import BadInput, Stopped
 from fluxlora_trainer.libraries import leave_out_unused
 
@@ -106,13 +113,20 @@ def _report(result: TrainingResult, result_file: str, main: bool = True) -> None
 
 
 def _train_ranks(args: argparse.Namespace, processes: int) -> int:
-    """One rank per GPU, each running `train` again; their exit tells the pod's."""
+    """One rank per GPU, each running `train` again in the same workdir; their exit tells the
+    pod's. The dataset is opened first, here: each rank imports the training libraries and
+    joins the others before it trains (many seconds on a GPU node), and bad input ends the
+    run before any of that; the ranks take the opened dataset from the workdir."""
     from fluxlora_trainer.ranks import launch
 
-    command = ["train", "--result-file", args.result_file]
-    command += ["--config", args.config] if args.config else []
-    command += ["--workdir", args.workdir] if args.workdir else []
-    failed = launch(command, processes)  # Stopped, at SIGTERM: the ranks are stopped too
+    with _workdir(args.workdir) as workdir:
+        dataset = open_training_dataset(
+            _read_config(args.config), workdir, DatasetLimits.from_env()
+        )
+        save_dataset(dataset, workdir / OPENED_DATASET)
+        command = ["train", "--result-file", args.result_file, "--workdir", str(workdir)]
+        command += ["--config", args.config] if args.config else []
+        failed = launch(command, processes)  # Stopped, at SIGTERM: the ranks are stopped too
     if not failed:
         return ExitCode.SUCCESS
     if ExitCode.BAD_INPUT in failed.values():
@@ -145,11 +159,15 @@ def _train(args: argparse.Namespace) -> int:
         config = _read_config(args.config)
         ranks = this_process()
         with _workdir(args.workdir) as workdir:
-            # Alone, the dataset is checked before the training libraries load (seconds, more
-            # on a GPU node): bad input ends at once. Ranks share rank 0's (run.py).
-            dataset = None
-            if ranks.world == 1:
+            # The dataset is checked before the training libraries load (seconds, more on a
+            # GPU node): bad input ends at once. Ranks have it from their launcher.
+            opened = workdir / OPENED_DATASET
+            if launched() and opened.is_file():
+                dataset = load_dataset(opened)
+            elif ranks.world == 1:
                 dataset = open_training_dataset(config, workdir, DatasetLimits.from_env())
+            else:  # ranks another launcher started: rank 0 opens it for all (run.py)
+                dataset = None
             leave_out_unused(config)
             with paused_collector():
                 from fluxlora_trainer.progress import ProgressReporter, ProgressTarget

@@ -2,8 +2,9 @@
 captions under the hosted caption rule. Unusable files are skipped and reported; the dataset is
 bad input only when no usable image remains."""
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from fluxlora_api.contract import TrainingConfig
@@ -33,6 +34,26 @@ class Sample:
 class Dataset:
     samples: list[Sample] = field(default_factory=list)
     skipped: list[Ignored] = field(default_factory=list)
+
+
+# Where a ranked run's launcher leaves the dataset it opened, for its ranks (cli.py).
+OPENED_DATASET = "dataset.json"
+
+
+def save_dataset(dataset: Dataset, path: Path) -> None:
+    """The opened dataset (its samples' paths and captions, what it skipped) as JSON."""
+    samples = [{**asdict(sample), "image": str(sample.image)} for sample in dataset.samples]
+    skipped = [asdict(item) for item in dataset.skipped]
+    path.write_text(json.dumps({"samples": samples, "skipped": skipped}))
+
+
+def load_dataset(path: Path) -> Dataset:
+    """A dataset `save_dataset` wrote."""
+    saved = json.loads(path.read_text())
+    return Dataset(
+        samples=[Sample(**{**each, "image": Path(each["image"])}) for each in saved["samples"]],
+        skipped=[Ignored(**each) for each in saved["skipped"]],
+    )
 
 
 def open_dataset(

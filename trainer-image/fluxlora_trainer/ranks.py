@@ -2,8 +2,9 @@
 the trainer runs N processes under torch's elastic launcher, one per GPU: every rank draws the
 same global batch (batchSize x N images) and trains on its own slice of it, and the gradients of
 the LoRA weights are averaged over the ranks (NCCL on GPUs, gloo on CPUs), so N ranks take the
-step one process would take on the whole batch. Rank 0 alone fetches the dataset, reports
-progress and writes checkpoints and outputs."""
+step one process would take on the whole batch. The launcher fetches and checks the dataset
+before the ranks start (cli.py); rank 0 alone reports progress and writes checkpoints and
+outputs."""
 
 import logging
 import os

@@ -174,7 +174,8 @@ def _run(
 def _open_dataset_once(
     config: TrainingConfig, workdir: Path, limits: DatasetLimits, ranks: Ranks
 ) -> Dataset:
-    """Rank 0 fetches and checks the dataset; every rank gets its samples (or its error)."""
+    """Rank 0 fetches and checks the dataset; every rank gets its samples (or its error). For
+    ranks that another launcher started (ours opens the dataset before it starts them)."""
     found: Dataset | str | None = None
     if ranks.main:
         try:

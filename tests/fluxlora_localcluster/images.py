@@ -241,10 +241,15 @@ def build(which: str) -> str:
     """Build one of IMAGES from its Dockerfile; only changed layers rebuild."""
     image = IMAGES[which]
     name = image.name(project_version())
-    began = time.monotonic()
-    _say(f"building the {which} image ({image.dockerfile}) with buildah ...")
+    began, before = time.monotonic(), image_id(name)
+    _say(f"building the {which} image ({image.dockerfile}) with buildah, unchanged layers "
+         "from its cache ...")  # fmt: skip
     build_dockerfile(ROOT / image.dockerfile, name)
-    _say(f"built {name} in {time.monotonic() - began:.0f} s")
+    took = time.monotonic() - began
+    if image_id(name) == before:  # every layer came from the cache
+        _say(f"{name} is up to date ({took:.0f} s)")
+    else:
+        _say(f"built {name} in {took:.0f} s")
     return name
 
 

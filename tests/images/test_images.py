@@ -203,3 +203,9 @@ def _top_layer(address: str, name: str) -> dict:
 
 def _blob(digest: str) -> Path:
     return registry.STORAGE / "data/docker/registry/v2/blobs/sha256" / digest[:2] / digest
+
+
+def test_a_build_with_nothing_changed_says_its_image_is_up_to_date(capsys):
+    name = images.build("operator")  # `make test` has built it from this checkout
+    said = capsys.readouterr().out
+    assert f"{name} is up to date" in said and "built " not in said, said

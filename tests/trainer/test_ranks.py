@@ -70,8 +70,10 @@ def test_a_run_on_two_ranks_completes_and_rank_zero_alone_writes(
     rows = (out / "loss.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in rows] == list(range(1, 501))  # one history
     assert log.count("training finished in") == 1  # rank 0's outputs only
-    # A pod's log is lines: no library's progress bar redrawing itself.
+    # A pod's log is lines: no library's progress bar redrawing itself; the trainer says what
+    # the load does instead.
     assert "Loading pipeline components" not in log and "Loading weights" not in log, log
+    assert "loading the base model" in log and "loaded the base model in" in log
     assert not list((out / "checkpoints").glob("*.pt"))
 
 

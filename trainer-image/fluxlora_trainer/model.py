@@ -3,6 +3,7 @@ environment for gated models such as FLUX.1-dev) or a local directory / mounted 
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -34,9 +35,13 @@ def load_pipeline(base_model: str, dtype: torch.dtype):
     if base_model.startswith("/") and not (Path(base_model) / "model_index.json").is_file():
         raise BadInput(f"baseModel: {base_model} is not a diffusers model directory")
     token = os.environ.get("HF_TOKEN") or None
+    # The libraries' bars are off in a pod's log: these lines say what the load is doing
+    # (FLUX.1-dev's weights are tens of GB: a minute or more from a volume, longer from the hub).
+    logger.info("loading the base model %s ...", base_model)
+    began = time.monotonic()
     try:
         with library_bars_off_in_logs():
-            return FluxPipeline.from_pretrained(base_model, dtype=dtype, token=token)
+            pipeline = FluxPipeline.from_pretrained(base_model, dtype=dtype, token=token)
     except GatedRepoError:
         raise BadInput(
             f"baseModel: {base_model} is gated: accept its licence on Hugging Face and give the "
@@ -44,3 +49,5 @@ def load_pipeline(base_model: str, dtype: torch.dtype):
         ) from None
     except RepositoryNotFoundError:
         raise BadInput(f"baseModel: no such model {base_model}") from None
+    logger.info("loaded the base model in %.1f s", time.monotonic() - began)
+    return pipeline

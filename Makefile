@@ -131,7 +131,7 @@ run: $(STAMP)
 
 demo:
 	$(MAKE) --no-print-directory -j3 $(STAMP) servers images SERVERS_FOR=demo
-	$(BIN)/python examples/local_demo.py $(DEMO_FLAGS)
+	$(BIN)/python examples/local_demo.py --images-built $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

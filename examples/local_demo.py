@@ -45,7 +45,7 @@ from fluxlora_localcluster.control_plane import ControlPlane, running_control_pl
 from fluxlora_localcluster.datasets import make_zip, photos
 from fluxlora_localcluster.gateway_client import GatewayClient
 from fluxlora_localcluster.helm import CHART, helm
-from fluxlora_localcluster.images import ensure_images
+from fluxlora_localcluster.images import current_names, ensure_images
 from fluxlora_localcluster.minio import S3Server, running_minio
 from fluxlora_localcluster.node import FIRST_NODE, Node, running_node
 from fluxlora_localcluster.node_network import HOST_ADDRESS, ensure_host_address
@@ -376,6 +376,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave everything running at the end")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a chart value for helm install, as helm --set takes it")  # fmt: skip
+    parser.add_argument(
+        "--images-built", action="store_true", help="the images are built and pushed (make images)"
+    )
     args = parser.parse_args()
     args.kept = False
     signal.signal(signal.SIGINT, interrupt)
@@ -390,7 +393,8 @@ def main() -> int:
             running_control_plane(work / "control-plane") as plane,
             running_minio(work / "minio", ensure_host_address()) as s3,
         ):
-            images = ensure_images()
+            # `make demo` has just built and pushed them (`make images`): no second check.
+            images = current_names() if args.images_built else ensure_images()
             print(f"starting {NODE} with one GPU: containerd, kubelet, kube-proxy, CoreDNS and "
                   f"a GPU device plugin; it pulls {', '.join(images)} ...", flush=True)  # fmt: skip
             with running_node(plane, work / "node", name=NODE, images=images) as node:

@@ -279,6 +279,11 @@ def publish(*names: str) -> None:
             collect_garbage()
 
 
+def current_names() -> tuple[str, ...]:
+    """Every image of IMAGES by the name pods give it, as this checkout builds it."""
+    return tuple(image.name(project_version()) for image in IMAGES.values())
+
+
 def ensure_images(*which: str) -> tuple[str, ...]:
     """The named images (all by default) and the pause image, built or rebuilt as needed and
     in the cluster's registry; returns their names as pods name them."""

@@ -15,6 +15,7 @@ import torch
 from fluxlora_api.contract import ExitCode
 from fluxlora_localcluster.datasets import image_bytes, make_zip
 from fluxlora_trainer.ranks import PROCESSES_ENV
+from tests.trainer.one_step import main as take_one_step
 from tests.trainer.test_train import config, write
 
 pytestmark = pytest.mark.timeout(400)
@@ -22,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def one_step(tiny_model: Path, images: Path, out: Path, ranks: int, batch_size: int) -> dict:
+    arguments = [str(tiny_model), str(images), str(out), str(batch_size)]
+    if ranks == 1:  # here: this process has the libraries loaded already
+        take_one_step(*arguments)
+        return torch.load(out, weights_only=True)
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
-    command = [sys.executable, *(launcher if ranks > 1 else []), "-m", "tests.trainer.one_step",
-               str(tiny_model), str(images), str(out), str(batch_size)]  # fmt: skip
+    command = [sys.executable, *launcher, "-m", "tests.trainer.one_step", *arguments]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300

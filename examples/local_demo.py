@@ -51,6 +51,7 @@ from fluxlora_localcluster.node import FIRST_NODE, Node, running_node
 from fluxlora_localcluster.node_network import HOST_ADDRESS, ensure_host_address
 from fluxlora_localcluster.pod_health import describe, problem
 from fluxlora_localcluster.processes import stop
+from fluxlora_localcluster.tiny_model_cache import cached_tiny_model
 from fluxlora_localcluster.training_site import (
     MODEL_PATH,
     RESTRICTED,
@@ -62,7 +63,6 @@ from fluxlora_localcluster.training_site import (
 from fluxlora_localcluster.webhook_receiver import webhook_receiver
 from fluxlora_net.webhooks import verify
 from fluxlora_operator import naming
-from fluxlora_trainer.tiny_model import write_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "demo"
@@ -107,7 +107,7 @@ def prepare_site(kube: Kube, node: Node, s3: S3Server, work: Path) -> None:
     """The training namespace: restricted Pod Security, credentials, model cache, dataset."""
     create_namespace(kube, NAMESPACE, RESTRICTED)
     store_credentials(kube, NAMESPACE, s3)
-    model_cache_claim(kube, node, NAMESPACE, write_tiny_model(work / "tiny-flux"))
+    model_cache_claim(kube, node, NAMESPACE, cached_tiny_model())
     s3.client().create_bucket(Bucket=BUCKET)
     dataset = make_zip(work / "portrait.zip", {**photos(5), "photo_0.txt": "[trigger] smiling"})
     s3.client().upload_file(str(dataset), BUCKET, "datasets/portrait.zip")

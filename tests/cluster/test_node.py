@@ -162,6 +162,20 @@ def test_a_crashing_container_is_restarted_in_place_with_back_off(
         time.sleep(0.5)
     assert logs.stdout.strip() == "down"
 
+    # It waited between restarts: the kubelet's back-off, reported as the pod's BackOff event
+    # (events are sent in batches: asked again for a few seconds).
+    def backed_off() -> bool:
+        events = cluster_admin.request("GET", path("Event", namespace))["items"]
+        name = pods[0]["metadata"]["name"]
+        return any(e["reason"] == "BackOff" and e["involvedObject"]["name"] == name for e in events)
+
+    for _ in range(20):
+        if backed_off():
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("no BackOff event for the crashing pod")
+
 
 def test_a_store_filled_ahead_starts_its_node_with_nothing_left_to_unpack(
     control_plane: ControlPlane,

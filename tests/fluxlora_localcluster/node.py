@@ -303,6 +303,10 @@ def _kubelet_config(plane: ControlPlane, folder: Path, cgroup: str, socket: Path
         "syncFrequency": "5s",
         "fileCheckFrequency": "5s",
         "volumeStatsAggPeriod": "30s",
+        # A crashing container restarts at most 2 s apart (the default back-off grows from 10 s
+        # to 5 minutes): a local node's pods get over a passing fault in seconds, and still
+        # back off (a Kubernetes 1.35+ setting, on by default).
+        "crashLoopBackOff": {"maxContainerRestartPeriod": "2s"},
     }
 
 

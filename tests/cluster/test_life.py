@@ -23,7 +23,7 @@ async def test_a_resource_trains_to_completed_and_goes_after_its_ttl_its_outputs
     site, tmp_path
 ):
     site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(4))), site.bucket, "data/p.zip")
-    site.submit("portrait", "data/p.zip", ttlSecondsAfterFinished=5)
+    site.submit("portrait", "data/p.zip", ttlSecondsAfterFinished=2)
     await eventually(
         lambda: site.status("portrait").get("phase") == "processing", "processing", timeout=120
     )
@@ -38,7 +38,7 @@ async def test_a_resource_trains_to_completed_and_goes_after_its_ttl_its_outputs
     assert final["progress"]["step"] == 500
     await eventually(
         lambda: site.kube.get(resource.KIND, site.namespace, "portrait") is None,
-        "the resource is deleted 5 s after it ended",
+        "the resource is deleted 2 s after it ended",
         timeout=60,
     )
     for url in final["outputs"]:  # the outputs stay

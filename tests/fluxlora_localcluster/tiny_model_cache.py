@@ -7,19 +7,22 @@ import hashlib
 import shutil
 import tempfile
 from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 
 from fluxlora_localcluster.binaries import CACHE
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "trainer-image" / "fluxlora_trainer" / "tiny_model.py"
+RECIPE = "fluxlora_trainer.tiny_model"
 # What the written model depends on besides its recipe: a new version may save other files.
 LIBRARIES = ("torch", "diffusers", "transformers", "tokenizers", "safetensors")
 FAMILY = "tiny-flux-"
 
 
 def tiny_model_key() -> str:
-    digest = hashlib.sha256(RECIPE.read_bytes())
+    spec = find_spec(RECIPE)  # its source, found without importing it (and torch with it)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"{RECIPE} is not installed")
+    digest = hashlib.sha256(Path(spec.origin).read_bytes())
     for library in LIBRARIES:
         digest.update(f"{library}=={version(library)}\n".encode())
     return digest.hexdigest()[:12]

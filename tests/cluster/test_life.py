@@ -339,3 +339,28 @@ async def test_a_redirect_to_the_metadata_service_is_refused(site):
     assert "meta-data" not in final["error"]  # nothing of where it pointed beyond the address
     assert host.connections == 1  # the allowed host itself, once: no retry storm
     host.server.shutdown()
+
+
+async def test_a_run_deleted_as_its_pod_starts_frees_the_gpu_in_seconds(site, tmp_path):
+    """A SIGTERM in the trainer's first second, before its handler is installed (a run
+    cancelled, preempted or suspended as its pod starts), ends it: seen once as a cancelled
+    4,000-step run whose trainer, its container's PID 1, dropped the signal and trained on
+    for 43 s, holding the only GPU."""
+    site.s3.upload_file(str(make_zip(tmp_path / "d.zip", photos(3))), site.bucket, "data/p.zip")
+    site.submit("early", "data/p.zip", steps=4000)
+    selector = f"{naming.LABEL_TRAINING_JOB}=early"
+
+    def starting() -> bool:
+        return any(
+            status.get("state", {}).get("running") or "waiting" in status.get("state", {})
+            for pod in site.kube.list_objects("Pod", site.namespace, selector)
+            for status in pod["status"].get("containerStatuses") or []
+        )
+
+    await eventually(starting, "the trainer's container is being started", timeout=120)
+    site.kube.delete(resource.KIND, site.namespace, "early")  # as the gateway's cancel does
+    await eventually(
+        lambda: not site.kube.list_objects("Pod", site.namespace, selector),
+        "the cancelled run's pod is gone",
+        timeout=15,  # its training alone would take 25 s or more, its grace period minutes
+    )

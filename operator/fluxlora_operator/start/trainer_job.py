@@ -209,6 +209,11 @@ def build_job(
         # and holds no Kubernetes rights (it reports progress with the token above).
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # The pod's pause process is PID 1, not the trainer: the kernel drops a signal that
+        # PID 1 has no handler for, so a SIGTERM in the trainer's first second (a run cancelled,
+        # preempted or suspended as its pod starts) was lost, and it trained on to the end,
+        # holding the GPU. Not PID 1, the trainer dies of it, or stops as its handler says.
+        "shareProcessNamespace": True,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": settings.run_as_user,

@@ -56,7 +56,7 @@ class Kube:
         self,
         method: str,
         url: str,
-        body: dict[str, Any] | None = None,
+        body: dict[str, Any] | list[Any] | None = None,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
@@ -153,31 +153,32 @@ class Kube:
     def remove_finalizer(
         self, kind: str, namespace: str, name: str, finalizer: str, known: dict | None = None
     ) -> None:
-        """Take `finalizer` off the object (gone already is fine); the list is replaced only if
-        nobody changed it meanwhile (resourceVersion), else read again. `known` is the object
-        as last read, which saves the first read."""
+        """Take `finalizer` off the object (gone already is fine). A JSON patch that first tests
+        the entry it removes: what others change meanwhile (a controller writing the status)
+        does not refuse it; a change to the list itself does. `known` is the object as a watch
+        last showed it: nothing is read, and if its list has changed since, nothing is done
+        (the change's own watch event brings the newer version, and with it the next try);
+        without it, the object is read (again, while its list keeps changing)."""
         for _ in range(5):
-            obj, known = known or self.get(kind, namespace, name), None
+            obj = known or self.get(kind, namespace, name)
             finalizers = (obj or {}).get("metadata", {}).get("finalizers") or []
             if obj is None or finalizer not in finalizers:
                 return
-            remaining = [item for item in finalizers if item != finalizer]
-            patch = {
-                "metadata": {
-                    "finalizers": remaining or None,
-                    "resourceVersion": obj["metadata"]["resourceVersion"],
-                }
-            }
+            entry = f"/metadata/finalizers/{finalizers.index(finalizer)}"
+            patch = [
+                {"op": "test", "path": entry, "value": finalizer},
+                {"op": "remove", "path": entry},
+            ]
             try:
                 self.request(
                     "PATCH", path(kind, namespace, name), patch,
-                    content_type="application/merge-patch+json",
+                    content_type="application/json-patch+json",
                 )  # fmt: skip
                 return
             except ApiError as error:
-                if error.status == 404:
+                if error.status == 404 or (error.status == 422 and known is not None):
                     return
-                if error.status != 409:
+                if error.status != 422:  # 422: the test failed, the list has changed
                     raise
         raise ApiError(409, "Conflict", f"{kind} {namespace}/{name} kept changing")
 

@@ -10,6 +10,7 @@ from fluxlora_api.status import ConditionType
 from fluxlora_kube.client import ApiError
 from fluxlora_kube.paths import COLLECTIONS, path
 from fluxlora_localcluster.training_site import submit
+from fluxlora_operator import naming
 from fluxlora_operator.start.custom_resource import parse_spec
 
 pytestmark = pytest.mark.timeout(300)
@@ -243,3 +244,34 @@ def test_every_kind_in_the_path_table_is_where_the_api_server_serves_it(cluster_
         assert path(kind, "ns", "x").startswith(collection.prefix)
         checked.append(kind)
     assert {"Job", "Pod", resource.KIND, "TokenReview"} <= set(checked)
+
+
+def test_a_finalizer_comes_off_whatever_else_changed_and_only_that_one(cluster_admin, namespace):
+    """How the operator releases a finished run's Job, on the real API server: its finalizer
+    comes off an object the operator last saw before a controller wrote its status, without
+    reading it again, and another's finalizer stays. If the list itself changed since, the
+    object as last seen is not acted on (its watch event brings the newer one)."""
+    submit(cluster_admin, namespace, "held", data="https://x/a.zip")
+    own, other = naming.RESULT_FINALIZER, "example.com/other"
+
+    def hold(*finalizers: str) -> dict:
+        body = {"metadata": {"finalizers": list(finalizers)}}
+        url = path(resource.KIND, namespace, "held")
+        return cluster_admin.request(
+            "PATCH", url, body, content_type="application/merge-patch+json"
+        )
+
+    def finalizers() -> list[str]:
+        return cluster_admin.get(resource.KIND, namespace, "held")["metadata"]["finalizers"]
+
+    seen = hold(other, own)
+    cluster_admin.patch_status(resource.KIND, namespace, "held", {"phase": "processing"})
+    cluster_admin.remove_finalizer(resource.KIND, namespace, "held", own, seen)
+    assert finalizers() == [other]
+
+    seen = hold(other, own)
+    hold(own)  # someone else took theirs off: ours moved
+    cluster_admin.remove_finalizer(resource.KIND, namespace, "held", own, seen)
+    assert finalizers() == [own]  # the stale view was not acted on
+    cluster_admin.remove_finalizer(resource.KIND, namespace, "held", own)  # reads it
+    assert cluster_admin.get(resource.KIND, namespace, "held")["metadata"].get("finalizers") is None

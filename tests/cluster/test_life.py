@@ -55,9 +55,22 @@ async def test_a_bad_dataset_fails_with_the_trainers_message_and_no_retry(site, 
     assert final["phase"] == "failed"
     assert "has no usable image" in final["error"]
     assert next(c for c in final["conditions"] if c["type"] == "Failed")["reason"] == "BadInput"
-    job = site.kube.get("Job", site.namespace, naming.job_name("broken"))
-    assert job["status"].get("failed") == 1  # one pod: bad input is never retried
     assert final["attempts"] == 1
+    # The resource says so as the trainer exits; the Job then fails on its one pod: bad input
+    # is never retried.
+    job = await eventually(
+        lambda: (
+            (job := site.kube.get("Job", site.namespace, naming.job_name("broken")))
+            and any(c["type"] == "Failed" for c in job["status"].get("conditions") or [])
+            and job
+        ),
+        "the Job fails",
+    )
+    assert job["status"].get("failed") == 1
+    assert (
+        len(site.kube.list_objects("Pod", site.namespace, f"{naming.LABEL_TRAINING_JOB}=broken"))
+        == 1
+    )
 
 
 async def test_an_evicted_trainer_checkpoints_its_step_is_retried_and_loses_nothing(site, tmp_path):

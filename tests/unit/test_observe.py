@@ -101,6 +101,37 @@ def test_completion_reports_the_trainers_outputs_and_timings():
     assert condition(seen, "Completed").status == "True"
 
 
+def test_a_trainer_that_exited_0_is_completed_before_the_job_says_so():
+    # The kubelet reports the exit a second before the pod's phase, two before the Job's
+    # Complete condition: the run is done, its outputs stored.
+    message = result_message(outputs=["lora.safetensors"], timings={"inference": 1800000})
+    done = pod(phase="Running", state=terminated(0, message, reason="Completed"))
+    seen = look(job(), [done])
+    assert seen.phase == Phase.COMPLETED
+    assert seen.result.outputs == [f"{FOLDER}/lora.safetensors"]
+    assert seen.completion_time == "2026-11-24T10:31:00Z"  # the trainer's exit
+    assert condition(seen, "Completed").status == "True"
+
+
+def test_a_trainer_that_exited_on_bad_input_has_failed_before_the_job_says_so():
+    message = result_message(error="photos.zip: no usable image (3 files skipped)")
+    bad = pod(phase="Running", state=terminated(ExitCode.BAD_INPUT, message))
+    seen = look(job(), [bad])
+    assert seen.phase == Phase.FAILED
+    assert seen.error == "photos.zip: no usable image (3 files skipped)"
+    assert condition(seen, "Failed").reason == "BadInput"
+    assert seen.completion_time == "2026-11-24T10:31:00Z"
+    # Any other exit, or one in a pod being evicted, is the Job controller's to judge (its pod
+    # failure policy retries it).
+    disruption = {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    for ended in (
+        pod(phase="Running", state=terminated(1, result_message(error="CUDA error"))),
+        pod(phase="Running", state=terminated(137, reason="OOMKilled")),
+        pod(phase="Running", state=terminated(ExitCode.BAD_INPUT), conditions=[disruption]),
+    ):
+        assert not look(job(), [ended]).phase.terminal
+
+
 def test_outputs_outside_the_runs_own_folder_are_dropped():
     """A hostile trainer (it runs untrusted data) must not point the tenant at other files."""
     foreign = [

@@ -76,6 +76,11 @@ def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _terminated(pod: dict[str, Any] | None) -> dict[str, Any]:
+    """The trainer container's terminated state ({} while it has not ended)."""
+    return _trainer_status(pod or {}).get("state", {}).get("terminated") or {}
+
+
 def _newest_first(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(
         pods,
@@ -99,7 +104,7 @@ def _first_start(pods: list[dict[str, Any]]) -> str | None:
 
 def pod_error(pod: dict[str, Any]) -> str:
     """Why one trainer pod failed, in the trainer's words where it left any."""
-    terminated = _trainer_status(pod).get("state", {}).get("terminated") or {}
+    terminated = _terminated(pod)
     message = (terminated.get("message") or "").strip()
     result = parse_termination_message(message)
     if result is not None and result.error:
@@ -122,7 +127,7 @@ def pod_error(pod: dict[str, Any]) -> str:
 
 
 def _exit_code(pod: dict[str, Any]) -> int | None:
-    return (_trainer_status(pod).get("state", {}).get("terminated") or {}).get("exitCode")
+    return _terminated(pod).get("exitCode")
 
 
 def _failure(
@@ -144,8 +149,29 @@ def _failure(
     return reason, last_error or condition.get("message") or "the trainer Job failed"
 
 
+def _succeeded(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The pod whose trainer exited 0, if any. The run is done (its outputs stored) as soon as
+    the kubelet reports that exit: the pod's phase says so a second later (the kubelet's next
+    relist) and the Job's Complete condition another second after that (the Job controller
+    batches pod updates). One pod, one container, restartPolicy Never: the Job completes."""
+    for pod in pods:
+        if pod.get("status", {}).get("phase") == "Succeeded" or _exit_code(pod) == 0:
+            return pod
+    return None
+
+
+def _ended_on_bad_input(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The pod whose trainer exited with the bad-input code, not disrupted: the Job's pod
+    failure policy fails the Job for it, two seconds after the kubelet reports the exit (as
+    for a success, see _succeeded)."""
+    for pod in pods:
+        if _exit_code(pod) == ExitCode.BAD_INPUT and not _true_condition(pod, "DisruptionTarget"):
+            return pod
+    return None
+
+
 def _completion(
-    pods: list[dict[str, Any]],
+    succeeded: dict[str, Any] | None,
     output_folder: str,
     standard_outputs: list[str],
     snapshot_outputs: list[str],
@@ -154,10 +180,7 @@ def _completion(
     folder), what it reported elsewhere, and a message for the condition. With no such pod
     left (deleted with its Job before the operator saw it), the Job's Complete condition still
     proves the run uploaded its standard files."""
-    succeeded = [pod for pod in pods if pod.get("status", {}).get("phase") == "Succeeded"]
-    terminated = (
-        _trainer_status(succeeded[0]).get("state", {}).get("terminated") or {} if succeeded else {}
-    )
+    terminated = _terminated(succeeded)
     result = parse_termination_message(terminated.get("message"))
     if result is None and not succeeded:
         result = TrainingResult(outputs=list(standard_outputs))
@@ -204,10 +227,14 @@ def observe(
     }
     queued = naming.KUEUE_QUEUE_LABEL in (job.get("metadata", {}).get("labels") or {})
 
+    # How the run ended, as the Job says or as the kubelet has already reported it.
     complete = _true_condition(job, "Complete")
-    if complete:
+    failed = _true_condition(job, "Failed")
+    succeeded = None if failed else _succeeded(pods)
+    bad_input = None if complete or failed or succeeded else _ended_on_bad_input(pods)
+    if complete or succeeded:
         result, rejected, message = _completion(
-            pods, output_folder, standard_outputs or [], snapshot_outputs or []
+            succeeded, output_folder, standard_outputs or [], snapshot_outputs or []
         )
         return Observation(
             Phase.COMPLETED,
@@ -219,13 +246,18 @@ def observe(
             ),
             result=result,
             rejected_outputs=rejected,
-            completion_time=complete.get("lastTransitionTime"),
+            completion_time=(complete or {}).get("lastTransitionTime")
+            or _terminated(succeeded).get("finishedAt"),
             **common,
         )
 
-    failed = _true_condition(job, "Failed")
-    if failed:
-        reason, error = _failure(job, failed, pods)
+    if failed or bad_input:
+        if failed:
+            reason, error = _failure(job, failed, pods)
+            ended_at = failed.get("lastTransitionTime")
+        else:
+            reason, error = Reason.BAD_INPUT, pod_error(bad_input or {})
+            ended_at = _terminated(bad_input).get("finishedAt")
         return Observation(
             Phase.FAILED,
             (
@@ -233,7 +265,7 @@ def observe(
                 ConditionChange(ConditionType.FAILED, "True", reason, error, warning=True),
             ),
             error=error,
-            completion_time=failed.get("lastTransitionTime"),
+            completion_time=ended_at,
             **common,
         )
 

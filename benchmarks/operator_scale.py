@@ -3,9 +3,10 @@
 N LoRATrainingJobs are created at once; their trainer "finishes at once" (the node agent runs a
 program for the trainer image that writes a result and exits). Reported: from resource creation
 to Job creation, and from the trainer's exit (as the node reports it in the pod's status) to
-`completed` in the resource's status (p50/p99/max, seen through watches), how long the client took to submit them, the total wall time, and the
-CPU time and peak RSS of the `fluxlora-operator` process, and how its liveness endpoint answered
-(polled every 5 s with the chart's probe timeout, 1 s).
+`completed` in the resource's status (p50/p99/max, seen through watches), how long the client
+took to submit them, the total wall time, and the CPU time and peak RSS of the
+`fluxlora-operator` process, and how its liveness endpoint answered (polled every 5 s with the
+chart's probe timeout, 1 s).
 
     .venv/bin/python benchmarks/operator_scale.py --count 300
 """

@@ -1,9 +1,11 @@
 """Fixtures of the real-control-plane tests."""
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -13,7 +15,7 @@ import pytest
 
 from fluxlora_api import resource
 from fluxlora_gateway.keys import new_key
-from fluxlora_kube.client import Kube
+from fluxlora_kube.client import ApiError, Kube
 from fluxlora_kube.paths import path
 from fluxlora_localcluster.control_plane import ControlPlane
 from fluxlora_localcluster.gateway_client import GatewayClient
@@ -191,12 +193,34 @@ class Site:
             ]
             raise AssertionError(f"{error}\nconditions: {conditions}\npods: {pods}") from None
 
-    async def final(self, name: str) -> dict:
-        return await eventually(
-            lambda: self.status(name).get("phase") in ("completed", "failed") and self.status(name),
-            f"{name} ends",
-            timeout=400,
-        )
+    async def final(self, name: str, timeout: float = 400) -> dict:
+        """The run's status once it is `completed` or `failed`. Watched, not polled: a run with
+        a short TTL can be deleted a moment after it ends, and the deletion's event still
+        carries its last status."""
+        return await asyncio.to_thread(self._watch_until_ended, name, timeout)
+
+    def _watch_until_ended(self, name: str, timeout: float) -> dict:
+        url = path(resource.KIND, self.namespace)
+        selector = {"fieldSelector": f"metadata.name={name}"}
+        deadline = time.monotonic() + timeout
+        version = None
+        while time.monotonic() < deadline:
+            try:
+                if version is None:
+                    listing = self.kube.request("GET", url, query=selector)
+                    changes = [("LISTED", run) for run in listing["items"]]
+                    version = listing["metadata"]["resourceVersion"]
+                else:
+                    changes = self.kube.watch(url, {**selector, "resourceVersion": version})
+                for _, run in changes:
+                    version = run["metadata"]["resourceVersion"]
+                    if (run.get("status") or {}).get("phase") in ("completed", "failed"):
+                        return run["status"]
+            except ApiError as error:  # 410: too old to resume from, list again
+                if error.status != 410:
+                    raise
+                version = None
+        raise AssertionError(f"not within {timeout}s: {name} ends ({self.status(name)})")
 
 
 @pytest.fixture

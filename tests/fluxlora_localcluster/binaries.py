@@ -69,6 +69,11 @@ LINK_FLAGS = "-s -w"  # no symbol table or DWARF: links faster, panics still nam
 # The linker drops DWARF (-w), so the compiler need not make it: 12% less CPU for a cold build
 # (kube-scheduler alone: 301 CPU-s instead of 341).
 COMPILE_FLAGS = "all=-dwarf=false"
+# The compiler and linker are Go programs: at the collector's default (GOGC=100) they spend a
+# sixth of a cold build collecting garbage. At 400, client-go from an empty build cache took
+# 108 CPU-seconds instead of 130 (two runs each), its largest compile 470 MB instead of 360;
+# the soft limit bounds each process's heap on a machine with little memory.
+BUILD_ENVIRONMENT = {"CGO_ENABLED": "0", "GOGC": "400", "GOMEMLIMIT": "3GiB"}
 
 
 class BinaryUnavailable(RuntimeError):
@@ -239,7 +244,7 @@ def _build_module(
             [_go(), "build", "-v", "-o", f"{staging}/", *flags, *paths],
             [_go(), "list", "-deps", *paths],
             cwd=build,
-            env={**os.environ, "CGO_ENABLED": "0"},
+            env={**os.environ, **BUILD_ENVIRONMENT},
         )
 
     def finish(staging: Path) -> None:

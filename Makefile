@@ -18,7 +18,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
-.PHONY: help install deps-under-lock lock servers host-packages browser-packages images test lint format crds generate run demo clean
+.PHONY: help install deps-under-lock bytecode-under-lock lock servers host-packages browser-packages images test lint format crds generate run demo clean
 
 help:
 	@echo "make demo    train a tiny LoRA end to end on a local control plane (DEMO_FLAGS=--keep)"
@@ -44,10 +44,27 @@ deps-under-lock:
 		rm -rf $(DEPS) && $(PYTHON) -m venv $(DEPS) && \
 		$(REQUIREMENTS) > $(DEPS)/requirements.txt && \
 		$(DEPS)/bin/python -m pip install --quiet "$(UV)" && \
-		$(UV_PIP) --python $(DEPS)/bin/python --compile-bytecode -r $(DEPS)/requirements.txt \
-			$(addprefix -c ,$(LOCKS)) && \
+		$(UV_PIP) --python $(DEPS)/bin/python -r $(DEPS)/requirements.txt $(addprefix -c ,$(LOCKS)) && \
 		touch $(DEPS)/.complete && \
 		find $(CACHE) -maxdepth 1 -name "deps-*" ! -name "deps-$(DEPS_KEY)" -exec rm -rf {} + ; }
+
+# The dependencies' bytecode (15,000 files, about 40 CPU-seconds), compiled once per machine for
+# the tests, which start dozens of Python processes that import torch, and where
+# PYTHONDONTWRITEBYTECODE is set no process keeps what it compiles. A first `make demo` goes
+# without: its own processes import little, and the servers compile meanwhile on the same cores.
+# A file no Python 3.11 can parse (some packages ship such test data) is left to the importer.
+BYTECODE := $(DEPS)/.bytecode
+$(BYTECODE): $(DEPS)/.complete
+	@flock $(CACHE)/deps.lock $(MAKE) --no-print-directory bytecode-under-lock
+
+bytecode-under-lock:
+	@test -e $(BYTECODE) || { \
+		echo "compiling the Python dependencies to bytecode for the tests, once per machine" \
+			"(half a minute) ..." && \
+		{ $(DEPS)/bin/python -m compileall -q -q -j 0 \
+			"$$($(DEPS)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")" \
+			|| true; } && \
+		touch $(BYTECODE) ; }
 
 # A new package (or entry point) needs the editable install made again.
 $(STAMP): $(DEPS)/.complete pyproject.toml $(wildcard operator/*/__init__.py trainer-image/*/__init__.py tests/fluxlora_*/__init__.py)
@@ -119,7 +136,7 @@ images: $(STAMP) host-packages
 # A worker per core; each has its own control plane and MinIO (session fixtures), and takes
 # the next test when it is free, so the long end-to-end tests spread out.
 test:
-	$(MAKE) --no-print-directory -j3 lint servers images browser-packages
+	$(MAKE) --no-print-directory -j3 lint servers images browser-packages $(BYTECODE)
 	$(BIN)/python -m pytest --numprocesses auto --dist worksteal --durations 15
 
 format: $(STAMP)

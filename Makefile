@@ -18,7 +18,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
-.PHONY: help install deps-under-lock bytecode-under-lock lock servers host-packages browser-packages images test lint format crds generate run demo clean
+.PHONY: help install deps-under-lock bytecode bytecode-under-lock lock servers host-packages browser-packages images test lint format crds generate run demo clean
 
 help:
 	@echo "make demo    train a tiny LoRA end to end on a local control plane (DEMO_FLAGS=--keep)"
@@ -54,6 +54,7 @@ deps-under-lock:
 # without: its own processes import little, and the servers compile meanwhile on the same cores.
 # A file no Python 3.11 can parse (some packages ship such test data) is left to the importer.
 BYTECODE := $(DEPS)/.bytecode
+bytecode: $(BYTECODE)
 $(BYTECODE): $(DEPS)/.complete
 	@flock $(CACHE)/deps.lock $(MAKE) --no-print-directory bytecode-under-lock
 
@@ -136,7 +137,7 @@ images: $(STAMP) host-packages
 # A worker per core; each has its own control plane and MinIO (session fixtures), and takes
 # the next test when it is free, so the long end-to-end tests spread out.
 test:
-	$(MAKE) --no-print-directory -j3 lint servers images browser-packages $(BYTECODE)
+	$(MAKE) --no-print-directory -j3 lint servers images browser-packages bytecode
 	$(BIN)/python -m pytest --numprocesses auto --dist worksteal --durations 15
 
 format: $(STAMP)

@@ -18,7 +18,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(DEPS_KEY)
 CRD_DIRS := crds charts/flux-lora-operator/crds
 
-.PHONY: help install deps-under-lock bytecode bytecode-under-lock lock servers host-packages browser-packages images test lint format crds generate run demo clean
+.PHONY: help install deps-under-lock bytecode bytecode-under-lock lock servers host-packages browser-packages images tiny-model test lint format crds generate run demo clean
 
 help:
 	@echo "make demo    train a tiny LoRA end to end on a local control plane (DEMO_FLAGS=--keep)"
@@ -129,6 +129,9 @@ host-packages:
 browser-packages:
 	$(call apt_install,$(BROWSER_PACKAGES),for the web page's browser tests)
 
+tiny-model: $(STAMP)
+	@$(BIN)/python -m fluxlora_localcluster.tiny_model_cache
+
 # Both images from their Dockerfiles (buildah, on a local Debian base): only changed layers
 # rebuild, so a change to our code takes seconds.
 images: $(STAMP) host-packages
@@ -147,8 +150,9 @@ format: $(STAMP)
 run: $(STAMP)
 	$(BIN)/fluxlora-operator
 
+# The demo's tiny model is written once per machine, while the servers compile.
 demo:
-	$(MAKE) --no-print-directory -j3 $(STAMP) servers images SERVERS_FOR=demo
+	$(MAKE) --no-print-directory -j3 $(STAMP) servers images tiny-model SERVERS_FOR=demo
 	$(BIN)/python examples/local_demo.py --images-built $(DEMO_FLAGS)
 
 clean:

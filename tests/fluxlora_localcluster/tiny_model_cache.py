@@ -6,6 +6,7 @@ half of its exit (the interpreter's teardown of torch)."""
 import hashlib
 import shutil
 import tempfile
+import time
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
@@ -28,14 +29,18 @@ def tiny_model_key() -> str:
     return digest.hexdigest()[:12]
 
 
+def _folder(cache: Path) -> Path:
+    return cache / "models" / f"{FAMILY}{tiny_model_key()}"
+
+
 def cached_tiny_model(cache: Path = CACHE) -> Path:
     """The tiny model's folder in `cache`, written first if no run has (then older versions'
     folders are removed). Several processes may ask at once: each writes its own copy, and the
     first to rename it into place wins."""
-    models = cache / "models"
-    folder = models / f"{FAMILY}{tiny_model_key()}"
+    folder = _folder(cache)
     if folder.is_dir():
         return folder
+    models = folder.parent
     from fluxlora_trainer.tiny_model import write_tiny_model  # torch: only when writing
 
     models.mkdir(parents=True, exist_ok=True)
@@ -49,3 +54,17 @@ def cached_tiny_model(cache: Path = CACHE) -> Path:
         if older != folder:
             shutil.rmtree(older, ignore_errors=True)
     return folder
+
+
+def main() -> None:
+    """`make demo` writes it while the servers compile, not after them (seconds of imports)."""
+    began = time.monotonic()
+    if _folder(CACHE).is_dir():
+        return
+    print("writing the demo's tiny model, once per machine ...", flush=True)
+    folder = cached_tiny_model(CACHE)
+    print(f"wrote the demo's tiny model in {time.monotonic() - began:.0f} s: {folder}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

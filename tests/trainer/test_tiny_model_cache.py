@@ -37,3 +37,18 @@ def test_the_key_follows_the_recipe_and_the_libraries(monkeypatch: pytest.Monkey
     assert tiny_model_key() == key
     monkeypatch.setattr(cache, "version", lambda library: "0.0.1")
     assert tiny_model_key() != key
+
+
+def test_make_tiny_model_writes_it_saying_so_then_finds_it_silently(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    import fluxlora_localcluster.tiny_model_cache as cache
+
+    monkeypatch.setattr(cache, "CACHE", tmp_path)
+    cache.main()
+    said = capsys.readouterr().out
+    assert said.startswith("writing the demo's tiny model, once per machine ...\n")
+    assert f"{tmp_path}/models/{FAMILY}{tiny_model_key()}" in said
+    assert (tmp_path / "models" / f"{FAMILY}{tiny_model_key()}" / "model_index.json").is_file()
+    cache.main()
+    assert capsys.readouterr().out == ""

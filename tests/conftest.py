@@ -17,10 +17,10 @@ from fluxlora_localcluster.training_site import create_namespace, install_crd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# `make test` runs a worker per core (pytest-xdist). torch's default of one thread per core
-# would make the workers' training spin against each other (measured on 2 cores: the trainer
-# tests took 415 s that way, 145 s with a thread each, 202 s in one process). Set before torch
-# loads; the trainers the tests start inherit it.
+# `make test` runs a worker per core and one more (pytest-xdist). torch's default of one thread
+# per core would make the workers' training spin against each other (measured on 2 cores: the
+# trainer tests took 415 s that way, 145 s with a thread each, 202 s in one process). Set before
+# torch loads; the trainers the tests start inherit it.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 

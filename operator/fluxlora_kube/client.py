@@ -119,16 +119,16 @@ class Kube:
                 return None
             raise
 
-    def delete(self, kind: str, namespace: str, name: str) -> None:
-        """Deletes in the background (dependents too); a missing object is fine."""
+    def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> None:
+        """Deletes in the background (dependents too); a missing object is fine. With `uid`,
+        only that object: another of the same name made meanwhile is left alone."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
         try:
-            self.request(
-                "DELETE",
-                path(kind, namespace, name),
-                body={"propagationPolicy": "Background"},
-            )
+            self.request("DELETE", path(kind, namespace, name), body=body)
         except ApiError as error:
-            if error.status != 404:
+            if error.status != 404 and not (uid is not None and error.status == 409):
                 raise
 
     def patch_status(

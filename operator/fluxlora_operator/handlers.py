@@ -109,6 +109,8 @@ def register(
         metrics.observe_phase(uid, phase)
         metrics.observe_run(namespace, name, listed)
         reconciler.track(namespace, name, phase, deleted=deleted)
+        if deleted:
+            reconciler.release(event["object"])
         if listed is not None and phase is None:
             reconciler.start(namespace, name, listed)
         elif listed is not None and reconciler.suspension_unrecorded(listed):

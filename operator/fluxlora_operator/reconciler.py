@@ -86,6 +86,20 @@ class Reconciler:
             if deleted:
                 self._locks.pop(key, None)
 
+    def release(self, deleted: dict[str, Any]) -> None:
+        """A deleted resource's trainer Job is deleted at once, not when Kubernetes' garbage
+        collector gets to it: that can be many seconds behind on a busy cluster, and it does
+        not see a new kind's objects until its next discovery (up to 30 s after the CRD is
+        installed). The pod's SIGTERM then stops the trainer and frees the GPU; the collector
+        stays the backstop where no operator runs. Only the Job this resource controls (a new
+        resource of the same name may have made one already)."""
+        ref = TrainingJobRef.of(deleted)
+        job = self.cache.view(ref.namespace, ref.name).jobs.get(naming.job_name(ref.name))
+        if job is None or job["metadata"].get("deletionTimestamp") or not ref.owns(job):
+            return
+        logger.info("%s/%s deleted: removing its trainer Job", ref.namespace, ref.name)
+        self.kube.delete("Job", ref.namespace, job["metadata"]["name"], job["metadata"]["uid"])
+
     def resync(self) -> None:
         """Mirror every unfinished resource; one failing never stops the others. Each namespace
         costs four list calls per round, not three or four per resource: the resources, Jobs,

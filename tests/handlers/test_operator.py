@@ -126,6 +126,41 @@ async def test_the_operator_watches_only_its_own_jobs_and_pods(operator, apiserv
             assert request.params.get("labelSelector") == naming.MANAGED_SELECTOR
 
 
+async def test_a_deleted_resources_job_is_deleted_at_once_not_left_to_the_collector(
+    operator, apiserver
+):
+    """This API runs no garbage collector: only the operator can remove the Job (and with it the
+    pod that holds the GPU). A Job of the same name that another resource controls stays."""
+    cluster, _ = operator
+    await cluster.submit()
+
+    async def job_created():
+        """the operator created the trainer Job"""
+        return await cluster.get("Job", JOB)
+
+    await eventually(job_created)
+    await cluster.delete(resource.KIND, "portrait")
+
+    async def job_gone():
+        """the operator deleted the deleted resource's Job"""
+        return await cluster.get("Job", JOB) is None
+
+    await eventually(job_gone)
+    deletes = [r for r in apiserver[kmock.method.DELETE] if r.resource.plural == "jobs"]
+    assert [(r.name, r.data["preconditions"]["uid"] is not None) for r in deletes] == [(JOB, True)]
+
+    # A new resource of the name made its Job before the old one's deletion was seen: the old
+    # one's deletion leaves the new Job alone.
+    await cluster.submit()
+    replacement = await eventually(job_created)
+    await eventually(
+        lambda: cluster.reconciler.cache.view(NAMESPACE, "portrait").jobs, "the Job is watched"
+    )
+    stale = {"metadata": {"namespace": NAMESPACE, "name": "portrait", "uid": "an-older-one"}}
+    await cluster.call(cluster.reconciler.release, stale)
+    assert (await cluster.get("Job", JOB))["metadata"]["uid"] == replacement["metadata"]["uid"]
+
+
 async def test_an_operator_for_some_namespaces_leaves_the_others_alone(apiserver):
     settings = SETTINGS.model_copy(update={"namespaces": [NAMESPACE]})
     async with running_operator(apiserver, settings) as (cluster, _):

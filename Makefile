@@ -141,7 +141,7 @@ images: $(STAMP) host-packages
 # (session fixtures), and takes the next test when it is free, so the long end-to-end tests
 # spread out. The end-to-end tests wait on the cluster part of the time (its one-second
 # relists and batching, back-offs, a negative test's quiet seconds): with a worker per core a
-# 2-core machine stood idle 18 % of the run, with one more 5 %.
+# 2-core machine stood idle 17–18 % of the run, with one more 5–8 %.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test:
 	$(MAKE) --no-print-directory -j3 lint servers images browser-packages bytecode

@@ -97,10 +97,13 @@ crds generate: $(STAMP)
 	$(BIN)/fluxlora-crd $(CRD_DIRS) --reference docs/api-reference.md
 	$(BIN)/python -m fluxlora_operator.settings > docs/operator.md
 
+# mypy's cache is the machine's, beside the dependencies it describes: it is keyed by each
+# module's contents, not its path, so a new checkout (a CI clone) checks in a second instead of
+# 45 CPU-seconds of silence. One mypy at a time writes it.
 lint: $(STAMP)
 	$(DEPS)/bin/ruff check .
 	$(DEPS)/bin/ruff format --check .
-	$(DEPS)/bin/mypy
+	MYPY_CACHE_DIR=$(DEPS)/mypy-cache flock $(DEPS)/.mypy.lock $(DEPS)/bin/mypy
 
 # The servers the tests run, built once per machine (minutes when cold, instant after). The
 # build needs only Go and the standard library, so on a fresh machine it runs beside the Python

@@ -1,7 +1,7 @@
 """A newcomer's first run, timed: a cold `make demo` (a fresh clone of this checkout's HEAD and
 empty caches), then a warm `make demo`, then a warm `make test` (what only the tests build,
-Kueue and the browser, made first, untimed), each with the longest wait
-without any output (the issue's "never a silent minute").
+Kueue, the browser, the dependencies' bytecode and mypy's cache, made first, untimed), each with
+the longest wait without any output (the issue's "never a silent minute").
 
 Cold means every cache the two commands fill is empty: the project's (FLUXLORA_CACHE: the
 Python environment, uv's downloads, the servers), Go's build and module caches, and pip's, all
@@ -94,9 +94,10 @@ def main() -> int:
         timings.append(timed("cold make demo", ["make", "demo"], clone, environment))
         timings.append(timed("warm make demo", ["make", "demo"], clone, environment))
         if not args.skip_test:
-            # What only the tests use (Kueue's manager, the browser, the dependencies' bytecode)
-            # is not the demo's: made here, untimed, so that the timed `make test` is warm.
-            filling = ["make", "--no-print-directory", "servers", "browser-packages", "bytecode"]
+            # What only the tests use (Kueue's manager, the browser, the dependencies' bytecode,
+            # mypy's cache) is not the demo's: made here, untimed, so that `make test` is warm.
+            filling = ["make", "--no-print-directory", "servers", "browser-packages", "bytecode",
+                       "lint"]  # fmt: skip
             timed("filling make test's own caches (untimed)", filling, clone, environment)
             timings.append(timed("warm make test", ["make", "test"], clone, environment))
     finally:

@@ -50,7 +50,7 @@ from fluxlora_localcluster.minio import S3Server, running_minio
 from fluxlora_localcluster.node import FIRST_NODE, Node, running_node
 from fluxlora_localcluster.node_network import HOST_ADDRESS, ensure_host_address
 from fluxlora_localcluster.pod_health import describe, problem
-from fluxlora_localcluster.processes import stop
+from fluxlora_localcluster.processes import ServerFailed, stop
 from fluxlora_localcluster.tiny_model_cache import cached_tiny_model
 from fluxlora_localcluster.training_site import (
     MODEL_PATH,
@@ -407,6 +407,8 @@ def main() -> int:
                     stopping_since = time.monotonic()
     except Interrupted:
         code = 0 if args.kept else 130  # stopping a kept demo is how it ends
+    except ServerFailed as failure:  # its own words on why (its log goes with the work folder)
+        print(f"\n{failure}", flush=True)
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
     took = f" in {time.monotonic() - stopping_since:.1f} s" if stopping_since else ""

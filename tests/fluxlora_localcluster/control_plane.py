@@ -24,7 +24,7 @@ from fluxlora_localcluster.binaries import ensure_kubernetes
 from fluxlora_localcluster.kubeconfig import write_kubeconfig
 from fluxlora_localcluster.minio import free_port
 from fluxlora_localcluster.node_network import ensure_host_address
-from fluxlora_localcluster.processes import start, stop
+from fluxlora_localcluster.processes import ServerFailed, Starting, ensure_running, start, stop
 
 START_TIMEOUT_SECONDS = 120
 TEST_USERS = ("alice", "bob")  # authenticated, in no group with rights: RBAC grants them all
@@ -165,13 +165,12 @@ def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
         stop(process)
 
 
-def _wait(url: str, token: str, ca_file: Path, processes: list[subprocess.Popen]) -> None:
+def _wait(url: str, token: str, ca_file: Path, servers: list[Starting]) -> None:
     pool = urllib3.PoolManager(ca_certs=str(ca_file), retries=False, timeout=3)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args[0]} exited with code {process.returncode}")
+        for server in servers:
+            ensure_running(*server)
         try:
             response = pool.request("GET", url, headers={"Authorization": f"Bearer {token}"})
             if response.status == 200:
@@ -215,6 +214,7 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
     # the serving certificate names the advertised address (not loopback): every client uses it
     server = f"https://{host}:{api_port}"
     ca_file = certs / "apiserver.crt"
+    etcd_log, apiserver_log = workdir / "etcd.log", workdir / "kube-apiserver.log"
 
     with ExitStack() as stack:
         etcd = stack.enter_context(
@@ -229,7 +229,7 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
                     "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
                     "--unsafe-no-fsync",
                 ],
-                workdir / "etcd.log",
+                etcd_log,
             )
         )  # fmt: skip
         apiserver = stack.enter_context(
@@ -255,14 +255,25 @@ def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
                     "--kubelet-client-certificate", str(kubelet_client),
                     "--kubelet-client-key", str(kubelet_client_key),
                 ],
-                workdir / "kube-apiserver.log",
+                apiserver_log,
             )
         )  # fmt: skip
-        while not ca_file.exists():  # written as the server starts
-            if apiserver.poll() is not None:
-                raise RuntimeError("kube-apiserver exited; see kube-apiserver.log")
-            time.sleep(0.1)
-        _wait(f"{server}/readyz", admin_token, ca_file, [etcd, apiserver])
+        starting = [
+            ("etcd", etcd, etcd_log),
+            ("kube-apiserver", apiserver, apiserver_log),
+        ]
+        try:
+            while not ca_file.exists():  # written as the server starts
+                for started in starting:
+                    ensure_running(*started)
+                time.sleep(0.1)
+            _wait(f"{server}/readyz", admin_token, ca_file, starting)
+        except ServerFailed:
+            # An API server without its etcd ignores SIGTERM until stop()'s grace runs out: the
+            # person waiting hears why now, not 20 s later. Neither has served anything yet.
+            for _, process, _ in starting:
+                process.kill()
+            raise
         kubeconfig = write_kubeconfig(workdir / "kubeconfig", server, admin_token, ca_file)
         (workdir / "dns-rbac.yaml").write_text(DNS_RBAC)
         subprocess.run(

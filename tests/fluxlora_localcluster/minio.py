@@ -14,7 +14,7 @@ from pathlib import Path
 import urllib3
 
 from fluxlora_localcluster.binaries import ensure_minio
-from fluxlora_localcluster.processes import start, stop
+from fluxlora_localcluster.processes import ensure_running, start, stop
 
 START_TIMEOUT_SECONDS = 60
 
@@ -51,17 +51,24 @@ class S3Server:
 # the embedded operator's progress endpoint could bind it. Not NodePorts' range (30000-).
 SERVER_PORTS = range(20000, 30000)
 _choice = random.SystemRandom()  # whatever a test seeds, the workers choose apart
+# Ports this process has handed out: a server's ports are all chosen before it binds any, so
+# without this its second port could be its first (as a test or the demo runs, a few hundred).
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    """A port no server listens on, on any address, chosen at random from SERVER_PORTS."""
+    """A port no server listens on, on any address, chosen at random from SERVER_PORTS, and
+    not handed out before by this process."""
     for _ in range(200):
         port = _choice.choice(SERVER_PORTS)
+        if port in _handed_out:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("0.0.0.0", port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     raise RuntimeError(f"no free port in {SERVER_PORTS}")
 
@@ -72,6 +79,7 @@ def running_minio(data_dir: Path, host: str = "127.0.0.1") -> Iterator[S3Server]
     binary = ensure_minio()
     port, console = free_port(), free_port()
     server = S3Server(f"http://{host}:{port}", "fluxlora-test", secrets.token_hex(16))
+    log = data_dir.parent / "minio.log"
     environment = {
         **os.environ,
         "MINIO_ROOT_USER": server.access_key,
@@ -89,22 +97,21 @@ def running_minio(data_dir: Path, host: str = "127.0.0.1") -> Iterator[S3Server]
             f"{host}:{console}",
             "--quiet",
         ],
-        data_dir.parent / "minio.log",
+        log,
         env=environment,
     )
     try:
-        _wait_ready(server.endpoint, process)
+        _wait_ready(server.endpoint, process, log)
         yield server
     finally:
         stop(process)
 
 
-def _wait_ready(endpoint: str, process: subprocess.Popen) -> None:
+def _wait_ready(endpoint: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     pool = urllib3.PoolManager(retries=False, timeout=2)
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"minio exited with code {process.returncode}")
+        ensure_running("minio", process, log)
         try:
             if pool.request("GET", f"{endpoint}/minio/health/ready").status == 200:
                 return

@@ -36,7 +36,7 @@ from fluxlora_localcluster.control_plane import ControlPlane
 from fluxlora_localcluster.images import pause_image
 from fluxlora_localcluster.kubeconfig import kubeconfig
 from fluxlora_localcluster.node_network import NodeLink, create_link, remove_link
-from fluxlora_localcluster.processes import run_saying, start, stop
+from fluxlora_localcluster.processes import Starting, ensure_running, run_saying, start, stop
 from fluxlora_localcluster.registry import running_registry
 from fluxlora_operator.settings import OperatorSettings
 
@@ -446,12 +446,11 @@ def _wait_for_containerd(ctr_command: list[str], process: subprocess.Popen, name
         time.sleep(0.2)
 
 
-def _wait_ready(plane: ControlPlane, name: str, processes: list[subprocess.Popen]) -> None:
+def _wait_ready(plane: ControlPlane, name: str, servers: list[Starting]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{Path(process.args[-1]).name} on {name} exited")
+        for server in servers:
+            ensure_running(*server)
         done = plane.kubectl(
             "get",
             "node",
@@ -543,6 +542,16 @@ def running_node(
         ):
             (workdir / file).write_text(yaml.safe_dump(body))
         processes: list[subprocess.Popen] = []
+        servers: list[Starting] = []
+
+        def launch(server: str, command: list[str], **options) -> subprocess.Popen:
+            """One of the node's servers, in its network and cgroup, logging to <server>.log."""
+            log = workdir / f"{server}.log"
+            process = start(_in_node(link, cgroup, command), log, **options)
+            processes.append(process)
+            servers.append((f"{server} on {name}", process, log))
+            return process
+
         node = Node(name, link, workdir, store, socket, binaries["ctr"])
         # The slot's network was free, so anything in its volumes is a killed run's leftover.
         shutil.rmtree(node.volumes, ignore_errors=True)
@@ -551,88 +560,57 @@ def running_node(
             _make_cgroup(f"{cgroup}/system")
             shims = binaries["containerd"].parent  # containerd finds its runc shim on PATH
             environment = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
-            processes.append(
-                start(
-                    _in_node(
-                        link,
-                        cgroup,
-                        [str(binaries["containerd"]), "--config", str(workdir / "containerd.toml")],
-                    ),
-                    workdir / "containerd.log",
-                    env=environment,
-                )
+            containerd = launch(
+                "containerd",
+                [str(binaries["containerd"]), "--config", str(workdir / "containerd.toml")],
+                env=environment,
             )
-            _wait_for_containerd(node._ctr_command(), processes[0], name)
+            _wait_for_containerd(node._ctr_command(), containerd, name)
             for each in (pause, *images):
                 node.pull(each)
-            processes.append(
-                start(
-                    _in_node(
-                        link,
-                        cgroup,
-                        [
-                            str(binaries["kubelet"]),
-                            "--config",
-                            str(workdir / "kubelet.yaml"),
-                            "--kubeconfig",
-                            str(workdir / "kubelet.kubeconfig"),
-                            "--root-dir",
-                            str(workdir / "kubelet"),
-                            "--cert-dir",
-                            str(workdir / "kubelet-pki"),
-                            "--hostname-override",
-                            name,
-                            "--node-ip",
-                            link.node_address,
-                            "--node-labels",
-                            "nvidia.com/gpu.present=true,nvidia.com/gpu.product=Test-GPU",
-                            f"--register-with-taints={','.join(taints)}",
-                            "--v",
-                            "1",
-                        ],
-                    ),
-                    workdir / "kubelet.log",
-                    env=environment,
-                )
+            launch(
+                "kubelet",
+                [
+                    str(binaries["kubelet"]),
+                    "--config",
+                    str(workdir / "kubelet.yaml"),
+                    "--kubeconfig",
+                    str(workdir / "kubelet.kubeconfig"),
+                    "--root-dir",
+                    str(workdir / "kubelet"),
+                    "--cert-dir",
+                    str(workdir / "kubelet-pki"),
+                    "--hostname-override",
+                    name,
+                    "--node-ip",
+                    link.node_address,
+                    "--node-labels",
+                    "nvidia.com/gpu.present=true,nvidia.com/gpu.product=Test-GPU",
+                    f"--register-with-taints={','.join(taints)}",
+                    "--v",
+                    "1",
+                ],
+                env=environment,
             )
-            processes.append(
-                start(
-                    _in_node(
-                        link,
-                        cgroup,
-                        [str(binaries["kube-proxy"]), "--config", str(workdir / "kube-proxy.yaml")],
-                    ),
-                    workdir / "kube-proxy.log",
-                )
+            launch(
+                "kube-proxy",
+                [str(binaries["kube-proxy"]), "--config", str(workdir / "kube-proxy.yaml")],
             )
             (workdir / "Corefile").write_text(_corefile(workdir, link.node_address))
-            processes.append(
-                start(
-                    _in_node(
-                        link, cgroup, [str(binaries["coredns"]), "-conf", str(workdir / "Corefile")]
-                    ),
-                    workdir / "coredns.log",
-                )
+            launch("coredns", [str(binaries["coredns"]), "-conf", str(workdir / "Corefile")])
+            launch(
+                "gpu-device-plugin",
+                [
+                    str(binaries["gpu-device-plugin"]),
+                    "--resource",
+                    GPU_RESOURCE,
+                    "--count",
+                    str(gpus),
+                    "--registry-dir",
+                    str(workdir / "kubelet" / "plugins_registry"),
+                ],
             )
-            processes.append(
-                start(
-                    _in_node(
-                        link,
-                        cgroup,
-                        [
-                            str(binaries["gpu-device-plugin"]),
-                            "--resource",
-                            GPU_RESOURCE,
-                            "--count",
-                            str(gpus),
-                            "--registry-dir",
-                            str(workdir / "kubelet" / "plugins_registry"),
-                        ],
-                    ),
-                    workdir / "gpu-device-plugin.log",
-                )
-            )
-            _wait_ready(plane, name, processes)
+            _wait_ready(plane, name, servers)
             _wait_for_gpus(plane, name, gpus)
             yield node
         finally:

@@ -5,6 +5,15 @@ import time
 from pathlib import Path
 
 GRACE_SECONDS = 20
+LOG_LINES = 15  # of a server that failed to start: its own words on why
+
+
+# a server starting: its name (as a person knows it), its process, its log
+Starting = tuple[str, subprocess.Popen, Path]
+
+
+class ServerFailed(RuntimeError):
+    """A server the tests or the demo started exited while starting: which, and its log's end."""
 
 
 def start(command: list[str], log: Path, **options) -> subprocess.Popen:
@@ -15,6 +24,18 @@ def start(command: list[str], log: Path, **options) -> subprocess.Popen:
         return subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, process_group=0, **options
         )
+
+
+def ensure_running(name: str, process: subprocess.Popen, log: Path) -> None:
+    """Raises ServerFailed, with the last lines of `log`, if `process` has exited."""
+    if process.poll() is None:
+        return
+    lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:] if log.exists() else []
+    said = "\n".join(f"  {line}" for line in lines) or "  (nothing)"
+    raise ServerFailed(
+        f"{name} exited with code {process.returncode} while starting; the end of its log "
+        f"({log.name}):\n{said}"
+    )
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -23,6 +23,16 @@ def test_a_port_in_use_is_passed_over(monkeypatch):
         taken.bind(("127.0.0.1", free_port()))  # in use on one address only
         taken.listen()
         busy, other = taken.getsockname()[1], free_port()
+        monkeypatch.setattr(minio, "_handed_out", set())  # `other` is as yet unclaimed
         draws = iter([busy, busy, other])
         monkeypatch.setattr(minio._choice, "choice", lambda ports: next(draws))
         assert free_port() == other
+
+
+def test_a_port_is_handed_out_once_so_a_servers_ports_never_collide(monkeypatch):
+    """etcd's client and peer ports are both chosen before it binds either."""
+    port, other = free_port(), free_port()
+    monkeypatch.setattr(minio, "_handed_out", set())
+    draws = iter([port, port, other])
+    monkeypatch.setattr(minio._choice, "choice", lambda ports: next(draws))
+    assert (free_port(), free_port()) == (port, other)

@@ -541,14 +541,12 @@ def running_node(
             ("kube-proxy.yaml", _proxy_config(plane, workdir, name)),
         ):
             (workdir / file).write_text(yaml.safe_dump(body))
-        processes: list[subprocess.Popen] = []
         servers: list[Starting] = []
 
         def launch(server: str, command: list[str], **options) -> subprocess.Popen:
             """One of the node's servers, in its network and cgroup, logging to <server>.log."""
             log = workdir / f"{server}.log"
             process = start(_in_node(link, cgroup, command), log, **options)
-            processes.append(process)
             servers.append((f"{server} on {name}", process, log))
             return process
 
@@ -614,7 +612,7 @@ def running_node(
             _wait_for_gpus(plane, name, gpus)
             yield node
         finally:
-            for process in reversed(processes):
+            for _, process, _ in reversed(servers):
                 stop(process)
             for _ in range(50):  # the containers, their shims, anything left
                 pids = cgroup_processes(cgroup)
